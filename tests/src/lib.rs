@@ -1,0 +1,1 @@
+//! Workspace-wide checks; the tests live in `tests/`.

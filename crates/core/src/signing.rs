@@ -135,12 +135,14 @@ impl Signature {
         if value.is_empty() {
             return Err(VerifyError::Missing);
         }
-        if !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(VerifyError::NotHex);
-        }
         if value.len() != 64 {
-            return Err(VerifyError::WrongLength {
-                digits: value.len(),
+            let is_hex = value.bytes().all(|b| b.is_ascii_hexdigit());
+            return Err(if is_hex {
+                VerifyError::WrongLength {
+                    digits: value.len(),
+                }
+            } else {
+                VerifyError::NotHex
             });
         }
         let mut bytes = [0u8; 32];

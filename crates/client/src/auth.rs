@@ -1,0 +1,375 @@
+//! Logging in and keeping one access token for all callers.
+//!
+//! The token lives behind an async mutex. A caller that finds it missing or about to run out
+//! renews it while holding the lock, so concurrent callers wait for that one renewal instead of
+//! logging in themselves. Each new token gets a generation number: a caller whose request was
+//! refused with 401 asks for a renewal of the generation it used, and only the first such caller
+//! logs in again; the others find a newer generation and take it.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::ACCEPT;
+use serde::Deserialize;
+use totp_rs::{Algorithm, TOTP};
+
+use crate::client::{Inner, Repeat, TOKEN_HEADER};
+use crate::error::Error;
+
+/// How long a token lives when the login answer does not say (Preservica's usual 15 minutes).
+const DEFAULT_VALID_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The token state shared by all clones of a client.
+#[derive(Default)]
+pub(crate) struct AuthState {
+    session: Option<Session>,
+    generation: u64,
+    tenant: Option<String>,
+}
+
+impl AuthState {
+    pub(crate) fn new(tenant: Option<String>) -> AuthState {
+        AuthState {
+            tenant,
+            ..AuthState::default()
+        }
+    }
+
+    pub(crate) fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+}
+
+/// One access token, with what is needed to renew it.
+struct Session {
+    token: String,
+    refresh_token: Option<String>,
+    obtained: Instant,
+    valid_for: Duration,
+}
+
+impl Session {
+    /// Whether the token is close enough to its end to renew it before use: within a fifth of
+    /// its lifetime, at most a minute.
+    fn needs_renewal(&self, now: Instant) -> bool {
+        let margin = (self.valid_for / 5).min(Duration::from_secs(60));
+        now.saturating_duration_since(self.obtained) + margin >= self.valid_for
+    }
+}
+
+/// An access token handed to one request, with the generation it belongs to.
+pub(crate) struct Token {
+    pub(crate) value: String,
+    pub(crate) generation: u64,
+}
+
+/// The JSON of the login, refresh and complete-2fa answers. Not `Debug`: it holds tokens.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LoginAnswer {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default, rename = "refresh-token")]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    valid_for: Option<f64>,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    continuation_token: Option<String>,
+}
+
+/// Makes the TOTP generator for a base32 seed (RFC 6238: SHA-1, 6 digits, 30 s).
+///
+/// Spaces, dashes and `=` padding are ignored and case does not matter, as authenticator apps
+/// show seeds in groups.
+pub(crate) fn totp(seed: &str) -> Result<TOTP, Error> {
+    let cleaned: String = seed
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '='))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let bytes = totp_rs::Secret::Encoded(cleaned)
+        .to_bytes()
+        .ok()
+        .filter(|it| !it.is_empty())
+        .ok_or_else(|| {
+            Error::Configuration(
+                "the two-factor seed is not valid base32; give the seed as Preservica showed it when two-factor authentication was set up".to_owned(),
+            )
+        })?;
+    Ok(TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes))
+}
+
+impl Inner {
+    /// The current token, logging in or renewing first when needed.
+    pub(crate) async fn token(&self) -> Result<Token, Error> {
+        let mut state = self.auth.lock().await;
+        let fresh = state
+            .session
+            .as_ref()
+            .is_some_and(|session| !session.needs_renewal(Instant::now()));
+        if !fresh {
+            self.renew(&mut state).await?;
+        }
+        Ok(current(&state))
+    }
+
+    /// After a 401 with the token of `generation`: one new login for all callers that saw it.
+    pub(crate) async fn renew_after_unauthorized(&self, generation: u64) -> Result<Token, Error> {
+        let mut state = self.auth.lock().await;
+        let already_renewed = state.session.is_some() && state.generation != generation;
+        if !already_renewed {
+            tracing::debug!("access token refused; logging in again");
+            state.session = None;
+            self.login(&mut state).await?;
+        }
+        Ok(current(&state))
+    }
+
+    /// Renews with the refresh token when there is one, else (or when that fails) logs in.
+    async fn renew(&self, state: &mut AuthState) -> Result<(), Error> {
+        let Some(old) = state.session.take() else {
+            return self.login(state).await;
+        };
+        let Some(refresh_token) = old.refresh_token else {
+            return self.login(state).await;
+        };
+        match self.refresh(state, &old.token, &refresh_token).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                tracing::debug!(error = %err, "token refresh failed; logging in again");
+                self.login(state).await
+            }
+        }
+    }
+
+    async fn refresh(
+        &self,
+        state: &mut AuthState,
+        token: &str,
+        refresh_token: &str,
+    ) -> Result<(), Error> {
+        const OPERATION: &str = "refresh the access token";
+        let url = self.endpoint(&["api", "accesstoken", "refresh"]);
+        let response = self
+            .send(OPERATION, Repeat::Safe, || {
+                self.http
+                    .post(url.clone())
+                    .header(ACCEPT, "application/json")
+                    .header(TOKEN_HEADER, token)
+                    .form(&[("refreshToken", refresh_token)])
+            })
+            .await?;
+        let status = response.status();
+        let answer = self.read_login_answer(OPERATION, response).await?;
+        match answer.token {
+            Some(_) if status.is_success() => {
+                self.start_session(state, answer);
+                tracing::debug!("access token refreshed");
+                Ok(())
+            }
+            _ => Err(Error::Authentication {
+                status,
+                message: self.redact(answer.message.as_deref().unwrap_or("no token")),
+            }),
+        }
+    }
+
+    async fn login(&self, state: &mut AuthState) -> Result<(), Error> {
+        const OPERATION: &str = "log in";
+        let url = self.endpoint(&["api", "accesstoken", "login"]);
+        let mut form = vec![
+            ("username", self.username.as_str()),
+            ("password", self.password.expose()),
+        ];
+        let tenant = state.tenant.clone();
+        match tenant.as_deref() {
+            Some(tenant) => form.push(("tenant", tenant)),
+            None => form.push(("includeUserDetails", "true")),
+        }
+        let response = self
+            .send(OPERATION, Repeat::Safe, || {
+                self.http
+                    .post(url.clone())
+                    .header(ACCEPT, "application/json")
+                    .form(&form)
+            })
+            .await?;
+        let status = response.status();
+        let answer = self.read_login_answer(OPERATION, response).await?;
+        if status.is_success() && answer.token.is_some() {
+            self.start_session(state, answer);
+            tracing::debug!(user = %self.username, "logged in");
+            return Ok(());
+        }
+        match answer.message.as_deref() {
+            Some("needs.2fa") => self.complete_two_factor(state, answer).await,
+            Some("needs.2fa.setup") => Err(Error::TwoFactorNotSetUp),
+            message if status.is_client_error() => Err(Error::Authentication {
+                status,
+                message: self.redact(message.unwrap_or("no message")),
+            }),
+            message => Err(Error::Status {
+                operation: OPERATION,
+                status,
+                message: self.redact(message.unwrap_or("no token in the answer")),
+                body: String::new(),
+                hint: None,
+            }),
+        }
+    }
+
+    async fn complete_two_factor(
+        &self,
+        state: &mut AuthState,
+        challenge: LoginAnswer,
+    ) -> Result<(), Error> {
+        const OPERATION: &str = "complete the two-factor login";
+        let Some(totp) = &self.totp else {
+            return Err(Error::TwoFactorSeedMissing);
+        };
+        let continuation = challenge.continuation_token.ok_or(Error::Decode {
+            what: "the login",
+            detail: "Preservica asked for two-factor authentication without a continuationToken"
+                .to_owned(),
+        })?;
+        if state.tenant.is_none() {
+            state.tenant = challenge.tenant;
+        }
+        let code = totp.generate((self.unix_time)());
+        let url = self.endpoint(&["api", "accesstoken", "complete-2fa"]);
+        let mut form = vec![
+            ("username", self.username.as_str()),
+            ("continuationToken", continuation.as_str()),
+            ("twoFactorToken", code.as_str()),
+        ];
+        let tenant = state.tenant.clone();
+        if let Some(tenant) = tenant.as_deref() {
+            form.push(("tenant", tenant));
+        }
+        let response = self
+            .send(OPERATION, Repeat::ConnectOnly, || {
+                self.http
+                    .post(url.clone())
+                    .header(ACCEPT, "application/json")
+                    .form(&form)
+            })
+            .await?;
+        let status = response.status();
+        let answer = self.read_login_answer(OPERATION, response).await?;
+        if status.is_success() && answer.token.is_some() {
+            self.start_session(state, answer);
+            tracing::debug!(user = %self.username, "logged in with two-factor authentication");
+            return Ok(());
+        }
+        Err(Error::TwoFactorRejected {
+            status,
+            message: self.redact(
+                answer
+                    .message
+                    .as_deref()
+                    .unwrap_or("no token in the answer"),
+            ),
+        })
+    }
+
+    /// Reads a login-shaped answer; a body that is not JSON reads as empty (the status decides).
+    async fn read_login_answer(
+        &self,
+        operation: &'static str,
+        response: reqwest::Response,
+    ) -> Result<LoginAnswer, Error> {
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| Error::Transport { operation, source })?;
+        match serde_json::from_slice::<LoginAnswer>(&body) {
+            Ok(answer) => Ok(answer),
+            Err(err) if status.is_success() => Err(Error::Decode {
+                what: "the login",
+                detail: format!("not the expected JSON ({err})"),
+            }),
+            Err(_) => Ok(LoginAnswer {
+                message: Some(self.redact(&crate::client::message_of(status, &body))),
+                ..LoginAnswer::default()
+            }),
+        }
+    }
+
+    fn start_session(&self, state: &mut AuthState, answer: LoginAnswer) {
+        if state.tenant.is_none() {
+            state.tenant = answer.tenant;
+        }
+        let valid_for = answer
+            .valid_for
+            .filter(|minutes| minutes.is_finite() && *minutes >= 0.0)
+            .map_or(DEFAULT_VALID_FOR, |minutes| {
+                Duration::from_secs_f64(minutes.min(1e6) * 60.0)
+            });
+        state.generation += 1;
+        state.session = Some(Session {
+            token: answer.token.unwrap_or_default(),
+            refresh_token: answer.refresh_token,
+            obtained: Instant::now(),
+            valid_for,
+        });
+    }
+}
+
+fn current(state: &AuthState) -> Token {
+    Token {
+        value: state
+            .session
+            .as_ref()
+            .map(|it| it.token.clone())
+            .unwrap_or_default(),
+        generation: state.generation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totp_matches_rfc_6238_vectors_in_six_digits() {
+        // RFC 6238 appendix B, SHA-1 seed "12345678901234567890", last six digits.
+        let totp = totp("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ").unwrap();
+        assert_eq!(totp.generate(59), "287082");
+        assert_eq!(totp.generate(1_111_111_109), "081804");
+        assert_eq!(totp.generate(1_234_567_890), "005924");
+        let spaced = super::totp("gezd gnbv gy3t qojq gezd gnbv gy3t qojq").unwrap();
+        assert_eq!(spaced.generate(59), "287082");
+    }
+
+    #[test]
+    fn refuses_seeds_that_are_not_base32() {
+        for seed in ["not base32!", "", "1111"] {
+            let err = totp(seed).unwrap_err();
+            assert!(err.is_configuration(), "{seed}: {err:?}");
+            assert!(!err.to_string().contains(seed) || seed.is_empty());
+        }
+    }
+
+    #[test]
+    fn renews_within_a_fifth_of_the_lifetime_at_most_a_minute() {
+        let start = Instant::now();
+        let session = |minutes: u64| Session {
+            token: String::new(),
+            refresh_token: None,
+            obtained: start,
+            valid_for: Duration::from_secs(minutes * 60),
+        };
+        let fifteen = session(15);
+        assert!(!fifteen.needs_renewal(start));
+        assert!(!fifteen.needs_renewal(start + Duration::from_secs(13 * 60 + 59)));
+        assert!(fifteen.needs_renewal(start + Duration::from_secs(14 * 60)));
+        let two = session(2);
+        assert!(!two.needs_renewal(start + Duration::from_secs(95)));
+        assert!(two.needs_renewal(start + Duration::from_secs(96)));
+        assert!(session(0).needs_renewal(start));
+    }
+}

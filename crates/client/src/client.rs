@@ -1,0 +1,876 @@
+//! The client: configuration, sending with retries and token renewal, and the operations.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures_util::{StreamExt, TryStreamExt};
+use preservica_webhook_core::{
+    EntityType, NewSubscription, Secret, Subscription, SubscriptionId, TriggerType,
+};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use totp_rs::TOTP;
+use url::Url;
+
+use crate::auth::{self, AuthState};
+use crate::credentials::{Credentials, Sensitive};
+use crate::entity::{self, Entity};
+use crate::error::Error;
+use crate::retry::{self, RetryPolicy};
+use crate::thumbnail::{Thumbnail, ThumbnailSize};
+
+/// The header every management API call carries the access token in.
+pub(crate) const TOKEN_HEADER: &str = "Preservica-Access-Token";
+
+/// How many subscriptions [`Client::unsubscribe_all`] deletes at once.
+const UNSUBSCRIBE_CONCURRENCY: usize = 4;
+
+/// How much of an error body is kept.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// An async client for the parts of Preservica's REST API a webhook user needs.
+///
+/// Cheap to clone; clones share the connection pool and the access token. Its `Debug` shows
+/// the server and user, never the password, seed or tokens.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// Settings for a [`Client`]; made by [`Client::builder`].
+pub struct ClientBuilder {
+    server: Option<String>,
+    username: Option<String>,
+    password: Option<Sensitive>,
+    tenant: Option<String>,
+    two_factor_seed: Option<Sensitive>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    retry: RetryPolicy,
+    user_agent: String,
+    unix_time: fn() -> u64,
+}
+
+/// The outcome of [`Client::unsubscribe_all`]: every subscription is either removed or failed.
+#[derive(Debug)]
+pub struct UnsubscribeAll {
+    /// Subscriptions that are gone (including any that vanished before their turn).
+    pub removed: Vec<SubscriptionId>,
+    /// Subscriptions that could not be removed, each with why.
+    pub failed: Vec<(SubscriptionId, Error)>,
+}
+
+/// What `/api/user/details` says about the logged-in user.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct UserDetails {
+    /// The user's roles (`ROLE_SDB_MANAGER_USER`, …).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// The user name, when the answer carries it.
+    #[serde(default, alias = "userName", alias = "username")]
+    pub user: Option<String>,
+    /// The tenant, when the answer carries it.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Every other field, as sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl UserDetails {
+    /// Whether the user has one of the roles the webhook API needs.
+    pub fn can_manage_webhooks(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|role| crate::error::WEBHOOK_ROLES.contains(&role.as_str()))
+    }
+}
+
+/// Whether a request may be sent again after a failure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Repeating does no harm (GET, DELETE, login): retry transport errors and 502/503/504.
+    Safe,
+    /// Retry only when the request provably never left (the connection was not made).
+    ConnectOnly,
+}
+
+/// The state shared by clones of a [`Client`].
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    base: Url,
+    retry: RetryPolicy,
+    pub(crate) username: String,
+    pub(crate) password: Sensitive,
+    pub(crate) totp: Option<TOTP>,
+    pub(crate) auth: tokio::sync::Mutex<AuthState>,
+    pub(crate) unix_time: fn() -> u64,
+}
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            server: None,
+            username: None,
+            password: None,
+            tenant: None,
+            two_factor_seed: None,
+            timeout: Duration::from_secs(62),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            user_agent: concat!("preservica-webhook-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            unix_time: system_unix_time,
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The tenant: as configured, or as learned from the last login.
+    pub async fn tenant(&self) -> Option<String> {
+        self.inner.auth.lock().await.tenant().map(str::to_owned)
+    }
+
+    /// Subscribes `url` to `trigger` events, signed with `secret`; deliveries carry the
+    /// entities' identifiers.
+    ///
+    /// Preservica checks the receiver (the challenge handshake) during this call, so the
+    /// receiver must be up and reachable from Preservica first. Sent once, unless the
+    /// connection could not even be made.
+    ///
+    /// # Errors
+    /// [`Error::Status`] with Preservica's status and message when it refuses (with a hint
+    /// when the status suggests the handshake failed), [`Error::Permission`] on 403 naming the
+    /// user's roles, and the transport and login errors of every call.
+    pub async fn subscribe(
+        &self,
+        url: &str,
+        trigger: &TriggerType,
+        secret: &Secret,
+    ) -> Result<Subscription, Error> {
+        const OPERATION: &str = "subscribe";
+        let body = serde_json::to_vec(&NewSubscription {
+            url,
+            trigger_type: trigger,
+            secret,
+            include_identifiers: true,
+        })
+        .map_err(|err| Error::Configuration(format!("cannot encode the subscription: {err}")))?;
+        let endpoint = self.inner.endpoint(&["api", "webhook", "subscriptions"]);
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::ConnectOnly, |http| {
+                http.post(endpoint.clone())
+                    .header(ACCEPT, "application/json")
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return read_json(OPERATION, "the new subscription", response).await;
+        }
+        let error = self.webhook_failure(OPERATION, response).await;
+        Err(match error {
+            Error::Status {
+                operation,
+                status,
+                message,
+                body,
+                hint: _,
+            } => Error::Status {
+                operation,
+                status,
+                message: redact(&message, secret.insecure_expose()),
+                body: redact(&body, secret.insecure_expose()),
+                hint: handshake_hint(status),
+            },
+            Error::Permission {
+                operation,
+                message,
+                roles,
+            } => Error::Permission {
+                operation,
+                message: redact(&message, secret.insecure_expose()),
+                roles,
+            },
+            other => other,
+        })
+    }
+
+    /// Lists the subscriptions. Unknown fields and trigger types are kept, not refused.
+    ///
+    /// # Errors
+    /// [`Error::Permission`] on 403, [`Error::Status`] for other refusals, [`Error::Decode`]
+    /// when the answer is not a list of subscriptions.
+    pub async fn subscriptions(&self) -> Result<Vec<Subscription>, Error> {
+        const OPERATION: &str = "list the subscriptions";
+        let endpoint = self.inner.endpoint(&["api", "webhook", "subscriptions"]);
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::Safe, |http| {
+                http.get(endpoint.clone())
+                    .header(ACCEPT, "application/json")
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.webhook_failure(OPERATION, response).await);
+        }
+        read_json(OPERATION, "the subscription list", response).await
+    }
+
+    /// Removes one subscription.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such subscription, [`Error::Permission`] on 403,
+    /// [`Error::Status`] for other refusals.
+    pub async fn unsubscribe(&self, id: &SubscriptionId) -> Result<(), Error> {
+        const OPERATION: &str = "unsubscribe";
+        let endpoint = self
+            .inner
+            .endpoint(&["api", "webhook", "subscriptions", id.as_str()]);
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::Safe, |http| {
+                http.delete(endpoint.clone())
+            })
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound {
+                what: format!("subscription {id}"),
+            });
+        }
+        Err(self.webhook_failure(OPERATION, response).await)
+    }
+
+    /// Lists the subscriptions, then removes them all, four at a time. A subscription that is
+    /// already gone (404) counts as removed.
+    ///
+    /// # Errors
+    /// Only when the list cannot be read; each failed removal is reported in
+    /// [`UnsubscribeAll::failed`] with its own error.
+    pub async fn unsubscribe_all(&self) -> Result<UnsubscribeAll, Error> {
+        let subscriptions = self.subscriptions().await?;
+        let outcomes: Vec<(SubscriptionId, Result<(), Error>)> =
+            futures_util::stream::iter(subscriptions)
+                .map(|subscription| async move {
+                    let outcome = self.unsubscribe(&subscription.id).await;
+                    (subscription.id, outcome)
+                })
+                .buffer_unordered(UNSUBSCRIBE_CONCURRENCY)
+                .collect()
+                .await;
+        let mut result = UnsubscribeAll {
+            removed: Vec::new(),
+            failed: Vec::new(),
+        };
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(()) => result.removed.push(id),
+                Err(err) if err.is_not_found() => result.removed.push(id),
+                Err(err) => result.failed.push((id, err)),
+            }
+        }
+        result.removed.sort();
+        result.failed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(result)
+    }
+
+    /// Who the client is logged in as, with the user's roles.
+    ///
+    /// # Errors
+    /// [`Error::Status`] when refused, [`Error::Decode`] for an unexpected answer.
+    pub async fn user_details(&self) -> Result<UserDetails, Error> {
+        const OPERATION: &str = "read the user's details";
+        let endpoint = self.inner.endpoint(&["api", "user", "details"]);
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::Safe, |http| {
+                http.get(endpoint.clone())
+                    .header(ACCEPT, "application/json")
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(failure(OPERATION, response).await);
+        }
+        read_json(OPERATION, "the user details", response).await
+    }
+
+    /// Reads an asset (information object).
+    ///
+    /// # Errors
+    /// As [`Client::entity`].
+    pub async fn asset(&self, reference: &str) -> Result<Entity, Error> {
+        self.entity(&EntityType::Asset, reference).await
+    }
+
+    /// Reads a folder (structural object).
+    ///
+    /// # Errors
+    /// As [`Client::entity`].
+    pub async fn folder(&self, reference: &str) -> Result<Entity, Error> {
+        self.entity(&EntityType::Folder, reference).await
+    }
+
+    /// Reads an entity of the given kind (asset, folder or content object).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when there is no such entity, [`Error::Configuration`] for an
+    /// entity type the entity API does not serve or an empty reference, [`Error::Decode`] when
+    /// the XML holds no entity, [`Error::Status`] for other refusals.
+    pub async fn entity(&self, kind: &EntityType, reference: &str) -> Result<Entity, Error> {
+        const OPERATION: &str = "read the entity";
+        let collection = entity::collection(kind)?;
+        let reference = checked_reference(reference)?;
+        let endpoint = self
+            .inner
+            .endpoint(&["api", "entity", collection, reference]);
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::Safe, |http| {
+                http.get(endpoint.clone()).header(ACCEPT, "application/xml")
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Err(Error::NotFound {
+                what: format!("{} {reference}", entity::noun(kind)),
+            });
+        }
+        if !status.is_success() {
+            return Err(failure(OPERATION, response).await);
+        }
+        let text = response.text().await.map_err(|source| Error::Transport {
+            operation: OPERATION,
+            source,
+        })?;
+        Entity::from_xml(&text)
+    }
+
+    /// Streams an entity's thumbnail to `out`, chunk by chunk, and flushes it. `Ok(None)` when
+    /// the entity has no thumbnail (404); nothing is written then.
+    ///
+    /// # Errors
+    /// [`Error::Write`] when `out` fails, [`Error::Transport`] when the download breaks off
+    /// (part of the image may have been written), [`Error::Configuration`] for an empty
+    /// reference, [`Error::Status`] for refusals.
+    pub async fn thumbnail<W: AsyncWrite + Unpin>(
+        &self,
+        kind: &EntityType,
+        reference: &str,
+        size: ThumbnailSize,
+        out: &mut W,
+    ) -> Result<Option<Thumbnail>, Error> {
+        let Some(response) = self.thumbnail_response(kind, reference, size).await? else {
+            return Ok(None);
+        };
+        let target = "the writer";
+        copy_body(response, out, target).await.map(Some)
+    }
+
+    /// Streams an entity's thumbnail into a temporary file beside `path`, then renames it to
+    /// `path`. `Ok(None)`, and no file, when the entity has no thumbnail (404).
+    ///
+    /// # Errors
+    /// As [`Client::thumbnail`]; on any error the temporary file is removed.
+    pub async fn thumbnail_to_file(
+        &self,
+        kind: &EntityType,
+        reference: &str,
+        size: ThumbnailSize,
+        path: &Path,
+    ) -> Result<Option<Thumbnail>, Error> {
+        let Some(response) = self.thumbnail_response(kind, reference, size).await? else {
+            return Ok(None);
+        };
+        let target = path.display().to_string();
+        let temporary = temporary_beside(path);
+        let write_error = |source| Error::Write {
+            target: target.clone(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(&temporary)
+            .await
+            .map_err(write_error)?;
+        let written = async {
+            let thumbnail = copy_body(response, &mut file, &target).await?;
+            file.sync_all().await.map_err(write_error)?;
+            drop(file);
+            tokio::fs::rename(&temporary, path)
+                .await
+                .map_err(write_error)?;
+            Ok(thumbnail)
+        }
+        .await;
+        if written.is_err() {
+            let _ = tokio::fs::remove_file(&temporary).await;
+        }
+        written.map(Some)
+    }
+
+    async fn thumbnail_response(
+        &self,
+        kind: &EntityType,
+        reference: &str,
+        size: ThumbnailSize,
+    ) -> Result<Option<Response>, Error> {
+        const OPERATION: &str = "download the thumbnail";
+        let reference = checked_reference(reference)?;
+        let endpoint = self.inner.endpoint(&["api", "content", "thumbnail"]);
+        let id = format!("sdb:{}|{reference}", kind.as_str());
+        let response = self
+            .inner
+            .call(OPERATION, Repeat::Safe, |http| {
+                http.get(endpoint.clone())
+                    .query(&[("id", id.as_str()), ("size", size.as_str())])
+            })
+            .await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(failure(OPERATION, response).await);
+        }
+        Ok(Some(response))
+    }
+
+    /// Turns a refused webhook API call into an error; a 403 looks up the user's roles.
+    async fn webhook_failure(&self, operation: &'static str, response: Response) -> Error {
+        let error = failure(operation, response).await;
+        let Error::Status {
+            status: StatusCode::FORBIDDEN,
+            message,
+            ..
+        } = error
+        else {
+            return error;
+        };
+        let roles = match self.user_details().await {
+            Ok(details) => Some(details.roles),
+            Err(err) => {
+                tracing::debug!(error = %err, "could not look up the user's roles");
+                None
+            }
+        };
+        Error::Permission {
+            operation,
+            message,
+            roles,
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.inner.base.as_str())
+            .field("username", &self.inner.username)
+            .field("two_factor", &self.inner.totp.is_some())
+            .field("retry", &self.inner.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// The server: a host name (`eu.preservica.com`, reached over https) or a full base URL
+    /// (`http://127.0.0.1:8080`, `https://host/prefix`).
+    #[must_use]
+    pub fn server(mut self, server: &str) -> ClientBuilder {
+        self.server = Some(server.to_owned());
+        self
+    }
+
+    /// Takes server, username, password, tenant and two-factor seed from resolved
+    /// credentials; later calls to the single setters override them.
+    #[must_use]
+    pub fn credentials(mut self, credentials: Credentials) -> ClientBuilder {
+        self.server = Some(credentials.server().to_owned());
+        self.username = Some(credentials.username().to_owned());
+        self.password = Some(credentials.password().clone());
+        self.tenant = credentials.tenant().map(str::to_owned);
+        self.two_factor_seed = credentials.two_factor_seed().cloned();
+        self
+    }
+
+    /// The user to log in as.
+    #[must_use]
+    pub fn username(mut self, username: &str) -> ClientBuilder {
+        self.username = Some(username.to_owned());
+        self
+    }
+
+    /// The user's password.
+    #[must_use]
+    pub fn password(mut self, password: &str) -> ClientBuilder {
+        self.password = Some(Sensitive(password.to_owned()));
+        self
+    }
+
+    /// The tenant; when not set it is learned from the login answer.
+    #[must_use]
+    pub fn tenant(mut self, tenant: &str) -> ClientBuilder {
+        self.tenant = Some(tenant.to_owned());
+        self
+    }
+
+    /// The base32 seed of the user's two-factor authenticator, for users with 2FA switched on.
+    #[must_use]
+    pub fn two_factor_seed(mut self, seed: &str) -> ClientBuilder {
+        self.two_factor_seed = Some(Sensitive(seed.to_owned()));
+        self
+    }
+
+    /// The limit for a whole request, answer body included (default 62 s, as pyPreservica).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The limit for making a connection (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How failed requests are retried (default [`RetryPolicy::default`]).
+    #[must_use]
+    pub fn retry(mut self, retry: RetryPolicy) -> ClientBuilder {
+        self.retry = retry;
+        self
+    }
+
+    /// The `User-Agent` header (default `preservica-webhook-client/<version>`).
+    #[must_use]
+    pub fn user_agent(mut self, user_agent: &str) -> ClientBuilder {
+        self.user_agent = user_agent.to_owned();
+        self
+    }
+
+    /// Sets the clock the two-factor code is computed from (tests use a fixed time).
+    #[cfg(test)]
+    pub(crate) fn unix_time(mut self, unix_time: fn() -> u64) -> ClientBuilder {
+        self.unix_time = unix_time;
+        self
+    }
+
+    /// Builds the client. Nothing is sent yet: the first call logs in.
+    ///
+    /// # Errors
+    /// [`Error::Configuration`] when server, username or password is missing, the server is
+    /// not a host or URL, the two-factor seed is not base32, or the HTTP client cannot be made.
+    pub fn build(self) -> Result<Client, Error> {
+        let missing = |what: &str| {
+            Error::Configuration(format!(
+                "no {what} given; set it on the builder or through credentials"
+            ))
+        };
+        let server = self.server.ok_or_else(|| missing("server"))?;
+        let base = base_url(&server)?;
+        let username = self
+            .username
+            .filter(|it| !it.is_empty())
+            .ok_or_else(|| missing("username"))?;
+        let password = self.password.ok_or_else(|| missing("password"))?;
+        let totp = self
+            .two_factor_seed
+            .as_ref()
+            .map(|seed| auth::totp(seed.expose()))
+            .transpose()?;
+        // reqwest is built without a default crypto provider; install ring once per process
+        // (an error only means a provider is installed already).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .user_agent(self.user_agent)
+            .build()
+            .map_err(|err| Error::Configuration(format!("cannot make the HTTP client: {err}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                retry: self.retry,
+                username,
+                password,
+                totp,
+                auth: tokio::sync::Mutex::new(AuthState::new(self.tenant)),
+                unix_time: self.unix_time,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("tenant", &self.tenant)
+            .field("two_factor_seed", &self.two_factor_seed)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("retry", &self.retry)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// The base URL with `segments` appended, each percent-encoded as one path segment.
+    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("the base URL was checked to take paths")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// Sends an authenticated request: with the current token, and after a 401 once more with
+    /// a renewed one (one renewal for all callers that saw the same token refused).
+    async fn call(
+        &self,
+        operation: &'static str,
+        repeat: Repeat,
+        request: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, Error> {
+        let mut token = self.token().await?;
+        let mut renewed = false;
+        loop {
+            let response = self
+                .send(operation, repeat, || {
+                    request(&self.http).header(TOKEN_HEADER, token.value.as_str())
+                })
+                .await?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            if renewed {
+                return Err(Error::Unauthorized { operation });
+            }
+            token = self.renew_after_unauthorized(token.generation).await?;
+            renewed = true;
+        }
+    }
+
+    /// Sends a request, retrying as `repeat` and the retry policy allow.
+    pub(crate) async fn send(
+        &self,
+        operation: &'static str,
+        repeat: Repeat,
+        request: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, Error> {
+        let mut retry = 0;
+        loop {
+            let can_retry = retry < self.retry.max_retries;
+            let wait = match request().send().await {
+                Ok(response) => {
+                    let transient = retry::is_transient(response.status());
+                    if !(can_retry && transient && repeat == Repeat::Safe) {
+                        return Ok(response);
+                    }
+                    match retry::retry_after(response.headers(), SystemTime::now()) {
+                        Some(wait) if wait > RetryPolicy::MAX_RETRY_AFTER => return Ok(response),
+                        Some(wait) => wait,
+                        None => self.retry.backoff(retry, &mut rand::rng()),
+                    }
+                }
+                Err(source) => {
+                    let never_sent = source.is_connect();
+                    let repeatable = match repeat {
+                        Repeat::Safe => never_sent || source.is_timeout() || source.is_request(),
+                        Repeat::ConnectOnly => never_sent,
+                    };
+                    if !(can_retry && repeatable) {
+                        return Err(Error::Transport { operation, source });
+                    }
+                    self.retry.backoff(retry, &mut rand::rng())
+                }
+            };
+            tracing::debug!(operation, retry, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+            retry += 1;
+        }
+    }
+
+    /// Removes the password from text that came back from the server.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        redact(text, self.password.expose())
+    }
+}
+
+/// The message of a refused answer: its JSON `message` (or `error`), else the start of the
+/// body, else the status's reason.
+pub(crate) fn message_of(status: StatusCode, body: &[u8]) -> String {
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
+        let message = ["message", "error", "errorMessage", "detail"]
+            .iter()
+            .find_map(|key| fields.get(*key).and_then(Value::as_str));
+        if let Some(message) = message {
+            return message.to_owned();
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|it| !it.is_empty());
+    match line {
+        Some(line) => line.chars().take(300).collect(),
+        None => status.canonical_reason().unwrap_or("no message").to_owned(),
+    }
+}
+
+/// Reads at most [`MAX_ERROR_BODY`] bytes of a refused answer into an [`Error::Status`].
+async fn failure(operation: &'static str, response: Response) -> Error {
+    let status = response.status();
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while body.len() < MAX_ERROR_BODY {
+        match stream.next().await {
+            Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+            Some(Err(_)) | None => break,
+        }
+    }
+    body.truncate(MAX_ERROR_BODY);
+    Error::Status {
+        operation,
+        status,
+        message: message_of(status, &body),
+        body: String::from_utf8_lossy(&body).into_owned(),
+        hint: None,
+    }
+}
+
+/// What a refused subscribe probably means.
+fn handshake_hint(status: StatusCode) -> Option<&'static str> {
+    let suggests_handshake = match status.as_u16() {
+        400 | 409 | 412 | 417 | 422 | 424 | 500 | 502 | 504 => true,
+        code => (400..500).contains(&code) && !matches!(code, 401 | 403 | 404 | 405 | 413 | 429),
+    };
+    suggests_handshake.then_some(
+        "Preservica may have been unable to verify the receiver: it must be reachable from Preservica and answer the challenge with the same secret",
+    )
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    what: &'static str,
+    response: Response,
+) -> Result<T, Error> {
+    let body = response
+        .bytes()
+        .await
+        .map_err(|source| Error::Transport { operation, source })?;
+    serde_json::from_slice(&body).map_err(|err| Error::Decode {
+        what,
+        detail: err.to_string(),
+    })
+}
+
+/// Copies a response body to `out` chunk by chunk.
+async fn copy_body<W: AsyncWrite + Unpin>(
+    response: Response,
+    out: &mut W,
+    target: &str,
+) -> Result<Thumbnail, Error> {
+    const OPERATION: &str = "download the thumbnail";
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|it| it.to_str().ok())
+        .map(str::to_owned);
+    let write_error = |source| Error::Write {
+        target: target.to_owned(),
+        source,
+    };
+    let mut stream = response.bytes_stream().map_err(|source| Error::Transport {
+        operation: OPERATION,
+        source,
+    });
+    let mut bytes = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        out.write_all(&chunk).await.map_err(write_error)?;
+        bytes += chunk.len() as u64;
+    }
+    out.flush().await.map_err(write_error)?;
+    Ok(Thumbnail {
+        content_type,
+        bytes,
+    })
+}
+
+/// A hidden temporary name in the same directory as `path`, so the rename stays on one disk.
+fn temporary_beside(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|it| it.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "thumbnail".to_owned());
+    let suffix: u64 = rand::random();
+    path.with_file_name(format!(".{name}.{suffix:016x}.part"))
+}
+
+fn checked_reference(reference: &str) -> Result<&str, Error> {
+    let reference = reference.trim();
+    if reference.is_empty() {
+        return Err(Error::Configuration(
+            "the entity reference is empty; give the entity's reference (a UUID)".to_owned(),
+        ));
+    }
+    Ok(reference)
+}
+
+/// Parses the server setting: a host becomes `https://host/`, a URL is taken as it is.
+fn base_url(server: &str) -> Result<Url, Error> {
+    let server = server.trim();
+    let text = if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("https://{server}")
+    };
+    let invalid = |why: String| {
+        Error::Configuration(format!(
+            "the server {server:?} is not a host name or base URL ({why}); give e.g. eu.preservica.com or https://eu.preservica.com"
+        ))
+    };
+    let url = Url::parse(&text).map_err(|err| invalid(err.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid("not an http or https URL with a host".to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            "it carries a user or password; give those separately".to_owned(),
+        ));
+    }
+    Ok(url)
+}
+
+fn redact(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    text.replace(secret, "***")
+}
+
+fn system_unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |it| it.as_secs())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,64 @@
-//! Placeholder.
+//! The Preservica webhook receiver: the web server Preservica calls.
+//!
+//! It answers Preservica's handshake (refusing the codes that would make it a signing
+//! oracle), verifies every delivery's signature over the exact bytes received, stores each
+//! verified delivery durably in an inbox *before* answering 200, and then hands it to your
+//! [`Handler`] on a pool of workers — at least once, with retries, backoff and dead letters.
+//! Every accept/refuse decision is the core crate's [`Receiver`](preservica_webhook_core::Receiver);
+//! this crate moves the bytes around it.
+//!
+//! A minimal server:
+//!
+//! ```no_run
+//! use preservica_webhook_core::Secret;
+//! use preservica_webhook_server::{Handler, HandlerError, Job, Server, ServerConfig};
+//!
+//! struct Print;
+//!
+//! impl Handler for Print {
+//!     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+//!         tracing::info!(trigger = ?job.delivery.trigger, refs = ?job.delivery.entity_refs().collect::<Vec<_>>());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let config = ServerConfig::new(vec![Secret::new("my_shared_secret")?]);
+//!     Server::bind(config, Print).await?.run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! What it does, in order, for a request to the webhook path:
+//!
+//! - a `challengeCode` query parameter (GET or POST) is answered with the HMAC, or refused;
+//! - a POST needs a `Preservica-Signature` header; its body (chunked or with
+//!   `Content-Length`) is read within [`ServerConfig::max_body`] (413 as soon as it is larger,
+//!   without reading the rest) and [`ServerConfig::body_timeout`] (408);
+//! - a body that matches none of the secrets gets 401; an authentic one is committed to the
+//!   inbox (SQLite in WAL mode with `synchronous=FULL`; concurrent deliveries share one
+//!   transaction and one disk sync) and only then answered 200;
+//! - the same body again is answered 200 and not processed again; an authentic body that is
+//!   not JSON is kept as `undecodable` and never handed to the handler.
+//!
+//! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
+//! database from another process to list, show, re-queue and export deliveries. To mount the
+//! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`].
+
+mod config;
+mod error;
+mod handler;
+mod inbox;
+mod metrics;
+mod server;
+mod service;
+mod store;
+mod worker;
+
+pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles};
+pub use crate::error::{InboxError, ServerError};
+pub use crate::handler::{Handler, HandlerError, Job};
+pub use crate::inbox::{DeliveryState, Inbox, InboxEntry, StateCounts, StateFilter, UnknownState};
+pub use crate::server::{Server, shutdown_signal};
+pub use crate::service::{ResponseBody, Webhook, WebhookService};

@@ -1,0 +1,183 @@
+//! What a server is told: address, path, secrets, limits, inbox, retries.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use preservica_webhook_core::Secret;
+
+/// How a [`Server`](crate::Server) or [`Webhook`](crate::Webhook) runs.
+///
+/// Build one with [`ServerConfig::new`] and change the fields that matter:
+///
+/// ```
+/// use std::time::Duration;
+/// use preservica_webhook_core::Secret;
+/// use preservica_webhook_server::ServerConfig;
+///
+/// let mut config = ServerConfig::new(vec![Secret::new("my_shared_secret").unwrap()]);
+/// config.path = "/hooks/preservica".to_owned();
+/// config.workers = 8;
+/// config.handler_timeout = Duration::from_secs(120);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Where to listen; default `127.0.0.1:8000`.
+    pub addr: SocketAddr,
+    /// The webhook path; default `/`.
+    pub path: String,
+    /// The shared secrets: a delivery signed with any of them is accepted, challenges are
+    /// answered with the first. At least one is required.
+    pub secrets: Vec<Secret>,
+    /// The largest body accepted, in bytes; default 1 MiB. Larger bodies get 413.
+    pub max_body: usize,
+    /// PEM certificate chain and key for HTTPS; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Where deliveries are stored; default `Sqlite("preservica-webhook.db")`.
+    pub inbox: InboxConfig,
+    /// How many handler calls run at once; default 4.
+    pub workers: usize,
+    /// How long one handler call may take before it counts as failed; default 60 s.
+    pub handler_timeout: Duration,
+    /// How failed handler calls are retried.
+    pub retry: RetryPolicy,
+    /// How long a client may take to send a request's headers; default 10 s.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body; default 30 s.
+    pub body_timeout: Duration,
+    /// How many connections are served at once; default 1024. Further clients wait in the
+    /// listen queue.
+    pub max_connections: usize,
+    /// Processed deliveries older than this are pruned; default 30 days. Pending, dead and
+    /// undecodable deliveries are never pruned.
+    pub retention: Duration,
+    /// On shutdown, how long running handler calls may take to finish; default 30 s.
+    pub shutdown_grace: Duration,
+    /// The liveness path; default `Some("/healthz")`, `None` to turn it off.
+    pub health_path: Option<String>,
+    /// The Prometheus metrics path; default `Some("/metrics")`, `None` to turn it off.
+    pub metrics_path: Option<String>,
+}
+
+/// A PEM certificate chain and private key, for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Where deliveries are stored.
+#[derive(Debug, Clone)]
+pub enum InboxConfig {
+    /// A SQLite database file, created if missing: durable, readable by `Inbox::open` from
+    /// another process while the server runs.
+    Sqlite(PathBuf),
+    /// Memory only: everything not yet processed is lost when the process stops. For tests
+    /// and for users who choose it; never the default.
+    InMemory,
+}
+
+/// How failed handler calls are retried: exponential backoff with jitter.
+///
+/// Attempt `n` (1-based) that fails is retried after about `base_delay * 2^(n-1)`, capped at
+/// `max_delay`, with random jitter taking up to half of it off. After `max_attempts` failed
+/// calls the delivery becomes a dead letter.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// How many calls in all before giving up; default 8.
+    pub max_attempts: u32,
+    /// The delay after the first failure; default 1 s.
+    pub base_delay: Duration,
+    /// The longest delay; default 5 min.
+    pub max_delay: Duration,
+}
+
+impl ServerConfig {
+    /// A configuration with every default and the given secrets.
+    pub fn new(secrets: Vec<Secret>) -> ServerConfig {
+        ServerConfig {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8000)),
+            path: "/".to_owned(),
+            secrets,
+            max_body: 1024 * 1024,
+            tls: None,
+            inbox: InboxConfig::default(),
+            workers: 4,
+            handler_timeout: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            shutdown_grace: Duration::from_secs(30),
+            health_path: Some("/healthz".to_owned()),
+            metrics_path: Some("/metrics".to_owned()),
+        }
+    }
+}
+
+impl Default for InboxConfig {
+    fn default() -> InboxConfig {
+        InboxConfig::Sqlite(PathBuf::from("preservica-webhook.db"))
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before retrying after failed attempt `attempt` (1-based), before jitter.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(31);
+        self.base_delay
+            .checked_mul(1u32 << doublings)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
+    }
+
+    /// The delay with jitter: uniformly between half of [`RetryPolicy::delay`] and all of it.
+    pub(crate) fn jittered_delay(&self, attempt: u32) -> Duration {
+        use rand::Rng as _;
+        let full = self.delay(attempt);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_micros()).unwrap_or(u64::MAX);
+        let extra = if spread == 0 {
+            0
+        } else {
+            rand::rng().random_range(0..=spread)
+        };
+        half + Duration::from_micros(extra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_stays_within_half() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        let delays: Vec<u128> = (1..=6).map(|n| policy.delay(n).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(1));
+        for attempt in 1..=6 {
+            let jittered = policy.jittered_delay(attempt);
+            assert!(jittered <= policy.delay(attempt));
+            assert!(jittered >= policy.delay(attempt) / 2);
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The durable inbox: every verified delivery, its state and its processing history.
+//!
+//! The server writes to it through one writer (see the `store` module); [`Inbox`] opens the
+//! same SQLite file from anywhere else — another process included — to list, show, re-queue
+//! and export deliveries while the server runs. SQLite's write-ahead log lets both read and
+//! write at once; writes wait for each other through a busy timeout.
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use preservica_webhook_core::Delivery;
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, params};
+
+use crate::error::InboxError;
+
+/// What became of a stored delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryState {
+    /// Waiting for the handler (first call or a retry).
+    Pending,
+    /// The handler succeeded.
+    Done,
+    /// The handler failed every attempt (or failed permanently): a dead letter.
+    Dead,
+    /// Authentic but not a valid delivery: kept, never handed to the handler.
+    Undecodable,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Copy)]
+pub enum StateFilter {
+    /// Every delivery.
+    All,
+    /// Deliveries in one state.
+    Only(DeliveryState),
+}
+
+/// A stored delivery as [`Inbox::list`] and [`Inbox::get`] show it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboxEntry {
+    /// The inbox id.
+    pub id: i64,
+    /// The redelivery key (SHA-256 of the body), lowercase hex.
+    pub key: String,
+    /// Its state.
+    pub state: DeliveryState,
+    /// When it was received, RFC 3339 UTC.
+    pub received_at: String,
+    /// How many handler calls have finished (successfully or not).
+    pub attempts: u32,
+    /// When a pending delivery is next due, RFC 3339 UTC.
+    pub next_attempt_at: Option<String>,
+    /// The last handler error.
+    pub last_error: Option<String>,
+    /// The delivery's trigger, when the body parses.
+    pub trigger: Option<String>,
+    /// The delivery's subscription id, when the body parses.
+    pub subscription_id: Option<String>,
+    /// The events' entity references, when the body parses.
+    pub entity_refs: Vec<String>,
+    /// The raw body.
+    #[serde(skip)]
+    pub body: Bytes,
+}
+
+/// How many deliveries are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateCounts {
+    /// Waiting for the handler.
+    pub pending: u64,
+    /// Processed.
+    pub done: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Authentic but not valid deliveries.
+    pub undecodable: u64,
+}
+
+/// The durable inbox, opened by path; usable from another process while a server runs on it.
+///
+/// ```no_run
+/// use preservica_webhook_server::{DeliveryState, Inbox, StateFilter};
+///
+/// let inbox = Inbox::open("preservica-webhook.db".as_ref())?;
+/// for entry in inbox.list(StateFilter::Only(DeliveryState::Dead))? {
+///     println!("{} {} {:?}", entry.id, entry.received_at, entry.last_error);
+/// }
+/// let requeued = inbox.retry_dead()?;
+/// # Ok::<(), preservica_webhook_server::InboxError>(())
+/// ```
+#[derive(Debug)]
+pub struct Inbox {
+    conn: Connection,
+}
+
+/// Why a state name did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown delivery state {0:?}; use pending, done, dead or undecodable")]
+pub struct UnknownState(String);
+
+impl DeliveryState {
+    /// The state's name: `pending`, `done`, `dead` or `undecodable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Done => "done",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Undecodable => "undecodable",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(DeliveryState::Pending),
+            "done" => Ok(DeliveryState::Done),
+            "dead" => Ok(DeliveryState::Dead),
+            "undecodable" => Ok(DeliveryState::Undecodable),
+            other => Err(UnknownState(other.to_owned())),
+        }
+    }
+}
+
+impl serde::Serialize for DeliveryState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+const COLUMNS: &str = "id, key, state, received_at, attempts, next_attempt_at, last_error, body";
+
+impl Inbox {
+    /// Opens an existing inbox file.
+    ///
+    /// # Errors
+    /// [`InboxError::NotFound`] when the file does not exist, [`InboxError::NotAnInbox`] when
+    /// it is not an inbox, [`InboxError::Sqlite`] when SQLite cannot open it.
+    pub fn open(path: &Path) -> Result<Inbox, InboxError> {
+        if !path.is_file() {
+            return Err(InboxError::NotFound(path.to_owned()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version != SCHEMA_VERSION {
+            return Err(InboxError::NotAnInbox {
+                path: path.to_owned(),
+                version,
+            });
+        }
+        Ok(Inbox { conn })
+    }
+
+    /// The deliveries in a state (or all), oldest first.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be read.
+    pub fn list(&self, filter: StateFilter) -> Result<Vec<InboxEntry>, InboxError> {
+        let entries = match filter {
+            StateFilter::All => {
+                let sql = format!("SELECT {COLUMNS} FROM deliveries ORDER BY id");
+                let mut stmt = self.conn.prepare(&sql)?;
+                stmt.query_map([], entry_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            StateFilter::Only(state) => {
+                let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE state = ?1 ORDER BY id");
+                let mut stmt = self.conn.prepare(&sql)?;
+                stmt.query_map([state.as_str()], entry_from_row)?
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(entries)
+    }
+
+    /// One delivery by id.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be read.
+    pub fn get(&self, id: i64) -> Result<Option<InboxEntry>, InboxError> {
+        let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
+        Ok(self.conn.query_row(&sql, [id], entry_from_row).optional()?)
+    }
+
+    /// Re-queues a dead letter: it becomes pending, due now, with its attempts reset.
+    /// Returns `false` when there is no dead delivery with that id.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be written.
+    pub fn retry(&self, id: i64) -> Result<bool, InboxError> {
+        let now = now_millis();
+        let changed = self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+             updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
+            params![now, id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Re-queues every dead letter; returns how many.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be written.
+    pub fn retry_dead(&self) -> Result<usize, InboxError> {
+        let now = now_millis();
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+             updated_at = ?1 WHERE state = 'dead'",
+            [now],
+        )?)
+    }
+
+    /// Writes every stored delivery, oldest first, one JSON object per line:
+    /// `{"id","key","state","receivedAt","body"}` with the raw body as a JSON string, or
+    /// `"bodyBase64"` instead of `"body"` when it is not UTF-8. Returns how many.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be read, [`InboxError::Io`] when `out`
+    /// cannot be written.
+    pub fn export(&self, out: &mut dyn Write) -> Result<usize, InboxError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, key, state, received_at, body FROM deliveries ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            let key: Vec<u8> = row.get(1)?;
+            let state: String = row.get(2)?;
+            let received_at: i64 = row.get(3)?;
+            let body: Vec<u8> = row.get(4)?;
+            let mut line = serde_json::Map::new();
+            line.insert("id".into(), id.into());
+            line.insert("key".into(), hex_lower(&key).into());
+            line.insert("state".into(), state.into());
+            line.insert("receivedAt".into(), rfc3339(received_at).into());
+            match String::from_utf8(body) {
+                Ok(text) => line.insert("body".into(), text.into()),
+                Err(err) => line.insert(
+                    "bodyBase64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(err.as_bytes())
+                        .into(),
+                ),
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            count += 1;
+        }
+        out.flush()?;
+        Ok(count)
+    }
+
+    /// How many deliveries are in each state.
+    ///
+    /// # Errors
+    /// [`InboxError::Sqlite`] when the database cannot be read.
+    pub fn counts(&self) -> Result<StateCounts, InboxError> {
+        Ok(counts(&self.conn)?)
+    }
+}
+
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key BLOB NOT NULL UNIQUE,
+    state TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_error TEXT,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_by_update ON deliveries (state, updated_at);
+PRAGMA user_version = 1;
+";
+
+/// Opens (creating if needed) the inbox a server writes to.
+pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
+    let conn = Connection::open(path)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(mode, "the inbox could not switch to write-ahead logging");
+    }
+    configure(&conn)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    match version {
+        0 => conn.execute_batch(SCHEMA)?,
+        SCHEMA_VERSION => {}
+        other => {
+            return Err(InboxError::NotAnInbox {
+                path: path.to_owned(),
+                version: other,
+            });
+        }
+    }
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA synchronous = FULL;")
+}
+
+pub(crate) fn counts(conn: &Connection) -> rusqlite::Result<StateCounts> {
+    let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
+    let mut rows = stmt.query([])?;
+    let mut counts = StateCounts::default();
+    while let Some(row) = rows.next()? {
+        let state: String = row.get(0)?;
+        let count: i64 = row.get(1)?;
+        counts.add(state.parse().ok(), count);
+    }
+    Ok(counts)
+}
+
+impl StateCounts {
+    pub(crate) fn add(&mut self, state: Option<DeliveryState>, count: i64) {
+        let count = u64::try_from(count).unwrap_or(0);
+        match state {
+            Some(DeliveryState::Pending) => self.pending += count,
+            Some(DeliveryState::Done) => self.done += count,
+            Some(DeliveryState::Dead) => self.dead += count,
+            Some(DeliveryState::Undecodable) => self.undecodable += count,
+            None => {}
+        }
+    }
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
+    let key: Vec<u8> = row.get(1)?;
+    let state: String = row.get(2)?;
+    let body: Vec<u8> = row.get(7)?;
+    let state = state.parse().map_err(|err: UnknownState| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(err))
+    })?;
+    let attempts: i64 = row.get(4)?;
+    let next_attempt_at: Option<i64> = row.get(5)?;
+    Ok(entry(
+        row.get(0)?,
+        &key,
+        state,
+        row.get(3)?,
+        u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at,
+        row.get(6)?,
+        Bytes::from(body),
+    ))
+}
+
+#[allow(clippy::too_many_arguments, reason = "one argument per stored column")]
+pub(crate) fn entry(
+    id: i64,
+    key: &[u8],
+    state: DeliveryState,
+    received_at: i64,
+    attempts: u32,
+    next_attempt_at: Option<i64>,
+    last_error: Option<String>,
+    body: Bytes,
+) -> InboxEntry {
+    let parsed = Delivery::from_slice(&body).ok();
+    InboxEntry {
+        id,
+        key: hex_lower(key),
+        state,
+        received_at: rfc3339(received_at),
+        attempts,
+        next_attempt_at: next_attempt_at.map(rfc3339),
+        last_error,
+        trigger: parsed
+            .as_ref()
+            .and_then(|it| it.trigger.as_ref())
+            .map(|it| it.as_str().to_owned()),
+        subscription_id: parsed
+            .as_ref()
+            .and_then(|it| it.subscription_id.as_ref())
+            .map(|it| it.as_str().to_owned()),
+        entity_refs: parsed
+            .as_ref()
+            .map(|it| it.entity_refs().map(str::to_owned).collect())
+            .unwrap_or_default(),
+        body,
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_millis() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC.
+pub(crate) fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}

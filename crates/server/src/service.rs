@@ -1,0 +1,472 @@
+//! The receiver as a service: reads a request around the core's [`Receiver`] decisions,
+//! stores verified deliveries, answers. Used by [`Server`](crate::Server) and mountable in any
+//! hyper or tower application as a [`WebhookService`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut as _, Bytes, BytesMut};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Body;
+use preservica_webhook_core::{
+    Decision, DeliveryKey, Head, Receiver, Rejection, Reply, SignedRequest,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::error::ServerError;
+use crate::handler::Handler;
+use crate::inbox::{DeliveryState, StateCounts};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreThread, Stored};
+use crate::worker::{WorkerSettings, dispatch};
+
+/// The receiver with its inbox and workers, for mounting in an application of your own.
+///
+/// [`Webhook::start`] opens the inbox and starts the workers; [`Webhook::service`] gives the
+/// request side as a [`WebhookService`] (a `tower::Service` and a `hyper` service) with the
+/// same verification, inbox and limits as the ready [`Server`](crate::Server) — except the
+/// connection-level ones (header timeout, connection cap, TLS), which belong to your server.
+/// The service answers on [`ServerConfig::path`]: set it to the path the service sees.
+///
+/// ```no_run
+/// use preservica_webhook_core::Secret;
+/// use preservica_webhook_server::{Handler, HandlerError, Job, ServerConfig, Webhook};
+///
+/// struct Print;
+/// impl Handler for Print {
+///     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+///         tracing::info!(id = job.id, "delivery");
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = ServerConfig::new(vec![Secret::new("my_shared_secret")?]);
+/// config.path = "/hooks/preservica".to_owned();
+/// let webhook = Webhook::start(&config, Print).await?;
+/// let service = webhook.service();
+/// // Mount `service` in your router, e.g. axum's `route_service("/hooks/preservica", service)`.
+/// # drop(service);
+/// webhook.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Webhook {
+    shared: Arc<Shared>,
+    store_thread: Option<StoreThread>,
+    workers: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// The request side of a [`Webhook`]: verifies, stores, answers.
+///
+/// It implements `tower::Service<http::Request<B>>` for any body `B` and
+/// `hyper::service::Service<http::Request<hyper::body::Incoming>>`, never fails (every
+/// problem is an HTTP answer) and is cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WebhookService {
+    shared: Arc<Shared>,
+}
+
+/// The response body the service sends.
+pub type ResponseBody = Full<Bytes>;
+
+/// State shared by every request and the workers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    receiver: Receiver,
+    pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
+    pub(crate) wake: Notify,
+    max_body: usize,
+    body_timeout: Duration,
+    health_path: Option<String>,
+    metrics_path: Option<String>,
+}
+
+/// Which paths a request may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routes {
+    /// The webhook only.
+    Webhook,
+    /// The webhook, health and metrics.
+    All,
+}
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Webhook {
+    /// Opens the inbox and starts the workers that call `handler`.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] without a secret or with a path not starting with `/`,
+    /// [`ServerError::ZeroLimit`] for a zero limit, [`ServerError::Inbox`] when the inbox
+    /// cannot be opened.
+    pub async fn start<H: Handler>(
+        config: &ServerConfig,
+        handler: H,
+    ) -> Result<Webhook, ServerError> {
+        let opened = Opened::open(config).await?;
+        Ok(opened.start(handler))
+    }
+
+    /// The request side, to mount in an application.
+    pub fn service(&self) -> WebhookService {
+        WebhookService {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The Prometheus text exposition of the metrics, to serve where you like.
+    pub async fn metrics_text(&self) -> String {
+        self.shared.render_metrics().await
+    }
+
+    /// Stops the workers (running handler calls may finish within
+    /// [`ServerConfig::shutdown_grace`]) and closes the inbox. Requests still arriving at a
+    /// service afterwards are answered 503.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(workers) = self.workers.take() {
+            let _ = workers.await;
+        }
+        self.shared.store.close().await;
+        if let Some(thread) = self.store_thread.take() {
+            thread.join().await;
+        }
+        tracing::info!("inbox closed");
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A validated configuration with its inbox open, not yet processing.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    shared: Arc<Shared>,
+    store_thread: StoreThread,
+    settings: WorkerSettings,
+}
+
+impl Opened {
+    pub(crate) async fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
+        let receiver = Receiver::new(config.secrets.iter().cloned())?.with_path(&config.path)?;
+        let limits = [
+            ("workers", config.workers),
+            ("max_body", config.max_body),
+            ("max_connections", config.max_connections),
+        ];
+        if let Some((name, _)) = limits.iter().find(|(_, value)| *value == 0) {
+            return Err(ServerError::ZeroLimit(name));
+        }
+        if config.retry.max_attempts == 0 {
+            return Err(ServerError::ZeroLimit("retry.max_attempts"));
+        }
+        let inbox = config.inbox.clone();
+        let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&inbox))
+            .await
+            .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
+        let shared = Arc::new(Shared {
+            receiver,
+            store,
+            metrics: Metrics::new(),
+            wake: Notify::new(),
+            max_body: config.max_body,
+            body_timeout: config.body_timeout,
+            health_path: config.health_path.clone(),
+            metrics_path: config.metrics_path.clone(),
+        });
+        Ok(Opened {
+            shared,
+            store_thread,
+            settings: WorkerSettings {
+                workers: config.workers,
+                handler_timeout: config.handler_timeout,
+                retry: config.retry.clone(),
+                retention: config.retention,
+                shutdown_grace: config.shutdown_grace,
+            },
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn start<H: Handler>(self, handler: H) -> Webhook {
+        let stop = CancellationToken::new();
+        let workers = tokio::spawn(dispatch(
+            Arc::clone(&self.shared),
+            Arc::new(handler),
+            self.settings,
+            stop.clone(),
+        ));
+        Webhook {
+            shared: self.shared,
+            store_thread: Some(self.store_thread),
+            workers: Some(workers),
+            stop,
+        }
+    }
+}
+
+impl Shared {
+    /// Answers one request, logging it and recording its latency.
+    pub(crate) async fn respond<B>(
+        &self,
+        request: Request<B>,
+        routes: Routes,
+    ) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Data: Buf,
+    {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path();
+        let (reply, outcome, close) = if routes == Routes::All && self.is_health(path) {
+            (text_reply(StatusCode::OK, "ok\n"), "health", false)
+        } else if routes == Routes::All && self.is_metrics(path) {
+            let text = self.render_metrics().await;
+            let reply = Reply {
+                status: StatusCode::OK,
+                content_type: OPENMETRICS,
+                body: Bytes::from(text),
+                allow: None,
+            };
+            (reply, "metrics", false)
+        } else {
+            match self
+                .receiver
+                .decide_head(&parts.method, &parts.uri, &parts.headers)
+            {
+                Head::Challenge(answer) => {
+                    self.metrics.challenges_answered.inc();
+                    (
+                        Decision::Challenge(answer).reply(),
+                        "challenge_answered",
+                        false,
+                    )
+                }
+                Head::Reject(rejection) => {
+                    if matches!(rejection, Rejection::BadChallenge(_)) {
+                        self.metrics.challenges_refused.inc();
+                    }
+                    self.refuse(&rejection)
+                }
+                Head::ReadBody(signed) => self.delivery(signed, body).await,
+                _ => self.refuse(&Rejection::Malformed),
+            }
+        };
+        let latency = started.elapsed();
+        self.metrics.observe_latency(latency.as_secs_f64());
+        tracing::info!(
+            method = %parts.method,
+            path,
+            status = reply.status.as_u16(),
+            outcome,
+            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        into_response(reply, close)
+    }
+
+    fn is_health(&self, path: &str) -> bool {
+        self.health_path.as_deref() == Some(path)
+    }
+
+    fn is_metrics(&self, path: &str) -> bool {
+        self.metrics_path.as_deref() == Some(path)
+    }
+
+    fn refuse(&self, rejection: &Rejection) -> (Reply, &'static str, bool) {
+        self.metrics.rejected(rejection.reason());
+        let close = matches!(
+            rejection,
+            Rejection::TooLarge | Rejection::Timeout | Rejection::Malformed
+        );
+        (rejection.reply(), rejection.reason(), close)
+    }
+
+    async fn delivery<B>(&self, signed: SignedRequest, body: B) -> (Reply, &'static str, bool)
+    where
+        B: Body,
+        B::Data: Buf,
+    {
+        let read = tokio::time::timeout(self.body_timeout, read_body(body, self.max_body)).await;
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(rejection)) => return self.refuse(&rejection),
+            Err(_) => return self.refuse(&Rejection::Timeout),
+        };
+        let verified = match self.receiver.decide_body(signed, bytes) {
+            Decision::Accept(verified) => verified,
+            Decision::Reject(rejection) => return self.refuse(&rejection),
+            other => return (other.reply(), "unexpected", false),
+        };
+        let (body, key, parsed) = verified.into_parts();
+        let state = match parsed {
+            Ok(_) => DeliveryState::Pending,
+            Err(_) => DeliveryState::Undecodable,
+        };
+        tracing::debug!(
+            key = %key,
+            body = %String::from_utf8_lossy(&body),
+            "verified delivery"
+        );
+        self.store_delivery(key, body, state).await
+    }
+
+    async fn store_delivery(
+        &self,
+        key: DeliveryKey,
+        body: Bytes,
+        state: DeliveryState,
+    ) -> (Reply, &'static str, bool) {
+        match self.store.insert(key, body, state).await {
+            Ok(Stored::New(_)) if state == DeliveryState::Undecodable => {
+                self.metrics.accepted.inc();
+                self.metrics.undecodable.inc();
+                (Reply::accepted(), "undecodable", false)
+            }
+            Ok(Stored::New(_)) => {
+                self.metrics.accepted.inc();
+                self.wake.notify_one();
+                (Reply::accepted(), "accepted", false)
+            }
+            Ok(Stored::Duplicate(_)) => {
+                self.metrics.duplicates.inc();
+                (Reply::accepted(), "duplicate", false)
+            }
+            Err(_) => (
+                text_reply(StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable\n"),
+                "inbox_unavailable",
+                false,
+            ),
+        }
+    }
+
+    async fn render_metrics(&self) -> String {
+        let counts: Option<StateCounts> = self.store.counts().await.ok();
+        self.metrics.render(counts)
+    }
+}
+
+/// Reads a body up to `limit` bytes, refusing it as soon as it is larger.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    let declared = body.size_hint();
+    let declared_too_large = usize::try_from(declared.lower()).map_or(true, |n| n > limit);
+    if declared_too_large {
+        return Err(Rejection::TooLarge);
+    }
+    let mut body = pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut more: Option<BytesMut> = None;
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Rejection::Malformed)?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let size = data.remaining();
+        len += size;
+        if len > limit {
+            return Err(Rejection::TooLarge);
+        }
+        match (&first, &mut more) {
+            (None, _) => first = Some(data.copy_to_bytes(size)),
+            (Some(_), Some(buffer)) => buffer.put(data),
+            (Some(start), None) => {
+                let expected = declared
+                    .upper()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(len.saturating_mul(2))
+                    .clamp(len, limit);
+                let mut buffer = BytesMut::with_capacity(expected);
+                buffer.extend_from_slice(start);
+                buffer.put(data);
+                more = Some(buffer);
+            }
+        }
+    }
+    Ok(match (first, more) {
+        (_, Some(buffer)) => buffer.freeze(),
+        (Some(only), None) => only,
+        (None, None) => Bytes::new(),
+    })
+}
+
+fn text_reply(status: StatusCode, body: &'static str) -> Reply {
+    Reply {
+        status,
+        content_type: TEXT_PLAIN,
+        body: Bytes::from_static(body.as_bytes()),
+        allow: None,
+    }
+}
+
+fn into_response(reply: Reply, close: bool) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(reply.body));
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if let Some(allow) = reply.allow {
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if close {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+impl<B> tower::Service<Request<B>> for WebhookService
+where
+    B: Body + Send + 'static,
+    B::Data: Buf + Send,
+    B::Error: Send,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(shared.respond(request, Routes::Webhook).await) })
+    }
+}
+
+impl hyper::service::Service<Request<hyper::body::Incoming>> for WebhookService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(shared.respond(request, Routes::Webhook).await) })
+    }
+}

@@ -1,0 +1,641 @@
+//! The server's side of the inbox: one writer thread that owns the database and commits
+//! queued writes in groups (one transaction and one disk sync per batch).
+//!
+//! Requests and workers talk to it through a channel; each command carries a oneshot for its
+//! answer, sent once the batch holding it is committed. The same thread runs the in-memory
+//! store, so both modes behave alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use preservica_webhook_core::DeliveryKey;
+use rusqlite::{Connection, params};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::InboxConfig;
+use crate::error::InboxError;
+use crate::inbox::{self, DeliveryState, StateCounts};
+
+/// The most commands applied in one transaction.
+const MAX_BATCH: usize = 256;
+/// How many commands may wait for the writer before senders wait too.
+const QUEUE: usize = 4096;
+
+/// A handle on the writer thread; cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Store {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The writer thread, to join when closing.
+#[derive(Debug)]
+pub(crate) struct StoreThread(JoinHandle<()>);
+
+/// The store could not do what was asked (the error is logged where it happened).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unavailable;
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    /// Stored now, with this id.
+    New(i64),
+    /// The same body was stored before, with this id.
+    Duplicate(i64),
+}
+
+/// A pending delivery handed out for processing.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) id: i64,
+    pub(crate) key: DeliveryKey,
+    pub(crate) body: Bytes,
+    pub(crate) attempts: u32,
+}
+
+/// Due deliveries, and when the next one not yet due is due.
+#[derive(Debug, Default)]
+pub(crate) struct Claim {
+    pub(crate) due: Vec<Claimed>,
+    pub(crate) next_due: Option<i64>,
+}
+
+/// How a handler call ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Done,
+    Retry { at: i64, error: String },
+    Dead { error: String },
+}
+
+type Reply<T> = oneshot::Sender<Result<T, Unavailable>>;
+
+#[derive(Debug)]
+enum Command {
+    Insert {
+        key: DeliveryKey,
+        body: Bytes,
+        state: DeliveryState,
+        now: i64,
+        reply: Reply<Stored>,
+    },
+    Finish {
+        id: i64,
+        attempt: u32,
+        outcome: Outcome,
+        now: i64,
+        reply: Reply<usize>,
+    },
+    Prune {
+        before: i64,
+        reply: Reply<usize>,
+    },
+    Claim {
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+        reply: Reply<Claim>,
+    },
+    Counts {
+        reply: Reply<StateCounts>,
+    },
+    Close,
+}
+
+impl Store {
+    /// Opens the inbox and starts its writer thread.
+    pub(crate) fn open(config: &InboxConfig) -> Result<(Store, StoreThread), InboxError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let thread = match config {
+            InboxConfig::Sqlite(path) => {
+                let backend = SqliteBackend::open(path)?;
+                spawn(backend, rx)?
+            }
+            InboxConfig::InMemory => spawn(MemoryBackend::default(), rx)?,
+        };
+        Ok((Store { tx }, StoreThread(thread)))
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Unavailable> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Unavailable)?;
+        answer.await.map_err(|_| Unavailable)?
+    }
+
+    /// Stores a verified delivery; answers once it is committed.
+    pub(crate) async fn insert(
+        &self,
+        key: DeliveryKey,
+        body: Bytes,
+        state: DeliveryState,
+    ) -> Result<Stored, Unavailable> {
+        let now = inbox::now_millis();
+        self.ask(|reply| Command::Insert {
+            key,
+            body,
+            state,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Records how a handler call ended.
+    pub(crate) async fn finish(
+        &self,
+        id: i64,
+        attempt: u32,
+        outcome: Outcome,
+    ) -> Result<usize, Unavailable> {
+        let now = inbox::now_millis();
+        self.ask(|reply| Command::Finish {
+            id,
+            attempt,
+            outcome,
+            now,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes processed deliveries last updated before `before`.
+    pub(crate) async fn prune(&self, before: i64) -> Result<usize, Unavailable> {
+        self.ask(|reply| Command::Prune { before, reply }).await
+    }
+
+    /// Up to `limit` pending deliveries due at `now`, leaving out `skip` (already running).
+    pub(crate) async fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+        skip: Vec<i64>,
+    ) -> Result<Claim, Unavailable> {
+        self.ask(|reply| Command::Claim {
+            now,
+            limit,
+            skip,
+            reply,
+        })
+        .await
+    }
+
+    /// How many deliveries are in each state.
+    pub(crate) async fn counts(&self) -> Result<StateCounts, Unavailable> {
+        self.ask(|reply| Command::Counts { reply }).await
+    }
+
+    /// Asks the writer to finish its queue and close the database.
+    pub(crate) async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+impl StoreThread {
+    /// Waits for the writer thread to finish (after [`Store::close`] or the last handle is
+    /// dropped).
+    pub(crate) async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+    }
+}
+
+fn spawn(backend: impl Backend, rx: mpsc::Receiver<Command>) -> Result<JoinHandle<()>, InboxError> {
+    Ok(std::thread::Builder::new()
+        .name("webhook-inbox".to_owned())
+        .spawn(move || run(backend, rx))?)
+}
+
+/// What the writer thread needs from a database.
+trait Backend: Send + 'static {
+    fn begin(&mut self) -> rusqlite::Result<()>;
+    fn commit(&mut self) -> rusqlite::Result<()>;
+    fn rollback(&mut self);
+    fn insert(
+        &mut self,
+        key: &DeliveryKey,
+        body: &Bytes,
+        state: DeliveryState,
+        now: i64,
+    ) -> rusqlite::Result<Stored>;
+    fn finish(
+        &mut self,
+        id: i64,
+        attempt: u32,
+        outcome: &Outcome,
+        now: i64,
+    ) -> rusqlite::Result<usize>;
+    fn prune(&mut self, before: i64) -> rusqlite::Result<usize>;
+    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim>;
+    fn counts(&mut self) -> rusqlite::Result<StateCounts>;
+}
+
+/// A write applied in the current transaction, answered after the commit.
+enum Written {
+    Insert(Reply<Stored>, Result<Stored, Unavailable>),
+    Count(Reply<usize>, Result<usize, Unavailable>),
+}
+
+fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>) {
+    let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
+    let mut written: Vec<Written> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        let has_writes = batch.iter().any(Command::is_write);
+        let began = if has_writes {
+            backend.begin().map_err(|err| log_failure("begin", &err))
+        } else {
+            Ok(())
+        };
+        let mut reads = Vec::new();
+        for command in batch.drain(..) {
+            match command {
+                Command::Insert {
+                    key,
+                    body,
+                    state,
+                    now,
+                    reply,
+                } => {
+                    let result = began.and_then(|()| {
+                        backend
+                            .insert(&key, &body, state, now)
+                            .map_err(|err| log_failure("store a delivery", &err))
+                    });
+                    written.push(Written::Insert(reply, result));
+                }
+                Command::Finish {
+                    id,
+                    attempt,
+                    outcome,
+                    now,
+                    reply,
+                } => {
+                    let result = began.and_then(|()| {
+                        backend
+                            .finish(id, attempt, &outcome, now)
+                            .map_err(|err| log_failure("record a handler outcome", &err))
+                    });
+                    written.push(Written::Count(reply, result));
+                }
+                Command::Prune { before, reply } => {
+                    let result = began.and_then(|()| {
+                        backend
+                            .prune(before)
+                            .map_err(|err| log_failure("prune", &err))
+                    });
+                    written.push(Written::Count(reply, result));
+                }
+                Command::Close => closing = true,
+                read => reads.push(read),
+            }
+        }
+        let committed = match (has_writes, began) {
+            (false, _) => true,
+            (true, Err(Unavailable)) => false,
+            (true, Ok(())) => match backend.commit() {
+                Ok(()) => true,
+                Err(err) => {
+                    log_failure("commit", &err);
+                    backend.rollback();
+                    false
+                }
+            },
+        };
+        for write in written.drain(..) {
+            match write {
+                Written::Insert(reply, result) => {
+                    let _ = reply
+                        .send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+                }
+                Written::Count(reply, result) => {
+                    let _ = reply
+                        .send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+                }
+            }
+        }
+        for read in reads {
+            match read {
+                Command::Claim {
+                    now,
+                    limit,
+                    skip,
+                    reply,
+                } => {
+                    let result = backend
+                        .claim(now, limit, &skip)
+                        .map_err(|err| log_failure("claim deliveries", &err));
+                    let _ = reply.send(result);
+                }
+                Command::Counts { reply } => {
+                    let result = backend
+                        .counts()
+                        .map_err(|err| log_failure("count deliveries", &err));
+                    let _ = reply.send(result);
+                }
+                _ => {}
+            }
+        }
+    }
+    tracing::debug!("inbox closed");
+}
+
+impl Command {
+    fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Command::Insert { .. } | Command::Finish { .. } | Command::Prune { .. }
+        )
+    }
+}
+
+fn log_failure(what: &str, err: &rusqlite::Error) -> Unavailable {
+    tracing::error!(error = %err, "the inbox could not {what}");
+    Unavailable
+}
+
+struct SqliteBackend {
+    conn: Connection,
+}
+
+impl SqliteBackend {
+    fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
+        Ok(SqliteBackend {
+            conn: inbox::open_for_server(path)?,
+        })
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn begin(&mut self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")
+    }
+
+    fn commit(&mut self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("COMMIT")
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    fn insert(
+        &mut self,
+        key: &DeliveryKey,
+        body: &Bytes,
+        state: DeliveryState,
+        now: i64,
+    ) -> rusqlite::Result<Stored> {
+        let next = (state == DeliveryState::Pending).then_some(now);
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO deliveries (key, state, received_at, updated_at, next_attempt_at, body) \
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT (key) DO NOTHING",
+        )?;
+        let inserted = insert.execute(params![
+            &key.as_bytes()[..],
+            state.as_str(),
+            now,
+            next,
+            &body[..]
+        ])?;
+        if inserted == 1 {
+            return Ok(Stored::New(self.conn.last_insert_rowid()));
+        }
+        let mut find = self
+            .conn
+            .prepare_cached("SELECT id FROM deliveries WHERE key = ?1")?;
+        let id = find.query_row([&key.as_bytes()[..]], |row| row.get(0))?;
+        Ok(Stored::Duplicate(id))
+    }
+
+    fn finish(
+        &mut self,
+        id: i64,
+        attempt: u32,
+        outcome: &Outcome,
+        now: i64,
+    ) -> rusqlite::Result<usize> {
+        let (state, next, error) = match outcome {
+            Outcome::Done => (DeliveryState::Done, None, None),
+            Outcome::Retry { at, error } => {
+                (DeliveryState::Pending, Some(*at), Some(error.as_str()))
+            }
+            Outcome::Dead { error } => (DeliveryState::Dead, None, Some(error.as_str())),
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, \
+             last_error = COALESCE(?5, last_error), updated_at = ?6 \
+             WHERE id = ?1 AND state = 'pending'",
+        )?;
+        stmt.execute(params![id, state.as_str(), attempt, next, error, now])
+    }
+
+    fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1")?;
+        stmt.execute([before])
+    }
+
+    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
+        let mut claim = Claim::default();
+        let wanted = i64::try_from(limit + skip.len()).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, key, body, attempts FROM deliveries \
+             WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             ORDER BY next_attempt_at, id LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![now, wanted])?;
+        while let Some(row) = rows.next()? {
+            if claim.due.len() == limit {
+                break;
+            }
+            let id: i64 = row.get(0)?;
+            if skip.contains(&id) {
+                continue;
+            }
+            let key: Vec<u8> = row.get(1)?;
+            let body: Vec<u8> = row.get(2)?;
+            let attempts: i64 = row.get(3)?;
+            let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+                continue;
+            };
+            claim.due.push(Claimed {
+                id,
+                key: key_from_bytes(key),
+                body: Bytes::from(body),
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            });
+        }
+        drop(rows);
+        let mut next = self.conn.prepare_cached(
+            "SELECT MIN(next_attempt_at) FROM deliveries \
+             WHERE state = 'pending' AND next_attempt_at > ?1",
+        )?;
+        claim.next_due = next.query_row([now], |row| row.get(0))?;
+        Ok(claim)
+    }
+
+    fn counts(&mut self) -> rusqlite::Result<StateCounts> {
+        inbox::counts(&self.conn)
+    }
+}
+
+/// The delivery key from stored digest bytes.
+fn key_from_bytes(bytes: [u8; 32]) -> DeliveryKey {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(64);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    DeliveryKey::from_hex(&text).unwrap_or_else(|_| DeliveryKey::of(&[]))
+}
+
+#[derive(Debug)]
+struct MemoryRow {
+    key: DeliveryKey,
+    body: Bytes,
+    state: DeliveryState,
+    attempts: u32,
+    next_attempt_at: Option<i64>,
+    updated_at: i64,
+}
+
+#[derive(Debug, Default)]
+struct MemoryBackend {
+    rows: BTreeMap<i64, MemoryRow>,
+    keys: HashMap<DeliveryKey, i64>,
+    last_id: i64,
+}
+
+impl Backend for MemoryBackend {
+    fn begin(&mut self) -> rusqlite::Result<()> {
+        Ok(())
+    }
+
+    fn commit(&mut self) -> rusqlite::Result<()> {
+        Ok(())
+    }
+
+    fn rollback(&mut self) {}
+
+    fn insert(
+        &mut self,
+        key: &DeliveryKey,
+        body: &Bytes,
+        state: DeliveryState,
+        now: i64,
+    ) -> rusqlite::Result<Stored> {
+        if let Some(id) = self.keys.get(key) {
+            return Ok(Stored::Duplicate(*id));
+        }
+        self.last_id += 1;
+        let id = self.last_id;
+        self.keys.insert(*key, id);
+        self.rows.insert(
+            id,
+            MemoryRow {
+                key: *key,
+                body: body.clone(),
+                state,
+                attempts: 0,
+                next_attempt_at: (state == DeliveryState::Pending).then_some(now),
+                updated_at: now,
+            },
+        );
+        Ok(Stored::New(id))
+    }
+
+    fn finish(
+        &mut self,
+        id: i64,
+        attempt: u32,
+        outcome: &Outcome,
+        now: i64,
+    ) -> rusqlite::Result<usize> {
+        let Some(row) = self.rows.get_mut(&id) else {
+            return Ok(0);
+        };
+        if row.state != DeliveryState::Pending {
+            return Ok(0);
+        }
+        row.attempts = attempt;
+        row.updated_at = now;
+        (row.state, row.next_attempt_at) = match outcome {
+            Outcome::Done => (DeliveryState::Done, None),
+            Outcome::Retry { at, .. } => (DeliveryState::Pending, Some(*at)),
+            Outcome::Dead { .. } => (DeliveryState::Dead, None),
+        };
+        Ok(1)
+    }
+
+    fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
+        let old: Vec<i64> = self
+            .rows
+            .iter()
+            .filter(|(_, row)| row.state == DeliveryState::Done && row.updated_at < before)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &old {
+            if let Some(row) = self.rows.remove(id) {
+                self.keys.remove(&row.key);
+            }
+        }
+        Ok(old.len())
+    }
+
+    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
+        let mut due: Vec<(i64, i64)> = Vec::new();
+        let mut next_due: Option<i64> = None;
+        for (id, row) in &self.rows {
+            let Some(at) = row
+                .next_attempt_at
+                .filter(|_| row.state == DeliveryState::Pending)
+            else {
+                continue;
+            };
+            if at > now {
+                next_due = Some(next_due.map_or(at, |it| it.min(at)));
+            } else if !skip.contains(id) {
+                due.push((at, *id));
+            }
+        }
+        due.sort_unstable();
+        due.truncate(limit);
+        Ok(Claim {
+            due: due
+                .into_iter()
+                .filter_map(|(_, id)| {
+                    let row = self.rows.get(&id)?;
+                    Some(Claimed {
+                        id,
+                        key: row.key,
+                        body: row.body.clone(),
+                        attempts: row.attempts,
+                    })
+                })
+                .collect(),
+            next_due,
+        })
+    }
+
+    fn counts(&mut self) -> rusqlite::Result<StateCounts> {
+        let mut counts = StateCounts::default();
+        for row in self.rows.values() {
+            counts.add(Some(row.state), 1);
+        }
+        Ok(counts)
+    }
+}

@@ -1,1 +1,116 @@
-fn main() {}
+//! `preservica-webhook`: manage Preservica webhook subscriptions, run a durable receiver, and
+//! test a receiver without Preservica.
+//!
+//! A thin layer over the client and server crates. Exit codes:
+//!
+//! - 0: the operation succeeded (also when stdout was closed early, as by `| head`);
+//! - 1: the operation failed (a receiver refused, Preservica answered an error, …);
+//! - 2: usage or configuration error (a bad flag, missing credentials or secret).
+//!
+//! Errors are printed to stderr on one line, the whole chain of causes included.
+
+mod cli;
+mod config;
+mod output;
+mod testing;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::ConfigError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    // reqwest is built without a default TLS provider; every HTTPS call uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let result = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(err) => Err(anyhow::Error::new(err).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Runs one command; `Ok` carries the exit code of commands that print their own verdict.
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = &cli.global;
+    match cli.command {
+        Command::Subscribe(_)
+        | Command::Subscriptions
+        | Command::Unsubscribe(_)
+        | Command::Asset(_)
+        | Command::Thumbnail(_)
+        | Command::Serve(_)
+        | Command::Inbox(_) => Err(anyhow::anyhow!("not available in this build yet")),
+        Command::Send(args) => testing::send(global, &args).await,
+        Command::Challenge(args) => testing::challenge(global, &args).await,
+        Command::Sign(args) => testing::sign(global, &args),
+        Command::Verify(args) => testing::verify(global, &args),
+        Command::Completions(args) => {
+            let mut command = Cli::command();
+            let mut out = io::stdout().lock();
+            clap_complete::generate(args.shell, &mut command, "preservica-webhook", &mut out);
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints the error chain on one line and picks the exit code.
+fn report(err: &anyhow::Error) -> ExitCode {
+    let broken_pipe = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        return ExitCode::SUCCESS;
+    }
+    let mut stderr = io::stderr().lock();
+    let _ = writeln!(stderr, "error: {err:#}");
+    if is_configuration(err) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Whether the user fixes this error in the command line or the configuration (exit 2).
+fn is_configuration(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<ConfigError>())
+}
+
+/// Logs go to stderr: info by default, debug with -v, trace with -vv, errors only with
+/// --quiet; RUST_LOG overrides.
+fn init_logging(global: &cli::GlobalArgs) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let default = match level {
+        // Dependencies stay at warn unless asked for trace.
+        "info" | "debug" => format!(
+            "warn,preservica_webhook_cli={level},preservica_webhook_server={level},preservica_webhook_client={level}"
+        ),
+        other => other.to_owned(),
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .init();
+}

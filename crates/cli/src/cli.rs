@@ -1,0 +1,586 @@
+//! The command tree: every command, flag, default, help text and example.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use preservica_webhook_core::{EntityType, KNOWN_TRIGGERS, TriggerType};
+
+/// The default inbox file of `serve` and `inbox`.
+pub(crate) const DEFAULT_INBOX: &str = "preservica-webhook.db";
+
+/// The default credentials file.
+pub(crate) const DEFAULT_CREDENTIALS: &str = "credentials.properties";
+
+const ABOUT: &str =
+    "Manage Preservica webhook subscriptions, run a durable receiver, test a receiver";
+
+const LONG_ABOUT: &str = "\
+Manage Preservica webhook subscriptions, run a durable receiver, test a receiver.
+
+Credentials for Preservica (subscribe, subscriptions, unsubscribe, asset, thumbnail, serve
+--subscribe/--thumbnails) come from the flags, then the environment (PRESERVICA_SERVER,
+PRESERVICA_USERNAME, PRESERVICA_PASSWORD, PRESERVICA_TENANT, PRESERVICA_2FA_TOKEN), then the
+[credentials] section of ./credentials.properties (or --credentials PATH). The password is
+never a flag.
+
+The webhook secret shared with Preservica comes from --secret-file FILE, else the environment
+variable PRESERVICA_WEBHOOK_SECRET, else `secret.key` in the credentials file. A secret file
+holds one secret per line: the first signs and answers, all are accepted (for rotation).";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Receive deliveries on port 8000 and print each event as a JSON line
+  PRESERVICA_WEBHOOK_SECRET=my_shared_secret preservica-webhook serve 0.0.0.0:8000
+
+  # Check a receiver answers Preservica's handshake, then send it a signed test delivery
+  preservica-webhook challenge http://127.0.0.1:8000/
+  preservica-webhook send http://127.0.0.1:8000/ --trigger INDEXED
+
+  # Listen, subscribe, and remove the subscription again on Ctrl-C
+  preservica-webhook serve 0.0.0.0:8000 --subscribe INDEXED \\
+      --public-url https://hooks.example.org/ --unsubscribe-on-exit
+
+  # Manage subscriptions
+  preservica-webhook subscribe --url https://hooks.example.org/ --trigger MOVED
+  preservica-webhook subscriptions --json
+
+Exit status: 0 ok, 1 the operation failed, 2 usage or configuration error.";
+
+/// The `preservica-webhook` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "preservica-webhook",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = EXAMPLES,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub(crate) struct GlobalArgs {
+    /// Credentials file, INI with a [credentials] section (username, password, tenant,
+    /// server, secret.key) [default: ./credentials.properties]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) credentials: Option<PathBuf>,
+
+    /// Preservica server: a host name (eu.preservica.com, https implied) or a base URL
+    /// [env: PRESERVICA_SERVER]
+    #[arg(long, global = true, value_name = "HOST|URL")]
+    pub(crate) server: Option<String>,
+
+    /// Preservica user name [env: PRESERVICA_USERNAME]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub(crate) username: Option<String>,
+
+    /// Preservica tenant [env: PRESERVICA_TENANT]
+    #[arg(long, global = true, value_name = "TENANT")]
+    pub(crate) tenant: Option<String>,
+
+    /// File of webhook secrets, one a line: the first signs and answers, all are accepted
+    /// [else env PRESERVICA_WEBHOOK_SECRET, else secret.key in the credentials file]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+
+    /// Print data as JSON instead of text
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// Log more to stderr (-v debug, -vv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Log only errors to stderr
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Subscribe a URL to a trigger; prints the new subscription's id
+    #[command(after_help = "\
+Examples:
+  preservica-webhook subscribe --url https://hooks.example.org/ --trigger INDEXED
+  preservica-webhook subscribe --url https://hooks.example.org/ --trigger moved --json
+
+Preservica calls the URL during the subscribe call (the handshake): the receiver must be up and
+hold the same secret. Run `preservica-webhook challenge URL` first to check it.")]
+    Subscribe(SubscribeArgs),
+
+    /// List the subscriptions (a table, or a JSON array with --json)
+    #[command(
+        visible_alias = "list",
+        after_help = "Examples:\n  preservica-webhook subscriptions\n  preservica-webhook list --json"
+    )]
+    Subscriptions,
+
+    /// Remove subscriptions by id, or all of them
+    #[command(after_help = "\
+Examples:
+  preservica-webhook unsubscribe 4583e1e6d2c72ed96a1151bc7dfd53c2
+  preservica-webhook unsubscribe --all --yes")]
+    Unsubscribe(UnsubscribeArgs),
+
+    /// Show an asset (information object): title, description, security tag, parent
+    #[command(after_help = "\
+Examples:
+  preservica-webhook asset 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2
+  preservica-webhook asset 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2 --json")]
+    Asset(AssetArgs),
+
+    /// Download an asset's thumbnail
+    #[command(after_help = "\
+Examples:
+  preservica-webhook thumbnail 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2            # REF.jpg here
+  preservica-webhook thumbnail 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2 --size small -o small.jpg
+  preservica-webhook thumbnail 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2 -o - > thumb.jpg")]
+    Thumbnail(ThumbnailArgs),
+
+    /// Run the receiver: answer the handshake, verify, store and process deliveries
+    #[command(after_help = "\
+Examples:
+  # Print every event as a JSON line (the default handler)
+  preservica-webhook serve 0.0.0.0:8000
+  # Run a command per delivery, the raw body on stdin
+  preservica-webhook serve --exec 'jq .events >> events.log'
+  # Download the thumbnail of every asset event
+  preservica-webhook serve --thumbnails ./thumbs
+  # One-command set-up behind a public URL, cleaned up on exit
+  preservica-webhook serve 0.0.0.0:8000 --subscribe INDEXED --subscribe MOVED \\
+      --public-url https://hooks.example.org/ --unsubscribe-on-exit
+
+Once listening, serve writes `listening on http://IP:PORT/PATH` to stderr. Deliveries are stored
+in the inbox before they are acknowledged and processed at least once; failed processing is
+retried with backoff, then kept as dead (see `inbox`). SIGINT/SIGTERM stop it gracefully.")]
+    Serve(ServeArgs),
+
+    /// Look into the receiver's inbox (works while serve runs on it)
+    #[command(after_help = "\
+Examples:
+  preservica-webhook inbox list --state dead
+  preservica-webhook inbox show 42 --json
+  preservica-webhook inbox retry --dead
+  preservica-webhook inbox export > deliveries.jsonl")]
+    Inbox(InboxArgs),
+
+    /// Send a receiver a signed delivery in Preservica's shape; prints the status
+    #[command(after_help = "\
+Examples:
+  preservica-webhook send http://127.0.0.1:8000/ --trigger INDEXED
+  preservica-webhook send http://127.0.0.1:8000/ --trigger MOVED --entity-type SO --transfer length
+  preservica-webhook send https://hooks.example.org/ --trigger INDEXED --body captured.json
+
+Exit status 0 when the receiver answers 2xx, 1 otherwise.")]
+    Send(SendArgs),
+
+    /// Perform Preservica's handshake against a receiver and check its answer
+    #[command(after_help = "\
+Examples:
+  preservica-webhook challenge http://127.0.0.1:8000/
+  PRESERVICA_WEBHOOK_SECRET=my_shared_secret preservica-webhook challenge https://hooks.example.org/
+
+Exit status 0 only if Preservica would accept the answer; otherwise 1 and what is wrong.")]
+    Challenge(ChallengeArgs),
+
+    /// Print the Preservica-Signature of a body (from FILE or stdin)
+    #[command(after_help = "\
+Examples:
+  preservica-webhook sign delivery.json
+  printf '{}' | preservica-webhook sign")]
+    Sign(SignArgs),
+
+    /// Check a Preservica-Signature against a body (from FILE or stdin)
+    #[command(after_help = "\
+Examples:
+  preservica-webhook verify --signature 5c2f…e1 delivery.json
+
+Exit status 0 when one of the secrets produces the signature, 1 otherwise.")]
+    Verify(VerifyArgs),
+
+    /// Print a shell completion script
+    #[command(after_help = "\
+Examples:
+  preservica-webhook completions bash > /etc/bash_completion.d/preservica-webhook
+  preservica-webhook completions zsh > ~/.zfunc/_preservica-webhook")]
+    Completions(CompletionsArgs),
+}
+
+/// `subscribe`.
+#[derive(Debug, Args)]
+pub(crate) struct SubscribeArgs {
+    /// Where Preservica is to send deliveries (a public https URL, usually)
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: String,
+    /// What to listen for: MOVED, INDEXED (FULL_TEXT_INDEXED), SECURITY_CHANGED
+    /// (CHANGED_SECURITY_DESCRIPTOR), INGEST_FAILED, CHANGE_ASSET_VISIBILITY; any case
+    #[arg(long, value_name = "TRIGGER", value_parser = known_trigger)]
+    pub(crate) trigger: TriggerType,
+}
+
+/// `unsubscribe`.
+#[derive(Debug, Args)]
+pub(crate) struct UnsubscribeArgs {
+    /// Ids of the subscriptions to remove
+    #[arg(
+        value_name = "ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub(crate) ids: Vec<String>,
+    /// Remove every subscription of the user
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Do not ask for confirmation of --all
+    #[arg(long, short, requires = "all")]
+    pub(crate) yes: bool,
+}
+
+/// `asset`.
+#[derive(Debug, Args)]
+pub(crate) struct AssetArgs {
+    /// The asset's reference (a UUID)
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+}
+
+/// Thumbnail sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Size {
+    /// 64 px
+    Small,
+    /// 150 px
+    Medium,
+    /// 400 px
+    Large,
+}
+
+/// `thumbnail`.
+#[derive(Debug, Args)]
+pub(crate) struct ThumbnailArgs {
+    /// The asset's reference (a UUID)
+    #[arg(value_name = "REF")]
+    pub(crate) reference: String,
+    /// Image size
+    #[arg(long, value_enum, default_value_t = Size::Large)]
+    pub(crate) size: Size,
+    /// Where to write the image; `-` for stdout [default: REF.EXT, EXT from the image type]
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+/// `serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port
+    #[arg(value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub(crate) addr: SocketAddr,
+    /// The inbox file (SQLite), created if missing
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, conflicts_with = "in_memory")]
+    pub(crate) inbox: PathBuf,
+    /// Keep the inbox in memory: deliveries not yet processed are lost on exit
+    #[arg(long)]
+    pub(crate) in_memory: bool,
+    /// The webhook path (the path part of the subscription URL)
+    #[arg(long, value_name = "PATH", default_value = "/")]
+    pub(crate) path: String,
+    /// Largest body accepted (bytes, or with a suffix: 512k, 2M, 1MiB)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) max_body: Option<usize>,
+    /// TLS certificate chain (PEM); with --tls-key, serve https
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// How many deliveries are processed at once
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) workers: Option<u32>,
+    /// Run CMD through `sh -c` once per delivery, the raw body on stdin; exit 0 = done,
+    /// anything else = retry later. Environment: PRESERVICA_TRIGGER,
+    /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated),
+    /// PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based)
+    #[arg(long, value_name = "CMD")]
+    pub(crate) exec: Option<String>,
+    /// Longest a handler call may run before it is stopped and retried
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) exec_timeout: Duration,
+    /// Download the thumbnail of every asset (IO) event into DIR as REF.EXT (needs
+    /// credentials); folder events are skipped
+    #[arg(long, value_name = "DIR")]
+    pub(crate) thumbnails: Option<PathBuf>,
+    /// Handler attempts before a delivery is kept as dead
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_attempts: Option<u32>,
+    /// Backoff before the first retry, doubling after each (e.g. 100ms, 1s, 2m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub(crate) retry_delay: Option<Duration>,
+    /// Once listening, subscribe --public-url to TRIGGER (repeatable); an existing
+    /// subscription of the same URL and trigger is replaced
+    #[arg(long, value_name = "TRIGGER", value_parser = known_trigger, requires = "public_url")]
+    pub(crate) subscribe: Vec<TriggerType>,
+    /// The URL Preservica reaches this receiver at (for --subscribe)
+    #[arg(long, value_name = "URL", requires = "subscribe")]
+    pub(crate) public_url: Option<String>,
+    /// Remove the subscriptions made by --subscribe when stopping
+    #[arg(long, requires = "subscribe")]
+    pub(crate) unsubscribe_on_exit: bool,
+}
+
+/// `inbox`.
+#[derive(Debug, Args)]
+pub(crate) struct InboxArgs {
+    /// The inbox file serve writes to
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_INBOX)]
+    pub(crate) inbox: PathBuf,
+    /// What to do with it.
+    #[command(subcommand)]
+    pub(crate) command: InboxCommand,
+}
+
+/// Delivery states to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StateArg {
+    /// Waiting to be processed (or retried)
+    Pending,
+    /// Processed
+    Done,
+    /// Failed every attempt, or failed permanently
+    Dead,
+    /// Authentic but not a delivery (kept, never processed)
+    Undecodable,
+    /// Everything
+    All,
+}
+
+/// `inbox` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum InboxCommand {
+    /// List stored deliveries, oldest first
+    List {
+        /// Which deliveries
+        #[arg(long, value_enum, default_value_t = StateArg::All)]
+        state: StateArg,
+    },
+    /// Show one delivery with its body
+    Show {
+        /// The delivery's id (from `inbox list`)
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
+    /// Queue a dead delivery for processing again
+    Retry {
+        /// The delivery's id
+        #[arg(
+            value_name = "ID",
+            required_unless_present = "dead",
+            conflicts_with = "dead"
+        )]
+        id: Option<i64>,
+        /// Every dead delivery
+        #[arg(long)]
+        dead: bool,
+    },
+    /// Print every stored delivery's raw body, one JSON line each, oldest first
+    Export,
+}
+
+/// How `send` transfers the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transfer {
+    /// Transfer-Encoding: chunked, as Preservica sends
+    Chunked,
+    /// Content-Length, as proxies may rewrite it
+    Length,
+}
+
+/// `send`.
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// The receiver's URL
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+    /// The trigger the delivery is for (wire or documentation name)
+    #[arg(long, value_name = "TRIGGER", value_parser = any_trigger)]
+    pub(crate) trigger: TriggerType,
+    /// The event's entity reference [default: a random UUID]
+    #[arg(long, value_name = "REF")]
+    pub(crate) entity_ref: Option<String>,
+    /// The event's entity type: IO (asset), SO (folder), CO (content object)
+    #[arg(long, value_name = "TYPE", default_value = "IO", value_parser = entity_type)]
+    pub(crate) entity_type: EntityType,
+    /// Send this file's bytes as the body instead of a built delivery
+    #[arg(long, value_name = "FILE")]
+    pub(crate) body: Option<PathBuf>,
+    /// How to transfer the body
+    #[arg(long, value_enum, default_value_t = Transfer::Chunked)]
+    pub(crate) transfer: Transfer,
+    /// Alter the body after signing, to check the receiver refuses it
+    #[arg(long)]
+    pub(crate) tamper: bool,
+}
+
+/// `challenge`.
+#[derive(Debug, Args)]
+pub(crate) struct ChallengeArgs {
+    /// The receiver's URL (the subscription URL)
+    #[arg(value_name = "URL")]
+    pub(crate) url: String,
+}
+
+/// `sign`.
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// The body [default: stdin]
+    #[arg(value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The Preservica-Signature header value (64 hex digits)
+    #[arg(long, value_name = "HEX")]
+    pub(crate) signature: String,
+    /// The body [default: stdin]
+    #[arg(value_name = "FILE")]
+    pub(crate) file: Option<PathBuf>,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// A trigger this version knows, by wire or documentation name.
+fn known_trigger(input: &str) -> Result<TriggerType, String> {
+    let trigger = TriggerType::parse(input);
+    if trigger.is_known() {
+        return Ok(trigger);
+    }
+    let names: Vec<String> = KNOWN_TRIGGERS
+        .iter()
+        .map(|it| match it.documentation_name() {
+            doc if doc != it.as_str() => format!("{} ({doc})", it.as_str()),
+            _ => it.as_str().to_owned(),
+        })
+        .collect();
+    Err(format!("unknown trigger; use one of {}", names.join(", ")))
+}
+
+/// Any trigger: known names are normalised, others are sent as given.
+fn any_trigger(input: &str) -> Result<TriggerType, String> {
+    if input.trim().is_empty() {
+        return Err("the trigger is empty".to_owned());
+    }
+    Ok(TriggerType::parse(input))
+}
+
+fn entity_type(input: &str) -> Result<EntityType, String> {
+    match EntityType::parse(input) {
+        EntityType::Unknown(_) => Err("use IO (asset), SO (folder) or CO (content object)".into()),
+        known => Ok(known),
+    }
+}
+
+/// Parses `100ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
+pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
+    let text = input.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a duration; write e.g. 100ms, 5s, 2m or 1h"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|err| format!("{input:?}: {err}"))
+}
+
+/// Parses `1048576`, `512k`, `2M`, `1MiB`, `64KB` (k and M are binary: 1024 and 1024²).
+pub(crate) fn parse_size(input: &str) -> Result<usize, String> {
+    let text = input.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("{input:?} is not a size; write e.g. 1048576, 512k or 2M"))?;
+    let scale: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}; use k, M or G")),
+    };
+    value
+        .checked_mul(scale)
+        .filter(|it| *it > 0)
+        .ok_or_else(|| format!("{input:?} is not a usable size"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_tree_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_durations() {
+        let check = |input: &str, expected: Option<Duration>| {
+            assert_eq!(parse_duration(input).ok(), expected, "{input:?}");
+        };
+        check("100ms", Some(Duration::from_millis(100)));
+        check("5s", Some(Duration::from_secs(5)));
+        check("5", Some(Duration::from_secs(5)));
+        check("2m", Some(Duration::from_secs(120)));
+        check("1h", Some(Duration::from_secs(3600)));
+        check("1.5s", Some(Duration::from_millis(1500)));
+        check("5x", None);
+        check("ms", None);
+    }
+
+    #[test]
+    fn parses_sizes() {
+        let check = |input: &str, expected: Option<usize>| {
+            assert_eq!(parse_size(input).ok(), expected, "{input:?}");
+        };
+        check("1048576", Some(1 << 20));
+        check("512k", Some(512 << 10));
+        check("2M", Some(2 << 20));
+        check("1MiB", Some(1 << 20));
+        check("0", None);
+        check("12q", None);
+    }
+}

@@ -1,0 +1,254 @@
+//! Configuration the user gives: the webhook secret and the credentials file.
+
+use std::fmt;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use preservica_webhook_core::Secret;
+
+use crate::cli::{DEFAULT_CREDENTIALS, GlobalArgs};
+
+/// The environment variable holding the webhook secret.
+pub(crate) const SECRET_ENV: &str = "PRESERVICA_WEBHOOK_SECRET";
+
+/// The key of the webhook secret in the credentials file's `[credentials]` section.
+pub(crate) const SECRET_KEY: &str = "secret.key";
+
+/// An error the user fixes on the command line or in the configuration: the program exits 2.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A configuration error as an `anyhow::Error`.
+pub(crate) fn config_error(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(ConfigError(message.into()))
+}
+
+/// The webhook secrets: the first signs and answers, all are accepted.
+#[derive(Debug)]
+pub(crate) struct Secrets {
+    /// At least one.
+    pub(crate) all: Vec<Secret>,
+}
+
+impl Secrets {
+    /// The secret that signs deliveries and answers challenges.
+    pub(crate) fn primary(&self) -> &Secret {
+        &self.all[0]
+    }
+}
+
+/// Where the credentials file is: `--credentials`, else `./credentials.properties`.
+pub(crate) fn credentials_path(global: &GlobalArgs) -> PathBuf {
+    global
+        .credentials
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CREDENTIALS))
+}
+
+/// Loads the webhook secrets: `--secret-file`, else `PRESERVICA_WEBHOOK_SECRET`, else
+/// `secret.key` in the credentials file.
+///
+/// # Errors
+/// A [`ConfigError`] naming every place looked at when there is no secret, or saying what is
+/// wrong with the one found.
+pub(crate) fn load_secrets(global: &GlobalArgs) -> anyhow::Result<Secrets> {
+    load_secrets_with(global, |name| std::env::var(name).ok())
+}
+
+fn load_secrets_with(
+    global: &GlobalArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Secrets> {
+    if let Some(path) = &global.secret_file {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            config_error(format!(
+                "cannot read the secret file {}: {err}",
+                path.display()
+            ))
+        })?;
+        let all = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(Secret::new)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| config_error(format!("{}: {err}", path.display())))?;
+        if all.is_empty() {
+            return Err(config_error(format!(
+                "the secret file {} holds no secret; put the secret shared with Preservica on its first line",
+                path.display()
+            )));
+        }
+        return Ok(Secrets { all });
+    }
+    if let Some(text) = env(SECRET_ENV) {
+        let secret = Secret::new(text.trim_end_matches(['\r', '\n']))
+            .map_err(|err| config_error(format!("{SECRET_ENV}: {err}")))?;
+        return Ok(Secrets { all: vec![secret] });
+    }
+    let path = credentials_path(global);
+    let file = read_credentials_file(&path, global.credentials.is_some())?;
+    if let Some(text) = file.as_ref().and_then(|it| it.get(SECRET_KEY)) {
+        let secret = Secret::new(text)
+            .map_err(|err| config_error(format!("{SECRET_KEY} in {}: {err}", path.display())))?;
+        return Ok(Secrets { all: vec![secret] });
+    }
+    let file_note = if file.is_some() {
+        "no secret.key"
+    } else {
+        "file not found"
+    };
+    Err(config_error(format!(
+        "no webhook secret: looked for --secret-file FILE (not given), the environment variable \
+         {SECRET_ENV} (not set) and {SECRET_KEY} in the [credentials] section of {} ({file_note}); \
+         give the secret shared with Preservica in one of them",
+        path.display()
+    )))
+}
+
+/// The `[credentials]` section of a credentials file, read leniently as INI.
+#[derive(Debug, Default)]
+pub(crate) struct CredentialsFile {
+    entries: Vec<(String, String)>,
+}
+
+impl CredentialsFile {
+    /// A value by key.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.as_str())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn parse(text: &str) -> CredentialsFile {
+        let mut entries = Vec::new();
+        let mut in_section = false;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with(['#', ';']) {
+                continue;
+            }
+            if let Some(section) = line.strip_prefix('[').and_then(|it| it.strip_suffix(']')) {
+                in_section = section.trim() == "credentials";
+                continue;
+            }
+            let Some((key, value)) = line.split_once(['=', ':']) else {
+                continue;
+            };
+            if in_section {
+                entries.push((key.trim().to_owned(), value.trim().to_owned()));
+            }
+        }
+        CredentialsFile { entries }
+    }
+}
+
+/// Reads the credentials file; `Ok(None)` when it does not exist and was not asked for.
+///
+/// # Errors
+/// When an explicitly given file is missing, or the file cannot be read.
+pub(crate) fn read_credentials_file(
+    path: &Path,
+    explicit: bool,
+) -> anyhow::Result<Option<CredentialsFile>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(CredentialsFile::parse(&text))),
+        Err(err) if err.kind() == ErrorKind::NotFound && !explicit => Ok(None),
+        Err(err) if err.kind() == ErrorKind::NotFound => Err(config_error(format!(
+            "the credentials file {} does not exist; check --credentials",
+            path.display()
+        ))),
+        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn global(args: &[&str]) -> GlobalArgs {
+        let mut argv = vec!["preservica-webhook"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["sign"]);
+        Cli::parse_from(argv).global
+    }
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Vec<Secret>, String> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        load_secrets_with(&global(args), |name| env.get(name).cloned())
+            .map(|it| it.all)
+            .map_err(|err| format!("{err:#}"))
+    }
+
+    #[test]
+    fn secret_file_wins_and_holds_several_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets");
+        std::fs::write(&path, "new\r\n\nold\n").unwrap();
+        let secrets = load(
+            &["--secret-file", path.to_str().unwrap()],
+            &[(SECRET_ENV, "env")],
+        )
+        .unwrap();
+        assert_eq!(
+            secrets,
+            vec![Secret::new("new").unwrap(), Secret::new("old").unwrap()]
+        );
+    }
+
+    #[test]
+    fn environment_comes_before_the_credentials_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.properties");
+        std::fs::write(&path, "[credentials]\nsecret.key=from-file\n").unwrap();
+        let creds = ["--credentials", path.to_str().unwrap()];
+        assert_eq!(
+            load(&creds, &[(SECRET_ENV, "from-env")]).unwrap(),
+            vec![Secret::new("from-env").unwrap()]
+        );
+        assert_eq!(
+            load(&creds, &[]).unwrap(),
+            vec![Secret::new("from-file").unwrap()]
+        );
+    }
+
+    #[test]
+    fn missing_secret_names_every_place_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.properties");
+        std::fs::write(&path, "[credentials]\nusername=u\n[other]\nsecret.key=no\n").unwrap();
+        let err = load(&["--credentials", path.to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.contains("--secret-file"), "{err}");
+        assert!(err.contains(SECRET_ENV), "{err}");
+        assert!(err.contains("secret.key"), "{err}");
+        assert!(err.contains(path.to_str().unwrap()), "{err}");
+        assert!(err.contains("no secret.key"), "{err}");
+    }
+
+    #[test]
+    fn empty_secret_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets");
+        std::fs::write(&path, "\n  \n").unwrap();
+        let err = load(&["--secret-file", path.to_str().unwrap()], &[]).unwrap_err();
+        assert!(err.contains("holds no secret"), "{err}");
+    }
+}

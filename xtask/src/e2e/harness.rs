@@ -543,3 +543,95 @@ pub(crate) fn processes_mentioning(marker: &Path) -> Vec<(u32, String)> {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runner whose "binary" is `sh`, so `serve ARGS` runs the script `serve` in the work
+    /// directory (no freshly written executable: no "text file busy" races between tests).
+    fn fake(dir: &Path) -> Cli {
+        // Says where it listens, starts a child of its own, stops cleanly on SIGTERM.
+        std::fs::write(
+            dir.join("serve"),
+            "trap 'echo bye; exit 0' TERM\n\
+             echo \"INFO listening on http://127.0.0.1:9/hook (args: $*)\" >&2\n\
+             echo ready\n\
+             sleep 600 &\n\
+             wait\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("fails"),
+            "echo \"ran $*\"; echo oops >&2; exit 3\n",
+        )
+        .unwrap();
+        Cli::new(PathBuf::from("sh"), dir.to_path_buf(), &[])
+    }
+
+    /// Waits until no process works in `dir`; false if some are still there after 5 s.
+    async fn all_gone(dir: &Path) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if processes_mentioning(dir).is_empty() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn runs_commands_and_judges_their_exit_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = fake(dir.path());
+        let output = cli.run(&["fails", "a", "b"]).await.unwrap();
+        assert_eq!(output.stdout, "ran a b\n");
+        let err = output.success().unwrap_err().to_string();
+        assert!(err.contains("exited with 3 instead of 0"), "{err}");
+        assert!(err.contains("oops"), "{err}");
+        let output = cli.run(&["fails"]).await.unwrap();
+        assert!(output.exit_code(3).is_ok());
+    }
+
+    #[tokio::test]
+    async fn serve_reports_its_url_and_stops_with_its_children_on_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = fake(dir.path()).serve(&["127.0.0.1:0"]).await.unwrap();
+        assert_eq!(serve.url(), "http://127.0.0.1:9/hook");
+        serve
+            .stdout()
+            .wait_for(Duration::from_secs(5), "ready", |line| line == "ready")
+            .await
+            .unwrap();
+        assert!(!processes_mentioning(dir.path()).is_empty());
+        let stopped = serve.terminate_ok().await.unwrap();
+        assert_eq!(stopped.stdout, ["ready", "bye"]);
+        assert!(all_gone(dir.path()).await);
+    }
+
+    #[tokio::test]
+    async fn a_crash_or_a_drop_leaves_no_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cli = fake(dir.path());
+        let serve = cli.serve(&["127.0.0.1:0"]).await.unwrap();
+        let stopped = serve.crash().await.unwrap();
+        assert_eq!(stopped.status.code(), None, "killed by a signal");
+        assert!(all_gone(dir.path()).await);
+
+        let serve = cli.serve(&["127.0.0.1:0"]).await.unwrap();
+        drop(serve);
+        assert!(all_gone(dir.path()).await);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_line_fails_when_the_stream_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("serve"), "echo 'exiting early' >&2\n").unwrap();
+        let cli = Cli::new(PathBuf::from("sh"), dir.path().to_path_buf(), &[]);
+        let err = cli.serve(&["127.0.0.1:0"]).await.unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("the stream ended before"), "{text}");
+        assert!(text.contains("exiting early"), "{text}");
+    }
+}

@@ -9,6 +9,7 @@
     reason = "xtask is a command-line tool that reports to its terminal"
 )]
 
+mod bench;
 mod ci;
 mod e2e;
 
@@ -22,6 +23,7 @@ usage: cargo xtask <command>
 commands:
   ci     fmt, clippy, tests, then the end-to-end suite (what CI runs)
   e2e    the end-to-end suite: the real binary against a stand-in Preservica
+  bench  throughput, latency and memory of `serve` against a bare hyper baseline
 ";
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn run() -> Result<()> {
     match command.as_str() {
         "ci" => ci::run(rest),
         "e2e" => e2e::run(rest),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

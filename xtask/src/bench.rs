@@ -1,0 +1,497 @@
+//! `cargo xtask bench`: how fast `serve` takes deliveries, side by side with the fastest thing
+//! the same machine can do.
+//!
+//! ```text
+//! cargo xtask bench                                # the four runs, 64 connections, 10 s each
+//! cargo xtask bench --seconds 5 --connections 32
+//! cargo xtask bench --only baseline --only durable # a subset, in the usual order
+//! ```
+//!
+//! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
+//! the generator for a 1 s warm-up plus the measured time, and killed:
+//!
+//! 1. `baseline`: a bare hyper server that reads the body and answers 200 (the ceiling);
+//! 2. `in-memory`: `serve --in-memory` (verify and parse, no disk);
+//! 3. `durable`: `serve --inbox` on a fresh file (verify and commit before answering), the
+//!    handler's output to /dev/null;
+//! 4. `durable-10`: the same with ten events in each delivery.
+//!
+//! It prints a table (requests/s, p50/p99/max latency, idle and peak RSS, throughput as a
+//! fraction of the baseline), writes it as JSON to `target/bench/report.json`, and says which
+//! goals of issue 7 are met. A missed goal is reported; the command fails only when a server
+//! answered something other than 200, a connection failed, or a server could not run.
+//!
+//! Everything is measured in release builds: the binary is built once with
+//! `cargo build --release --locked -p preservica-webhook-cli`, and when this xtask itself is a
+//! debug build, it builds itself in release and replaces itself with that build first, so the
+//! generator and the baseline are as optimised as the server they are compared with.
+//!
+//! - `load`: the load generator.
+//! - `baseline`: the bare hyper server (`xtask bench baseline-server ADDR`).
+//! - `process`: servers as child processes, their address and their memory.
+//! - `report`: the table, the JSON and the goals.
+
+mod baseline;
+mod load;
+mod process;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use preservica_webhook_core::Secret;
+use tokio::process::Command;
+
+use self::load::Plan;
+use self::process::Server;
+use self::report::{Report, Run};
+
+/// The secret the generator signs with and `serve` verifies with.
+const SECRET: &str = "bench-secret-7f3c2a";
+
+/// The runs, in the order they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Baseline,
+    InMemory,
+    Durable,
+    Durable10,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [
+        Kind::Baseline,
+        Kind::InMemory,
+        Kind::Durable,
+        Kind::Durable10,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Baseline => "baseline",
+            Kind::InMemory => "in-memory",
+            Kind::Durable => "durable",
+            Kind::Durable10 => "durable-10",
+        }
+    }
+
+    fn server(self) -> &'static str {
+        match self {
+            Kind::Baseline => "bare hyper, 200 after reading the body",
+            Kind::InMemory => "serve --in-memory",
+            Kind::Durable => "serve --inbox FILE, stdout to /dev/null",
+            Kind::Durable10 => "serve --inbox FILE, 10 events per delivery",
+        }
+    }
+
+    fn events_per_delivery(self) -> usize {
+        match self {
+            Kind::Durable10 => 10,
+            _ => 1,
+        }
+    }
+
+    fn parse(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+struct Options {
+    seconds: f64,
+    warmup: f64,
+    connections: usize,
+    only: Vec<Kind>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut options = Options {
+            seconds: 10.0,
+            warmup: 1.0,
+            connections: 64,
+            only: Vec::new(),
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = |flag: &str| {
+                args.next()
+                    .with_context(|| format!("{flag} needs a value"))
+                    .cloned()
+            };
+            match arg.as_str() {
+                "--seconds" => options.seconds = positive(&value("--seconds")?, "--seconds")?,
+                "--warmup" => {
+                    let text = value("--warmup")?;
+                    options.warmup = text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+                        .with_context(|| format!("--warmup {text:?} is not a number of seconds"))?;
+                }
+                "--connections" => {
+                    let text = value("--connections")?;
+                    options.connections = text
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|count| (1..=4096).contains(count))
+                        .with_context(|| {
+                            format!("--connections {text:?} is not a count from 1 to 4096")
+                        })?;
+                }
+                "--only" => {
+                    let text = value("--only")?;
+                    let kind = Kind::parse(&text).with_context(|| {
+                        format!(
+                            "--only {text:?} is not a run; the runs are {}",
+                            Kind::ALL.map(Kind::name).join(", ")
+                        )
+                    })?;
+                    options.only.push(kind);
+                }
+                other => bail!(
+                    "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
+                     [--warmup N] [--connections N] [--only RUN]..."
+                ),
+            }
+        }
+        Ok(options)
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(|kind| self.only.is_empty() || self.only.contains(kind))
+            .collect()
+    }
+}
+
+fn positive(text: &str, flag: &str) -> Result<f64> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .with_context(|| format!("{flag} {text:?} is not a positive number of seconds"))
+}
+
+/// Runs the benchmark (or, as `bench baseline-server ADDR`, the baseline server).
+///
+/// # Errors
+/// On bad arguments, a failed build, a server that cannot start or dies, a non-200 answer or
+/// a failed connection. Missed goals are reported, not errors.
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("baseline-server") {
+        return baseline::run(&args[1..]);
+    }
+    let options = Options::parse(args)?;
+    if cfg!(debug_assertions) {
+        return reexec_in_release(args);
+    }
+    let kinds = options.kinds();
+    let binary = if kinds.iter().any(|kind| *kind != Kind::Baseline) {
+        Some(build_release(
+            "preservica-webhook-cli",
+            "preservica-webhook",
+        )?)
+    } else {
+        None
+    };
+    let myself = std::env::current_exe().context("could not find this program's path")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the tokio runtime")?;
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = run_all(&options, &kinds, &myself, binary.as_deref()) => report,
+            () = interrupted() => bail!("interrupted; every server started was killed"),
+        }
+    })?;
+    drop(runtime);
+
+    println!();
+    print!("{}", report::table(&report.runs));
+    println!();
+    print!("{}", report::goal_lines(&report.goals));
+    let path = write_json(&report)?;
+    println!("\nwritten to {}", path.display());
+
+    let failed: Vec<&Run> = report.runs.iter().filter(|run| !run.is_clean()).collect();
+    if let Some(run) = failed.first() {
+        bail!(
+            "{} run(s) had failures; {}: {} non-200 answers, {} failed connections; first: {}",
+            failed.len(),
+            run.name,
+            run.non_200,
+            run.transport_errors,
+            run.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// Runs every selected server in turn and assembles the report.
+async fn run_all(
+    options: &Options,
+    kinds: &[Kind],
+    myself: &Path,
+    binary: Option<&Path>,
+) -> Result<Report> {
+    let mut machine = report::machine();
+    eprintln!(
+        "xtask bench: {} CPUs ({}), {} MiB, load average {:.2}",
+        machine.cpus, machine.cpu_model, machine.memory_mib, machine.load_before
+    );
+    if machine.load_before > machine.cpus as f64 / 2.0 {
+        eprintln!(
+            "xtask bench: the machine is busy (load {:.2} on {} CPUs): numbers will be noisy; \
+             re-run when `uptime` shows a low load",
+            machine.load_before, machine.cpus
+        );
+    }
+    let secret = Secret::new(SECRET).context("the bench secret is not empty")?;
+    let nonce: u32 = rand::random();
+    let mut runs = Vec::new();
+    for kind in kinds {
+        let scratch = tempfile::Builder::new()
+            .prefix("preservica-bench-")
+            .tempdir()
+            .context("could not make a scratch directory")?;
+        let command = match (kind, binary) {
+            (Kind::Baseline, _) => {
+                let mut command = Command::new(myself);
+                command.args(["bench", "baseline-server", "127.0.0.1:0"]);
+                command
+            }
+            (_, None) => bail!("the serve runs need the binary"),
+            (kind, Some(binary)) => serve_command(*kind, binary, scratch.path()),
+        };
+        eprintln!(
+            "xtask bench: {}: {} connections, {}s warm-up + {}s",
+            kind.name(),
+            options.connections,
+            options.warmup,
+            options.seconds
+        );
+        let mut server = Server::start(kind.name(), command).await?;
+        // Right after start-up, before any request.
+        let idle = server.memory()?;
+        let outcome = load::run(Plan {
+            addr: server.addr(),
+            path: server.path().to_owned(),
+            connections: options.connections,
+            warmup: Duration::from_secs_f64(options.warmup),
+            measure: Duration::from_secs_f64(options.seconds),
+            events_per_delivery: kind.events_per_delivery(),
+            secret: secret.clone(),
+            nonce,
+        })
+        .await;
+        server.ensure_running()?;
+        let end = server.memory()?;
+        if !outcome.is_clean() {
+            eprintln!(
+                "xtask bench: {}: {} non-200 answers, {} failed connections; its stderr ended with:\n{}",
+                kind.name(),
+                outcome.non_200(),
+                outcome.transport_errors,
+                server.stderr_tail()
+            );
+        }
+        server.stop().await?;
+        let run = Run {
+            name: kind.name().to_owned(),
+            server: kind.server().to_owned(),
+            events_per_delivery: kind.events_per_delivery(),
+            requests: outcome.measured,
+            requests_per_second: outcome.requests_per_second(),
+            p50_ms: outcome.latency_ms(0.5),
+            p99_ms: outcome.latency_ms(0.99),
+            max_ms: outcome.latency_ms(1.0),
+            idle_rss_kib: idle.rss_kib,
+            peak_rss_kib: end.peak_kib,
+            ratio_to_baseline: None,
+            non_200: outcome.non_200(),
+            transport_errors: outcome.transport_errors,
+            first_error: outcome.first_error.clone(),
+        };
+        eprintln!(
+            "xtask bench: {}: {:.0} requests/s, p99 {:.2} ms, peak RSS {} KiB",
+            run.name,
+            run.requests_per_second,
+            run.p99_ms.unwrap_or(f64::NAN),
+            run.peak_rss_kib
+        );
+        runs.push(run);
+    }
+    machine.load_after = report::load_average();
+    report::set_ratios(&mut runs);
+    let goals = report::goals(&runs, options.connections);
+    Ok(Report {
+        machine,
+        command: std::iter::once("cargo xtask bench".to_owned())
+            .chain(std::env::args().skip(2))
+            .collect::<Vec<_>>()
+            .join(" "),
+        connections: options.connections,
+        seconds: options.seconds,
+        warmup_seconds: options.warmup,
+        runs,
+        goals,
+    })
+}
+
+/// `serve` on a free loopback port, configured for `kind`.
+fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .arg("127.0.0.1:0")
+        .current_dir(scratch)
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        // The default configuration is what is measured, whatever the caller's shell says.
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    match kind {
+        Kind::InMemory => {
+            command.arg("--in-memory");
+        }
+        Kind::Baseline | Kind::Durable | Kind::Durable10 => {
+            command.arg("--inbox").arg(scratch.join("inbox.db"));
+        }
+    }
+    command
+}
+
+/// Builds `package` with `cargo build --release --locked` and returns the path of its `bin`.
+fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
+    eprintln!("xtask bench: cargo build --release --locked -p {package}");
+    let output = StdCommand::new(crate::ci::cargo())
+        .args(["build", "--release", "--locked", "-p", package])
+        .args(["--message-format", "json-render-diagnostics"])
+        .current_dir(crate::ci::workspace_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not start cargo")?;
+    if !output.status.success() {
+        bail!(
+            "`cargo build --release --locked -p {package}` failed ({}); the bench needs it",
+            output.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    executable(&stdout, bin)
+        .with_context(|| format!("cargo built {package} but reported no `{bin}` executable"))
+}
+
+/// The `executable` of the `bin` target named `bin` in cargo's JSON messages.
+fn executable(messages: &str, bin: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .filter(|message| message["target"]["name"] == bin)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+}
+
+/// Builds this xtask in release and replaces this process with it, same arguments.
+fn reexec_in_release(args: &[String]) -> Result<()> {
+    use std::os::unix::process::CommandExt as _;
+
+    eprintln!("xtask bench: measuring needs optimised code; building this xtask in release first");
+    let release = build_release("xtask", "xtask")?;
+    let err = StdCommand::new(&release).arg("bench").args(args).exec();
+    Err(err).with_context(|| format!("could not run {}", release.display()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminated => {}
+    }
+}
+
+/// Writes the report to `target/bench/report.json` and returns its path.
+fn write_json(report: &Report) -> Result<PathBuf> {
+    let root = crate::ci::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), |dir| root.join(dir));
+    let dir = target.join("bench");
+    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let path = dir.join("report.json");
+    let json = serde_json::to_string_pretty(report).context("could not serialise the report")?;
+    std::fs::write(&path, json + "\n")
+        .with_context(|| format!("could not write {}", path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn options_default_to_64_connections_for_10_seconds_after_1() {
+        let options = Options::parse(&[]).expect("no arguments");
+        assert_eq!(
+            (options.connections, options.seconds, options.warmup),
+            (64, 10.0, 1.0)
+        );
+        assert_eq!(options.kinds(), Kind::ALL);
+    }
+
+    #[test]
+    fn options_select_runs_in_their_usual_order() {
+        let options = Options::parse(&args(
+            "--only durable --only baseline --seconds 2.5 --connections 8",
+        ))
+        .expect("valid");
+        assert_eq!(options.kinds(), [Kind::Baseline, Kind::Durable]);
+        assert_eq!((options.connections, options.seconds), (8, 2.5));
+    }
+
+    #[test]
+    fn options_refuse_bad_values() {
+        for bad in [
+            "--seconds 0",
+            "--seconds x",
+            "--connections 0",
+            "--only fastest",
+            "--warmup -1",
+            "--seconds",
+            "--verbose",
+        ] {
+            assert!(Options::parse(&args(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn finds_the_executable_in_cargo_messages() {
+        let messages = r#"{"reason":"compiler-artifact","target":{"name":"serde"},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"preservica-webhook"},"executable":"/t/release/preservica-webhook"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            executable(messages, "preservica-webhook"),
+            Some(PathBuf::from("/t/release/preservica-webhook"))
+        );
+        assert_eq!(executable(messages, "xtask"), None);
+    }
+}

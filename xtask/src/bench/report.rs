@@ -1,0 +1,357 @@
+//! The report: the machine, one row per run, the goals of issue 7, as a table and as JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// Throughput of `serve --in-memory` as a fraction of the baseline, at least.
+pub(crate) const IN_MEMORY_RATIO: f64 = 0.6;
+/// Throughput of `serve` with the durable inbox as a fraction of the baseline, at least.
+pub(crate) const DURABLE_RATIO: f64 = 0.2;
+/// The durable inbox's p99 latency at 64 connections, at most, in milliseconds.
+pub(crate) const DURABLE_P99_MS: f64 = 25.0;
+/// The connection count the p99 goal is stated for.
+pub(crate) const GOAL_CONNECTIONS: usize = 64;
+/// Resident memory of an idle `serve`, at most, in MiB.
+pub(crate) const IDLE_RSS_MIB: f64 = 20.0;
+
+/// Everything one `cargo xtask bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Report {
+    /// Where it ran.
+    pub(crate) machine: Machine,
+    /// The command line that produced it.
+    pub(crate) command: String,
+    /// Concurrent keep-alive connections.
+    pub(crate) connections: usize,
+    /// Measured seconds per run.
+    pub(crate) seconds: f64,
+    /// Warm-up seconds per run, not measured.
+    pub(crate) warmup_seconds: f64,
+    /// One entry per run, in the order they ran.
+    pub(crate) runs: Vec<Run>,
+    /// The goals of issue 7 and whether this run met them.
+    pub(crate) goals: Vec<Goal>,
+}
+
+/// The machine a report was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    /// Logical CPUs available.
+    pub(crate) cpus: usize,
+    /// The CPU's model name from `/proc/cpuinfo`.
+    pub(crate) cpu_model: String,
+    /// Total memory from `/proc/meminfo`, in MiB.
+    pub(crate) memory_mib: u64,
+    /// The one-minute load average before the first run.
+    pub(crate) load_before: f64,
+    /// The one-minute load average after the last run.
+    pub(crate) load_after: f64,
+}
+
+/// One server under load.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Run {
+    /// Short name: `baseline`, `in-memory`, `durable`, `durable-10`.
+    pub(crate) name: String,
+    /// What ran, for people.
+    pub(crate) server: String,
+    /// Events in each delivery.
+    pub(crate) events_per_delivery: usize,
+    /// Measured requests answered 200.
+    pub(crate) requests: u64,
+    /// Measured requests per second.
+    pub(crate) requests_per_second: f64,
+    /// Median latency, ms.
+    pub(crate) p50_ms: Option<f64>,
+    /// 99th percentile latency, ms.
+    pub(crate) p99_ms: Option<f64>,
+    /// Slowest request, ms.
+    pub(crate) max_ms: Option<f64>,
+    /// Resident memory right after start-up, before any request, KiB.
+    pub(crate) idle_rss_kib: u64,
+    /// Peak resident memory (`VmHWM`) at the end of the run, KiB.
+    pub(crate) peak_rss_kib: u64,
+    /// Requests per second as a fraction of the baseline's in the same invocation.
+    pub(crate) ratio_to_baseline: Option<f64>,
+    /// Answers other than 200 (warm-up included).
+    pub(crate) non_200: u64,
+    /// Failed connections.
+    pub(crate) transport_errors: u64,
+    /// The first failure, if any.
+    pub(crate) first_error: Option<String>,
+}
+
+/// A goal from issue 7.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Goal {
+    /// What is wanted, in words.
+    pub(crate) goal: String,
+    /// What was measured, in words; `None` when the runs it needs did not happen.
+    pub(crate) measured: Option<String>,
+    /// Whether it was met; `None` when it could not be judged.
+    pub(crate) met: Option<bool>,
+}
+
+impl Run {
+    /// Whether every answer was 200 and no connection failed.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.non_200 == 0 && self.transport_errors == 0
+    }
+}
+
+/// Fills in each run's ratio to the baseline run, if there is one.
+pub(crate) fn set_ratios(runs: &mut [Run]) {
+    let baseline = runs
+        .iter()
+        .find(|run| run.name == "baseline")
+        .map(|run| run.requests_per_second)
+        .filter(|rps| *rps > 0.0);
+    for run in runs {
+        run.ratio_to_baseline = baseline.map(|baseline| run.requests_per_second / baseline);
+    }
+}
+
+/// Judges the goals of issue 7 against the runs.
+pub(crate) fn goals(runs: &[Run], connections: usize) -> Vec<Goal> {
+    let find = |name: &str| runs.iter().find(|run| run.name == name);
+    let ratio_goal = |name: &str, label: &str, at_least: f64| {
+        let ratio = find(name).and_then(|run| run.ratio_to_baseline);
+        Goal {
+            goal: format!("{label} throughput >= {at_least:.2} of the baseline"),
+            measured: ratio.map(|ratio| format!("{ratio:.2}")),
+            met: ratio.map(|ratio| ratio >= at_least),
+        }
+    };
+    let mut goals = vec![
+        ratio_goal("in-memory", "serve --in-memory", IN_MEMORY_RATIO),
+        ratio_goal("durable", "serve with the durable inbox", DURABLE_RATIO),
+    ];
+    let p99 = find("durable").and_then(|run| run.p99_ms);
+    let at_goal_load = connections == GOAL_CONNECTIONS;
+    goals.push(Goal {
+        goal: format!("durable inbox p99 <= {DURABLE_P99_MS} ms at {GOAL_CONNECTIONS} connections"),
+        measured: p99.map(|p99| {
+            if at_goal_load {
+                format!("{p99:.2} ms")
+            } else {
+                format!("{p99:.2} ms at {connections} connections (not judged)")
+            }
+        }),
+        met: p99
+            .filter(|_| at_goal_load)
+            .map(|p99| p99 <= DURABLE_P99_MS),
+    });
+    let idle = runs
+        .iter()
+        .filter(|run| run.name != "baseline")
+        .map(|run| run.idle_rss_kib)
+        .max();
+    goals.push(Goal {
+        goal: format!("idle RSS of serve <= {IDLE_RSS_MIB} MiB"),
+        measured: idle.map(|kib| format!("{} (largest of the serve runs)", mib(kib))),
+        met: idle.map(|kib| kib as f64 / 1024.0 <= IDLE_RSS_MIB),
+    });
+    goals
+}
+
+/// The table of runs, as printed and as pasted into the README.
+pub(crate) fn table(runs: &[Run]) -> String {
+    let header = [
+        "run",
+        "server",
+        "req/s",
+        "p50",
+        "p99",
+        "max",
+        "idle RSS",
+        "peak RSS",
+        "vs baseline",
+        "failures",
+    ];
+    let rows: Vec<[String; 10]> = runs
+        .iter()
+        .map(|run| {
+            [
+                run.name.clone(),
+                run.server.clone(),
+                format!("{:.0}", run.requests_per_second),
+                ms(run.p50_ms),
+                ms(run.p99_ms),
+                ms(run.max_ms),
+                mib(run.idle_rss_kib),
+                mib(run.peak_rss_kib),
+                run.ratio_to_baseline
+                    .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                (run.non_200 + run.transport_errors).to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[String]| {
+        let mut text = String::from("|");
+        for (index, (cell, width)) in cells.iter().zip(widths).enumerate() {
+            // Names left-aligned, numbers right-aligned.
+            if index < 2 {
+                let _ = write!(text, " {cell:<width$} |");
+            } else {
+                let _ = write!(text, " {cell:>width$} |");
+            }
+        }
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(&header.map(str::to_owned));
+    line(
+        &widths
+            .iter()
+            .enumerate()
+            .map(|(index, width)| {
+                if index < 2 {
+                    "-".repeat(*width)
+                } else {
+                    format!("{}:", "-".repeat(width - 1))
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    for row in &rows {
+        line(row);
+    }
+    out
+}
+
+/// The goals, one line each.
+pub(crate) fn goal_lines(goals: &[Goal]) -> String {
+    goals
+        .iter()
+        .map(|goal| {
+            let verdict = match goal.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not judged",
+            };
+            let measured = goal.measured.as_deref().unwrap_or("not measured");
+            format!("{verdict:>10}: {} (measured {measured})\n", goal.goal)
+        })
+        .collect()
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Reads the machine's CPU count, CPU model, memory and load.
+pub(crate) fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == "model name").then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib = meminfo
+        .lines()
+        .find_map(|line| {
+            let value = line.strip_prefix("MemTotal:")?;
+            value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
+        })
+        .unwrap_or(0);
+    let load = load_average();
+    Machine {
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        cpu_model,
+        memory_mib: memory_kib / 1024,
+        load_before: load,
+        load_after: load,
+    }
+}
+
+/// The one-minute load average, 0 when unknown.
+pub(crate) fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(name: &str, rps: f64, p99: f64, idle_kib: u64) -> Run {
+        Run {
+            name: name.to_owned(),
+            server: format!("{name} server"),
+            events_per_delivery: 1,
+            requests: (rps * 10.0) as u64,
+            requests_per_second: rps,
+            p50_ms: Some(p99 / 4.0),
+            p99_ms: Some(p99),
+            max_ms: Some(p99 * 2.0),
+            idle_rss_kib: idle_kib,
+            peak_rss_kib: idle_kib * 2,
+            ratio_to_baseline: None,
+            non_200: 0,
+            transport_errors: 0,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn judges_ratios_latency_and_memory_against_the_baseline() {
+        let mut runs = vec![
+            run("baseline", 20_000.0, 5.0, 3_000),
+            run("in-memory", 13_000.0, 8.0, 9_000),
+            run("durable", 3_000.0, 30.0, 21_000),
+            run("durable-10", 2_000.0, 40.0, 10_000),
+        ];
+        set_ratios(&mut runs);
+        assert_eq!(runs[1].ratio_to_baseline, Some(0.65));
+        let verdicts: Vec<_> = goals(&runs, 64).iter().map(|goal| goal.met).collect();
+        assert_eq!(
+            verdicts,
+            [Some(true), Some(false), Some(false), Some(false)]
+        );
+        // The p99 goal is stated for 64 connections only.
+        assert_eq!(goals(&runs, 8)[2].met, None);
+    }
+
+    #[test]
+    fn goals_without_a_baseline_are_not_judged() {
+        let mut runs = vec![run("in-memory", 13_000.0, 8.0, 9_000)];
+        set_ratios(&mut runs);
+        let goals = goals(&runs, 64);
+        assert_eq!(goals[0].met, None);
+        assert_eq!(goals[2].met, None);
+        assert_eq!(goals[3].met, Some(true));
+    }
+
+    #[test]
+    fn renders_a_markdown_table() {
+        let mut runs = vec![
+            run("baseline", 20_000.0, 5.0, 3_000),
+            run("durable", 3_000.0, 30.0, 21_000),
+        ];
+        set_ratios(&mut runs);
+        let expected = "\
+| run      | server          | req/s |     p50 |      p99 |      max | idle RSS | peak RSS | vs baseline | failures |
+| -------- | --------------- | ----: | ------: | -------: | -------: | -------: | -------: | ----------: | -------: |
+| baseline | baseline server | 20000 | 1.25 ms |  5.00 ms | 10.00 ms |  2.9 MiB |  5.9 MiB |        1.00 |        0 |
+| durable  | durable server  |  3000 | 7.50 ms | 30.00 ms | 60.00 ms | 20.5 MiB | 41.0 MiB |        0.15 |        0 |
+";
+        assert_eq!(table(&runs), expected);
+    }
+}

@@ -11,10 +11,13 @@
 
 mod cli;
 mod config;
+mod inbox;
+mod manage;
 mod output;
+mod serve;
 mod testing;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal as _, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
@@ -46,13 +49,13 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = &cli.global;
     match cli.command {
-        Command::Subscribe(_)
-        | Command::Subscriptions
-        | Command::Unsubscribe(_)
-        | Command::Asset(_)
-        | Command::Thumbnail(_)
-        | Command::Serve(_)
-        | Command::Inbox(_) => Err(anyhow::anyhow!("not available in this build yet")),
+        Command::Subscribe(args) => manage::subscribe(global, &args).await,
+        Command::Subscriptions => manage::subscriptions(global).await,
+        Command::Unsubscribe(args) => manage::unsubscribe(global, &args).await,
+        Command::Asset(args) => manage::asset(global, &args).await,
+        Command::Thumbnail(args) => manage::thumbnail(global, &args).await,
+        Command::Serve(args) => serve::serve(global, args).await,
+        Command::Inbox(args) => inbox::run(global, &args),
         Command::Send(args) => testing::send(global, &args).await,
         Command::Challenge(args) => testing::challenge(global, &args).await,
         Command::Sign(args) => testing::sign(global, &args),
@@ -111,6 +114,7 @@ fn init_logging(global: &cli::GlobalArgs) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

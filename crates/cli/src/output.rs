@@ -1,10 +1,6 @@
 //! Writing results to stdout: lines, JSON, and plain aligned tables.
 //!
 //! Writes go through `io::Result`, so a closed pipe ends the command quietly (see `main`).
-#![allow(
-    dead_code,
-    reason = "the table and text writers serve the management commands, wired up next"
-)]
 
 use std::io::{self, Write};
 

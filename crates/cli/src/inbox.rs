@@ -1,0 +1,188 @@
+//! `inbox`: look into the receiver's durable inbox, re-queue dead deliveries, export.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use preservica_webhook_server::{DeliveryState, Inbox, InboxEntry, InboxError, StateFilter};
+
+use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
+use crate::config::config_error;
+use crate::output;
+
+/// `inbox …`.
+///
+/// # Errors
+/// A missing or foreign inbox file (exit 2), database errors, and unknown or non-dead ids.
+pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
+    let inbox = Inbox::open(&args.inbox).map_err(|err| match err {
+        InboxError::NotFound(_) | InboxError::NotAnInbox { .. } => config_error(err.to_string()),
+        other => anyhow::Error::new(other),
+    })?;
+    match &args.command {
+        InboxCommand::List { state } => list(global, &inbox, *state),
+        InboxCommand::Show { id } => show(global, &inbox, *id),
+        InboxCommand::Retry { id, dead } => retry(global, &inbox, *id, *dead),
+        InboxCommand::Export => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let count = inbox.export(&mut out)?;
+            out.flush()?;
+            tracing::debug!(count, "exported");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn filter(state: StateArg) -> StateFilter {
+    match state {
+        StateArg::All => StateFilter::All,
+        StateArg::Pending => StateFilter::Only(DeliveryState::Pending),
+        StateArg::Done => StateFilter::Only(DeliveryState::Done),
+        StateArg::Dead => StateFilter::Only(DeliveryState::Dead),
+        StateArg::Undecodable => StateFilter::Only(DeliveryState::Undecodable),
+    }
+}
+
+fn list(global: &GlobalArgs, inbox: &Inbox, state: StateArg) -> anyhow::Result<ExitCode> {
+    let entries = inbox.list(filter(state))?;
+    if global.json {
+        output::json(&entries)?;
+    } else if entries.is_empty() {
+        output::note("no deliveries");
+    } else {
+        output::text(&entry_table(&entries))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The entries as a table: id, state, received, attempts, trigger, entities, last error.
+pub(crate) fn entry_table(entries: &[InboxEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|it| {
+            vec![
+                it.id.to_string(),
+                it.state.to_string(),
+                it.received_at.clone(),
+                it.attempts.to_string(),
+                it.trigger.clone().unwrap_or_else(|| "-".to_owned()),
+                if it.entity_refs.is_empty() {
+                    "-".to_owned()
+                } else {
+                    it.entity_refs.join(" ")
+                },
+                it.last_error
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), one_line),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID",
+            "STATE",
+            "RECEIVED",
+            "ATTEMPTS",
+            "TRIGGER",
+            "ENTITIES",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
+}
+
+fn one_line(text: &str) -> String {
+    let flat = text.replace(['\r', '\n'], " ");
+    if flat.chars().count() > 80 {
+        format!("{}…", flat.chars().take(79).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn show(global: &GlobalArgs, inbox: &Inbox, id: i64) -> anyhow::Result<ExitCode> {
+    let entry = inbox.get(id)?.ok_or_else(|| {
+        anyhow!("no delivery {id} in the inbox; see `preservica-webhook inbox list`")
+    })?;
+    let body_text = std::str::from_utf8(&entry.body).ok();
+    if global.json {
+        let mut value = serde_json::to_value(&entry)?;
+        if let Some(object) = value.as_object_mut() {
+            match body_text {
+                Some(text) => object.insert("body".into(), text.into()),
+                None => object.insert("bodyHex".into(), hex_lower(&entry.body).into()),
+            };
+        }
+        output::json(&value)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = entry_table(std::slice::from_ref(&entry));
+    if let Some(next) = &entry.next_attempt_at {
+        text.push_str(&format!("next attempt: {next}\n"));
+    }
+    text.push_str(&format!("key: {}\n", entry.key));
+    if let Some(error) = &entry.last_error {
+        text.push_str(&format!("last error: {error}\n"));
+    }
+    text.push('\n');
+    match body_text {
+        Some(body) => {
+            let pretty = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|it| serde_json::to_string_pretty(&it).ok());
+            text.push_str(pretty.as_deref().unwrap_or(body));
+        }
+        None => text.push_str(&format!(
+            "(body of {} bytes is not UTF-8; hex:)\n{}",
+            entry.body.len(),
+            hex_lower(&entry.body)
+        )),
+    }
+    text.push('\n');
+    output::text(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retry(
+    global: &GlobalArgs,
+    inbox: &Inbox,
+    id: Option<i64>,
+    dead: bool,
+) -> anyhow::Result<ExitCode> {
+    if dead {
+        let count = inbox.retry_dead()?;
+        if global.json {
+            output::json(&serde_json::json!({ "requeued": count }))?;
+        } else {
+            output::line(&format!(
+                "re-queued {count} dead {}",
+                if count == 1 { "delivery" } else { "deliveries" }
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(id) = id else {
+        return Err(config_error("give a delivery id or --dead"));
+    };
+    if inbox.retry(id)? {
+        if global.json {
+            output::json(&serde_json::json!({ "requeued": 1, "id": id }))?;
+        } else {
+            output::line(&format!("re-queued delivery {id}"))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    match inbox.get(id)? {
+        None => Err(anyhow!(
+            "no delivery {id} in the inbox; see `preservica-webhook inbox list`"
+        )),
+        Some(entry) => Err(anyhow!(
+            "delivery {id} is {}, not dead; only dead deliveries are re-queued",
+            entry.state
+        )),
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,488 @@
+//! `serve`: the receiver, its handlers, and the one-command subscription set-up.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use preservica_webhook_client::{Client, ThumbnailSize};
+use preservica_webhook_core::{EntityType, Secret, Subscription, SubscriptionId, TriggerType};
+use preservica_webhook_server::{
+    Handler, HandlerError, InboxConfig, Job, Server, ServerConfig, ServerError, TlsFiles,
+    shutdown_signal,
+};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::cli::{GlobalArgs, ServeArgs};
+use crate::config::{SECRET_ENV, config_error, load_secrets};
+use crate::manage::{check_reference, client, download_thumbnail};
+use crate::output;
+
+/// How much longer than `--exec-timeout` the server waits before abandoning a handler call,
+/// so the command's own timeout (which kills its process group) fires first.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+
+/// `serve`.
+///
+/// # Errors
+/// Configuration errors (exit 2), a failure to listen or subscribe, and a server that stops
+/// with an error.
+pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let secrets = load_secrets(global)?;
+    let needs_client = args.thumbnails.is_some() || !args.subscribe.is_empty();
+    let client = needs_client.then(|| client(global)).transpose()?;
+    if let Some(dir) = &args.thumbnails {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            config_error(format!(
+                "cannot create the thumbnail directory {}: {err}",
+                dir.display()
+            ))
+        })?;
+    }
+    if let Some(url) = &args.public_url {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|err| config_error(format!("--public-url {url:?} is not a URL: {err}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(config_error(format!(
+                "--public-url {url:?} is not an http or https URL"
+            )));
+        }
+    }
+
+    let handler = CliHandler {
+        print: args.exec.is_none() && args.thumbnails.is_none(),
+        exec: args.exec.clone().map(|command| Exec {
+            command,
+            timeout: args.exec_timeout,
+        }),
+        thumbnails: args
+            .thumbnails
+            .clone()
+            .zip(client.clone())
+            .map(|(dir, client)| Thumbnails {
+                client,
+                dir,
+                size: ThumbnailSize::Large,
+            }),
+    };
+    let mut config = ServerConfig::new(secrets.all.clone());
+    config.addr = args.addr;
+    config.path = args.path.clone();
+    if let Some(max_body) = args.max_body {
+        config.max_body = max_body;
+    }
+    config.tls = args
+        .tls_cert
+        .clone()
+        .zip(args.tls_key.clone())
+        .map(|(cert, key)| TlsFiles { cert, key });
+    config.inbox = if args.in_memory {
+        InboxConfig::InMemory
+    } else {
+        InboxConfig::Sqlite(args.inbox.clone())
+    };
+    if let Some(workers) = args.workers {
+        config.workers = workers as usize;
+    }
+    config.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
+    if let Some(max_attempts) = args.max_attempts {
+        config.retry.max_attempts = max_attempts;
+    }
+    if let Some(delay) = args.retry_delay {
+        config.retry.base_delay = delay;
+        config.retry.max_delay = config.retry.max_delay.max(delay);
+    }
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+
+    // Signals are caught from here on, so a stop during subscribing still cleans up.
+    let mut signalled = tokio::spawn(shutdown_signal());
+    let server = Server::bind(config, handler).await.map_err(server_error)?;
+    let listening = format!(
+        "listening on {scheme}://{}{}",
+        server.local_addr(),
+        args.path
+    );
+    if !tracing::enabled!(target: "preservica_webhook_server", tracing::Level::INFO) {
+        // The server logs the same line at info; say it here when that log is filtered out.
+        output::note(&listening);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut running = tokio::spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut made = Vec::new();
+    let mut outcome: anyhow::Result<()> = Ok(());
+    if let (Some(client), Some(url)) = (&client, &args.public_url) {
+        outcome = subscribe_all(client, url, &args.subscribe, secrets.primary(), &mut made).await;
+    }
+    if outcome.is_ok() {
+        tokio::select! {
+            _ = &mut signalled => tracing::info!("stopping"),
+            ended = &mut running => {
+                outcome = match ended {
+                    Ok(Ok(())) => Err(anyhow!("the server stopped unexpectedly")),
+                    Ok(Err(err)) => Err(anyhow::Error::new(err).context("the server failed")),
+                    Err(err) => Err(anyhow::Error::new(err).context("the server failed")),
+                };
+            }
+        }
+    }
+    if let (true, Some(client)) = (args.unsubscribe_on_exit, &client) {
+        for id in &made {
+            match client.unsubscribe(id).await {
+                Ok(()) => output::note(&format!("unsubscribed {id}")),
+                Err(err) if err.is_not_found() => {
+                    output::note(&format!("unsubscribed {id} (it was already gone)"));
+                }
+                Err(err) => output::note(&format!("error: could not unsubscribe {id}: {err}")),
+            }
+        }
+    }
+    let _ = stop.send(());
+    if !running.is_finished() || outcome.is_ok() {
+        match running.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(anyhow::Error::new(err).context("the server failed")),
+            Err(err) if err.is_cancelled() => {}
+            Err(err) => return Err(anyhow::Error::new(err).context("the server failed")),
+        }
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// Errors the user fixes in the configuration become configuration errors (exit 2).
+fn server_error(err: ServerError) -> anyhow::Error {
+    match err {
+        ServerError::Config(_) | ServerError::ZeroLimit(_) | ServerError::Tls { .. } => {
+            config_error(format!("the receiver cannot start: {err}"))
+        }
+        other => anyhow::Error::new(other).context("the receiver cannot start"),
+    }
+}
+
+/// Subscribes `url` to each trigger, replacing any existing subscription of the same URL and
+/// trigger, and records the ids made.
+async fn subscribe_all(
+    client: &Client,
+    url: &str,
+    triggers: &[TriggerType],
+    secret: &Secret,
+    made: &mut Vec<SubscriptionId>,
+) -> anyhow::Result<()> {
+    let existing = client
+        .subscriptions()
+        .await
+        .context("cannot list the existing subscriptions")?;
+    let mut seen: Vec<&TriggerType> = Vec::new();
+    for trigger in triggers {
+        if seen.contains(&trigger) {
+            continue;
+        }
+        seen.push(trigger);
+        let old: Vec<&Subscription> = existing
+            .iter()
+            .filter(|it| it.trigger_type.as_ref() == Some(trigger) && same_url(&it.url, url))
+            .collect();
+        // Subscribe first, then remove the old one: at worst an event arrives twice, never
+        // not at all; and if subscribing fails, the old subscription stays.
+        let created = client
+            .subscribe(url, trigger, secret)
+            .await
+            .with_context(|| format!("cannot subscribe {url} to {trigger}"))?;
+        made.push(created.id.clone());
+        let mut replaced = Vec::new();
+        for previous in old {
+            match client.unsubscribe(&previous.id).await {
+                Ok(()) => replaced.push(previous.id.to_string()),
+                Err(err) if err.is_not_found() => replaced.push(previous.id.to_string()),
+                Err(err) => {
+                    return Err(anyhow::Error::new(err).context(format!(
+                        "subscribed {trigger} as {}, but cannot remove the older subscription {} \
+                         (Preservica would deliver every event twice); remove it with \
+                         `preservica-webhook unsubscribe {}`",
+                        created.id, previous.id, previous.id
+                    )));
+                }
+            }
+        }
+        if replaced.is_empty() {
+            output::note(&format!("subscribed {trigger} as {}", created.id));
+        } else {
+            output::note(&format!(
+                "replaced subscription {}: subscribed {trigger} as {}",
+                replaced.join(", "),
+                created.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// URLs are the same when they parse to the same URL (case of the host, default port), or
+/// are the same text.
+fn same_url(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// What `serve` does with each verified delivery.
+#[derive(Debug)]
+struct CliHandler {
+    /// Print each event as a JSON line (the default).
+    print: bool,
+    exec: Option<Exec>,
+    thumbnails: Option<Thumbnails>,
+}
+
+impl Handler for CliHandler {
+    async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        if let Some(thumbnails) = &self.thumbnails {
+            thumbnails.handle(job).await?;
+        }
+        if let Some(exec) = &self.exec {
+            exec.handle(job).await?;
+        }
+        if self.print {
+            print_events(job)?;
+        }
+        Ok(())
+    }
+}
+
+/// One event as the default handler prints it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventLine<'a> {
+    subscription_id: Option<&'a str>,
+    trigger: Option<&'a str>,
+    tenant: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    event: Option<&'a str>,
+    entity_type: Option<&'a str>,
+    entity_ref: Option<&'a str>,
+    identifiers: &'a [serde_json::Value],
+}
+
+/// The delivery's events as JSON lines, written to stdout at once.
+fn event_lines(job: &Job) -> Result<Vec<u8>, serde_json::Error> {
+    let delivery = &job.delivery;
+    let mut lines = Vec::new();
+    for event in &delivery.events {
+        let line = EventLine {
+            subscription_id: delivery
+                .subscription_id
+                .as_ref()
+                .map(SubscriptionId::as_str),
+            trigger: delivery.trigger.as_ref().map(TriggerType::as_str),
+            tenant: delivery.tenant.as_deref(),
+            timestamp: delivery.timestamp_raw.as_deref(),
+            event: event.event.as_deref(),
+            entity_type: event.entity_type.as_ref().map(EntityType::as_str),
+            entity_ref: event.entity_ref.as_deref(),
+            identifiers: &event.identifiers,
+        };
+        serde_json::to_writer(&mut lines, &line)?;
+        lines.push(b'\n');
+    }
+    Ok(lines)
+}
+
+fn print_events(job: &Job) -> Result<(), HandlerError> {
+    let lines = event_lines(job)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&lines)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `--exec`: a shell command per delivery.
+#[derive(Debug)]
+struct Exec {
+    command: String,
+    timeout: Duration,
+}
+
+impl Exec {
+    async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        let delivery = &job.delivery;
+        let refs: Vec<&str> = delivery.entity_refs().collect();
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&self.command)
+            .env(
+                "PRESERVICA_TRIGGER",
+                delivery.trigger.as_ref().map_or("", TriggerType::as_str),
+            )
+            .env(
+                "PRESERVICA_SUBSCRIPTION_ID",
+                delivery
+                    .subscription_id
+                    .as_ref()
+                    .map_or("", SubscriptionId::as_str),
+            )
+            .env("PRESERVICA_ENTITY_REFS", refs.join(" "))
+            .env("PRESERVICA_DELIVERY_KEY", job.key.to_hex())
+            .env("PRESERVICA_ATTEMPT", job.attempt.to_string())
+            // The command has no use for the webhook secret; keep it out of its reach.
+            .env_remove(SECRET_ENV)
+            .stdin(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|err| HandlerError::new(format!("cannot start sh: {err}")))?;
+        let pid = child.id();
+        let stdin = child.stdin.take();
+        let body = job.body.clone();
+        let feed = tokio::spawn(async move {
+            if let Some(mut stdin) = stdin {
+                // A command that does not read its input closes the pipe: not an error.
+                let _ = stdin.write_all(&body).await;
+                let _ = stdin.shutdown().await;
+            }
+        });
+        let waited = tokio::time::timeout(self.timeout, child.wait()).await;
+        feed.abort();
+        match waited {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(HandlerError::new(format!(
+                "the command exited with {status}"
+            ))),
+            Ok(Err(err)) => Err(HandlerError::new(format!(
+                "waiting for the command failed: {err}"
+            ))),
+            Err(_) => {
+                if let Some(pid) = pid {
+                    kill_group(pid).await;
+                }
+                let _ = child.kill().await;
+                Err(HandlerError::new(format!(
+                    "the command ran longer than {:?} and was stopped",
+                    self.timeout
+                )))
+            }
+        }
+    }
+}
+
+/// Kills a process group: the shell and whatever it started.
+async fn kill_group(pid: u32) {
+    let _ = tokio::process::Command::new("kill")
+        .arg("-KILL")
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// `--thumbnails`: each asset event's thumbnail into a directory.
+#[derive(Debug)]
+struct Thumbnails {
+    client: Client,
+    dir: PathBuf,
+    size: ThumbnailSize,
+}
+
+impl Thumbnails {
+    async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        for event in &job.delivery.events {
+            let Some(reference) = event.entity_ref.as_deref() else {
+                continue;
+            };
+            if event.entity_type != Some(EntityType::Asset) {
+                tracing::debug!(reference, "not an asset: no thumbnail fetched");
+                continue;
+            }
+            if let Err(reason) = check_reference(reference) {
+                tracing::warn!("skipping a thumbnail: {reason}");
+                continue;
+            }
+            match download_thumbnail(&self.client, reference, self.size, &self.dir).await {
+                Ok(Some((path, thumbnail))) => {
+                    tracing::info!(reference, path = %path.display(), bytes = thumbnail.bytes, "thumbnail saved");
+                }
+                Ok(None) => tracing::warn!(reference, "the asset has no thumbnail"),
+                Err(err) => {
+                    let not_found = err.chain().any(|cause| {
+                        cause
+                            .downcast_ref::<preservica_webhook_client::Error>()
+                            .is_some_and(preservica_webhook_client::Error::is_not_found)
+                    });
+                    if not_found {
+                        tracing::warn!(reference, "the asset is gone: {err:#}");
+                        continue;
+                    }
+                    return Err(HandlerError::new(format!(
+                        "thumbnail of {reference}: {err:#}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::expect;
+    use preservica_webhook_core::{Delivery, DeliveryKey};
+
+    use super::*;
+
+    fn job(body: &str) -> Job {
+        Job {
+            id: 1,
+            key: DeliveryKey::of(body.as_bytes()),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+            delivery: Delivery::from_slice(body.as_bytes()).unwrap(),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn prints_one_line_per_event_with_the_fixed_keys() {
+        let lines = event_lines(&job(
+            r#"{"subscriptionId":"4583e1e6d2c72ed96a1151bc7dfd53c2","timestamp":"2026-01-24T09:15:03.001","tenant":"TEST","version":"7.7","events":[{"event":"Moved","entityType":"SO","entityRef":"0b8a","identifiers":[{"BatchId":"B-17"}],"extra":1},{"event":"Moved","entityType":"IO","entityRef":"9c1d","identifiers":[]}],"trigger":"MOVED"}"#,
+        ))
+        .unwrap();
+        expect![[r#"
+            {"subscriptionId":"4583e1e6d2c72ed96a1151bc7dfd53c2","trigger":"MOVED","tenant":"TEST","timestamp":"2026-01-24T09:15:03.001","event":"Moved","entityType":"SO","entityRef":"0b8a","identifiers":[{"BatchId":"B-17"}]}
+            {"subscriptionId":"4583e1e6d2c72ed96a1151bc7dfd53c2","trigger":"MOVED","tenant":"TEST","timestamp":"2026-01-24T09:15:03.001","event":"Moved","entityType":"IO","entityRef":"9c1d","identifiers":[]}
+        "#]]
+        .assert_eq(&String::from_utf8(lines).unwrap());
+    }
+
+    #[test]
+    fn missing_fields_print_as_null() {
+        let lines = event_lines(&job(r#"{"events":[{}]}"#)).unwrap();
+        expect![[r#"
+            {"subscriptionId":null,"trigger":null,"tenant":null,"timestamp":null,"event":null,"entityType":null,"entityRef":null,"identifiers":[]}
+        "#]]
+        .assert_eq(&String::from_utf8(lines).unwrap());
+    }
+
+    #[test]
+    fn compares_urls_as_urls() {
+        assert!(same_url(
+            "https://Hooks.example.org:443/x",
+            "https://hooks.example.org/x"
+        ));
+        assert!(!same_url(
+            "https://hooks.example.org/x",
+            "https://hooks.example.org/y"
+        ));
+        assert!(same_url("not a url", "not a url"));
+    }
+}

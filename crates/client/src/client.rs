@@ -692,12 +692,7 @@ impl Inner {
                     }
                 }
                 Err(source) => {
-                    let never_sent = source.is_connect();
-                    let repeatable = match repeat {
-                        Repeat::Safe => never_sent || source.is_timeout() || source.is_request(),
-                        Repeat::ConnectOnly => never_sent,
-                    };
-                    if !(can_retry && repeatable) {
+                    if !(can_retry && may_resend(repeat, &source)) {
                         return Err(Error::Transport { operation, source });
                     }
                     self.retry.backoff(retry, &mut rand::rng())
@@ -712,6 +707,16 @@ impl Inner {
     /// Removes the password from text that came back from the server.
     pub(crate) fn redact(&self, text: &str) -> String {
         redact(text, self.password.expose())
+    }
+}
+
+/// Whether a request that failed without an answer may be sent again: a safe one after any
+/// transport failure, any other only when the connection was never made.
+fn may_resend(repeat: Repeat, error: &reqwest::Error) -> bool {
+    let never_sent = error.is_connect();
+    match repeat {
+        Repeat::Safe => never_sent || error.is_timeout() || error.is_request(),
+        Repeat::ConnectOnly => never_sent,
     }
 }
 

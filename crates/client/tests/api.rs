@@ -498,6 +498,57 @@ async fn gives_up_after_three_503s() {
 }
 
 #[tokio::test]
+async fn a_subscribe_that_timed_out_is_not_resent_but_a_list_is() {
+    let server = logged_in_server().await;
+    Mock::given(method("POST"))
+        .and(path(SUBSCRIPTIONS))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(SUBSCRIPTIONS))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(SUBSCRIPTIONS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    let client = builder(&server)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+
+    let err = client
+        .subscribe(
+            "https://h.example/x",
+            &TriggerType::Moved,
+            &Secret::new("s").unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Transport {
+                operation: "subscribe",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(client.subscriptions().await.unwrap().is_empty());
+
+    let requests = requests_to(&server, SUBSCRIPTIONS).await;
+    let posts = requests.iter().filter(|it| it.method == "POST").count();
+    let gets = requests.iter().filter(|it| it.method == "GET").count();
+    assert_eq!((posts, gets), (1, 2));
+}
+
+#[tokio::test]
 async fn honours_retry_after() {
     let server = logged_in_server().await;
     Mock::given(method("DELETE"))
@@ -585,4 +636,63 @@ async fn secrets_never_appear_in_debug_or_error_text() {
         }
     }
     assert!(texts[3].contains("bad password ***"), "{}", texts[3]);
+}
+
+/// Records when each request arrived, then answers 204 after `delay`.
+struct ArrivalRecorder {
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    delay: Duration,
+}
+
+impl wiremock::Respond for ArrivalRecorder {
+    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
+        self.arrivals.lock().unwrap().push(Instant::now());
+        ResponseTemplate::new(204).set_delay(self.delay)
+    }
+}
+
+#[tokio::test]
+async fn unsubscribe_all_deletes_concurrently_but_at_most_four_at_once() {
+    let server = logged_in_server().await;
+    let list: Vec<_> = (0..12)
+        .map(|n| json!({"id": format!("s{n:02}"), "url": "https://h", "triggerType": "MOVED"}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(SUBSCRIPTIONS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(list))
+        .mount(&server)
+        .await;
+    let delay = Duration::from_millis(150);
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    Mock::given(method("DELETE"))
+        .respond_with(ArrivalRecorder {
+            arrivals: arrivals.clone(),
+            delay,
+        })
+        .expect(12)
+        .mount(&server)
+        .await;
+
+    let outcome = client(&server).unsubscribe_all().await.unwrap();
+
+    assert_eq!(outcome.removed.len(), 12);
+    assert!(outcome.failed.is_empty());
+    // Within any window shorter than the answer delay, each of the four slots can start at
+    // most one delete; sequential deletes would never put two in one window.
+    let arrivals = arrivals.lock().unwrap().clone();
+    let window = Duration::from_millis(100);
+    let most_in_a_window = arrivals
+        .iter()
+        .map(|start| {
+            arrivals
+                .iter()
+                .filter(|it| **it >= *start && it.duration_since(*start) < window)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        (2..=4).contains(&most_in_a_window),
+        "{most_in_a_window} deletes started within {window:?}"
+    );
 }

@@ -115,3 +115,32 @@ fn handshake_hint_only_for_statuses_that_suggest_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn only_a_connection_never_made_lets_a_post_be_resent() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let refused = http
+        .post(format!("http://{closed}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(may_resend(Repeat::ConnectOnly, &refused), "{refused:?}");
+    assert!(may_resend(Repeat::Safe, &refused));
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let timed_out = http.post(server.uri()).send().await.unwrap_err();
+    assert!(timed_out.is_timeout(), "{timed_out:?}");
+    assert!(!may_resend(Repeat::ConnectOnly, &timed_out));
+    assert!(may_resend(Repeat::Safe, &timed_out));
+}

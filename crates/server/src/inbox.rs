@@ -429,3 +429,82 @@ fn hex_lower(bytes: &[u8]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_to_open_a_missing_inbox_saying_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nowhere.db");
+        let err = Inbox::open(&path).unwrap_err();
+        assert!(matches!(err, InboxError::NotFound(_)));
+        assert!(err.to_string().contains("nowhere.db"), "{err}");
+        assert!(!path.exists(), "opening must not create the file");
+    }
+
+    #[test]
+    fn refuses_a_database_that_is_not_an_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); PRAGMA user_version = 7;")
+            .unwrap();
+        let err = Inbox::open(&path).unwrap_err();
+        assert!(
+            matches!(err, InboxError::NotAnInbox { version: 7, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lists_entries_with_their_delivery_fields_and_re_queues_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let conn = open_for_server(&path).unwrap();
+        let body = br#"{"subscriptionId":"abc","trigger":"MOVED","events":[{"entityRef":"r1"},{"entityRef":"r2"}]}"#;
+        conn.execute(
+            "INSERT INTO deliveries (key, state, received_at, updated_at, attempts, last_error, body) \
+             VALUES (?1, 'dead', 1700000000123, 1700000000123, 8, 'gone', ?2), \
+                    (?3, 'dead', 1700000000124, 1700000000124, 8, NULL, ?4)",
+            params![&[1u8; 32][..], &body[..], &[2u8; 32][..], &b"{}"[..]],
+        )
+        .unwrap();
+        let inbox = Inbox::open(&path).unwrap();
+        let entry = inbox.get(1).unwrap().unwrap();
+        assert_eq!(entry.key, "01".repeat(32));
+        assert_eq!(entry.received_at, "2023-11-14T22:13:20.123Z");
+        assert_eq!(entry.trigger.as_deref(), Some("MOVED"));
+        assert_eq!(entry.subscription_id.as_deref(), Some("abc"));
+        assert_eq!(entry.entity_refs, ["r1", "r2"]);
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["state"], "dead");
+        assert_eq!(json["lastError"], "gone");
+        assert!(json.get("body").is_none());
+        assert!(inbox.get(3).unwrap().is_none());
+
+        assert_eq!(inbox.retry_dead().unwrap(), 2);
+        let pending = inbox
+            .list(StateFilter::Only(DeliveryState::Pending))
+            .unwrap();
+        assert_eq!(pending.iter().map(|it| it.id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(pending[0].attempts, 0);
+        assert!(pending[0].next_attempt_at.is_some());
+        assert_eq!(inbox.retry_dead().unwrap(), 0);
+    }
+
+    #[test]
+    fn parses_and_prints_state_names() {
+        for state in [
+            DeliveryState::Pending,
+            DeliveryState::Done,
+            DeliveryState::Dead,
+            DeliveryState::Undecodable,
+        ] {
+            assert_eq!(state.to_string().parse::<DeliveryState>(), Ok(state));
+        }
+        assert!("lost".parse::<DeliveryState>().is_err());
+    }
+}

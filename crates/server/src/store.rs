@@ -639,3 +639,177 @@ impl Backend for MemoryBackend {
         Ok(counts)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::Inbox;
+
+    /// Counts commits, to see how writes are grouped.
+    struct Counting<B> {
+        inner: B,
+        commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<B: Backend> Backend for Counting<B> {
+        fn begin(&mut self) -> rusqlite::Result<()> {
+            self.inner.begin()
+        }
+        fn commit(&mut self) -> rusqlite::Result<()> {
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.commit()
+        }
+        fn rollback(&mut self) {
+            self.inner.rollback();
+        }
+        fn insert(
+            &mut self,
+            key: &DeliveryKey,
+            body: &Bytes,
+            state: DeliveryState,
+            now: i64,
+        ) -> rusqlite::Result<Stored> {
+            self.inner.insert(key, body, state, now)
+        }
+        fn finish(
+            &mut self,
+            id: i64,
+            attempt: u32,
+            outcome: &Outcome,
+            now: i64,
+        ) -> rusqlite::Result<usize> {
+            self.inner.finish(id, attempt, outcome, now)
+        }
+        fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
+            self.inner.prune(before)
+        }
+        fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
+            self.inner.claim(now, limit, skip)
+        }
+        fn counts(&mut self) -> rusqlite::Result<StateCounts> {
+            self.inner.counts()
+        }
+    }
+
+    fn insert_command(
+        body: &'static [u8],
+    ) -> (Command, oneshot::Receiver<Result<Stored, Unavailable>>) {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Insert {
+            key: DeliveryKey::of(body),
+            body: Bytes::from_static(body),
+            state: DeliveryState::Pending,
+            now: 1_000,
+            reply,
+        };
+        (command, answer)
+    }
+
+    #[test]
+    fn commits_queued_inserts_in_one_transaction_and_spots_duplicates_within_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let backend = Counting {
+            inner: SqliteBackend::open(&path).unwrap(),
+            commits: commits.clone(),
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let bodies: Vec<&'static [u8]> = (0..100)
+            .map(|n| &*Box::leak(format!("{{\"n\":{n}}}").into_bytes().into_boxed_slice()))
+            .collect();
+        let mut answers = Vec::new();
+        for body in bodies.iter().chain([&bodies[0]]) {
+            let (command, answer) = insert_command(body);
+            tx.try_send(command).unwrap();
+            answers.push(answer);
+        }
+        drop(tx);
+        run(backend, rx);
+        assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let results: Vec<Stored> = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap().unwrap())
+            .collect();
+        assert!(results[..100].iter().all(|it| matches!(it, Stored::New(_))));
+        assert_eq!(results[100], Stored::Duplicate(1));
+        let inbox = Inbox::open(&path).unwrap();
+        assert_eq!(inbox.counts().unwrap().pending, 100);
+    }
+
+    fn exercise(backend: &mut dyn Backend) {
+        let mut ids = Vec::new();
+        for (n, state) in [
+            DeliveryState::Pending,
+            DeliveryState::Pending,
+            DeliveryState::Pending,
+            DeliveryState::Pending,
+            DeliveryState::Undecodable,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let body = Bytes::from(format!("body {n}"));
+            let Stored::New(id) = backend
+                .insert(&DeliveryKey::of(&body), &body, state, 100)
+                .unwrap()
+            else {
+                panic!("new body stored as a duplicate");
+            };
+            ids.push(id);
+        }
+        // Claims: due, oldest first, leaving out running ones; never undecodable.
+        let claim = backend.claim(100, 10, &[ids[1]]).unwrap();
+        let claimed: Vec<i64> = claim.due.iter().map(|it| it.id).collect();
+        assert_eq!(claimed, [ids[0], ids[2], ids[3]]);
+        assert_eq!(claim.next_due, None);
+
+        backend.finish(ids[0], 1, &Outcome::Done, 200).unwrap();
+        let retry = Outcome::Retry {
+            at: 500,
+            error: "later".into(),
+        };
+        backend.finish(ids[1], 1, &retry, 200).unwrap();
+        let dead = Outcome::Dead {
+            error: "never".into(),
+        };
+        backend.finish(ids[2], 3, &dead, 200).unwrap();
+        assert_eq!(
+            backend.finish(ids[2], 4, &Outcome::Done, 300).unwrap(),
+            0,
+            "only pending deliveries take outcomes"
+        );
+        let claim = backend.claim(300, 10, &[]).unwrap();
+        assert_eq!(
+            claim.due.iter().map(|it| it.id).collect::<Vec<_>>(),
+            [ids[3]]
+        );
+        assert_eq!(claim.next_due, Some(500));
+        let claim = backend.claim(500, 10, &[]).unwrap();
+        let due: Vec<(i64, u32)> = claim.due.iter().map(|it| (it.id, it.attempts)).collect();
+        assert_eq!(due, [(ids[3], 0), (ids[1], 1)]);
+
+        // Pruning removes processed deliveries only, and only old ones.
+        assert_eq!(backend.prune(200).unwrap(), 0);
+        assert_eq!(backend.prune(201).unwrap(), 1);
+        let counts = backend.counts().unwrap();
+        assert_eq!(
+            counts,
+            StateCounts {
+                pending: 2,
+                done: 0,
+                dead: 1,
+                undecodable: 1
+            }
+        );
+    }
+
+    #[test]
+    fn sqlite_and_memory_stores_claim_finish_and_prune_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sqlite = SqliteBackend::open(&dir.path().join("inbox.db")).unwrap();
+        exercise(&mut sqlite);
+        exercise(&mut MemoryBackend::default());
+    }
+}

@@ -1,0 +1,303 @@
+//! Helpers shared by the server tests: signed requests, scripted handlers, servers on port 0,
+//! and a raw HTTP/1.1 client for what ordinary clients will not send.
+
+#![allow(dead_code, reason = "each test binary uses a different part")]
+#![allow(unreachable_pub, reason = "test helpers")]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use preservica_webhook_core::{Secret, sign};
+use preservica_webhook_server::{
+    Handler, HandlerError, InboxConfig, Job, RetryPolicy, Server, ServerConfig, ServerError,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const SECRET: &str = "my_shared_secret";
+
+pub const BODY: &[u8] = br#"{"subscriptionId":"9495ddbf7d4a0b9f030a3411c87f967d","timestamp":"2023-10-11T10:52:42.469","tenant":"BRAMA","version":"6.10","events":[{"event":"FullTextIndexed","entityType":"IO","entityRef":"7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2","identifiers":[]}],"trigger":"FULL_TEXT_INDEXED"}"#;
+
+pub fn secret() -> Secret {
+    Secret::new(SECRET).unwrap()
+}
+
+/// The signature header value for `body` under `secret`.
+pub fn signature(secret: &Secret, body: &[u8]) -> String {
+    sign(secret, body).to_hex()
+}
+
+/// A distinct valid delivery body.
+pub fn body(n: usize) -> Vec<u8> {
+    format!(r#"{{"trigger":"MOVED","events":[{{"entityType":"IO","entityRef":"ref-{n}"}}]}}"#)
+        .into_bytes()
+}
+
+/// One handler call, reported after it returns.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub id: i64,
+    pub attempt: u32,
+    pub body: Vec<u8>,
+    pub ok: bool,
+}
+
+type Script = dyn Fn(&Job) -> Result<(), HandlerError> + Send + Sync;
+
+/// A handler whose behaviour is a closure; every call is reported on a channel.
+pub struct Scripted {
+    script: Arc<Script>,
+    calls: mpsc::UnboundedSender<Call>,
+    started: Option<mpsc::UnboundedSender<i64>>,
+    delay: Option<Duration>,
+    count: Arc<AtomicU32>,
+}
+
+impl Scripted {
+    pub fn new(
+        script: impl Fn(&Job) -> Result<(), HandlerError> + Send + Sync + 'static,
+    ) -> (Scripted, mpsc::UnboundedReceiver<Call>) {
+        let (calls, rx) = mpsc::unbounded_channel();
+        (
+            Scripted {
+                script: Arc::new(script),
+                calls,
+                started: None,
+                delay: None,
+                count: Arc::new(AtomicU32::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Always succeeds.
+    pub fn ok() -> (Scripted, mpsc::UnboundedReceiver<Call>) {
+        Scripted::new(|_| Ok(()))
+    }
+
+    /// Reports each call's start, then takes `delay` before answering.
+    pub fn slow(mut self, delay: Duration) -> (Scripted, mpsc::UnboundedReceiver<i64>) {
+        let (started, rx) = mpsc::unbounded_channel();
+        self.started = Some(started);
+        self.delay = Some(delay);
+        (self, rx)
+    }
+
+    pub fn counter(&self) -> Arc<AtomicU32> {
+        Arc::clone(&self.count)
+    }
+}
+
+impl Handler for Scripted {
+    async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        if let Some(started) = &self.started {
+            let _ = started.send(job.id);
+        }
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
+        }
+        let result = (self.script)(job);
+        let _ = self.calls.send(Call {
+            id: job.id,
+            attempt: job.attempt,
+            body: job.body.to_vec(),
+            ok: result.is_ok(),
+        });
+        result
+    }
+}
+
+/// A test configuration: port 0, a SQLite inbox in `dir`, fast retries.
+pub fn config(dir: &tempfile::TempDir) -> ServerConfig {
+    let mut config = ServerConfig::new(vec![secret()]);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.inbox = InboxConfig::Sqlite(db_path(dir));
+    config.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+    };
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+pub fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("inbox.db")
+}
+
+/// A server running in the background until [`Running::stop`].
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    pub async fn start<H: Handler>(config: ServerConfig, handler: H) -> Running {
+        let server = Server::bind(config, handler).await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Shuts down gracefully and waits until the server has stopped.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// POSTs a delivery signed with `secret`; returns the status.
+pub async fn deliver(client: &reqwest::Client, url: &str, secret: &Secret, body: &[u8]) -> u16 {
+    client
+        .post(url)
+        .header("Preservica-Signature", signature(secret, body))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// A raw HTTP/1.1 response.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one response from `stream` (Content-Length bodies only, as the server sends).
+pub async fn read_response(stream: &mut TcpStream) -> Option<RawResponse> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buffer[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some(RawResponse { status, head, body })
+}
+
+/// Whether the server closed the connection: a read sees end of file or a reset.
+pub async fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Sends `request` on a new connection and reads the response.
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    read_response(&mut stream).await.expect("a response")
+}
+
+/// A chunked POST of `body` in pieces of `piece` bytes, signed with the test secret.
+pub fn chunked_request(path: &str, signature: &str, body: &[u8], piece: usize) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nPreservica-Signature: {signature}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    for part in body.chunks(piece) {
+        request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+        request.extend_from_slice(part);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    request
+}
+
+/// A POST of `body` with Content-Length, signed with `signature`.
+pub fn length_request(path: &str, signature: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nPreservica-Signature: {signature}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// Waits for the next reported handler call (failing the test after 10 s).
+pub async fn next_call(calls: &mut mpsc::UnboundedReceiver<Call>) -> Call {
+    tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .expect("a handler call within 10 s")
+        .expect("the handler is alive")
+}
+
+/// Polls `check` until it returns `Some` (failing the test after 10 s): for state another
+/// task records just after the event a test can await.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}

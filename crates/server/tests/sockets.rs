@@ -1,0 +1,573 @@
+//! Real sockets on 127.0.0.1:0: transfer encodings, limits, timeouts, retries, restarts,
+//! shutdown, metrics and TLS.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use preservica_webhook_core::check_challenge_answer;
+use preservica_webhook_server::{
+    DeliveryState, Handler, HandlerError, Inbox, Job, StateFilter, TlsFiles,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use common::*;
+
+#[tokio::test]
+async fn accepts_chunked_and_content_length_deliveries_on_one_kept_alive_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, mut calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let sig = signature(&secret(), BODY);
+    stream
+        .write_all(&chunked_request("/", &sig, BODY, 7))
+        .await
+        .unwrap();
+    let first = read_response(&mut stream).await.unwrap();
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"ok\n"[..]));
+
+    let other = body(2);
+    let sig = signature(&secret(), &other);
+    stream
+        .write_all(&length_request("/", &sig, &other))
+        .await
+        .unwrap();
+    let second = read_response(&mut stream).await.unwrap();
+    assert_eq!(second.status, 200);
+
+    let mut seen = BTreeSet::new();
+    seen.insert(next_call(&mut calls).await.body);
+    seen.insert(next_call(&mut calls).await.body);
+    assert_eq!(seen, BTreeSet::from([BODY.to_vec(), other]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_challenges_over_http_with_reqwest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let client = client();
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let response = client
+            .request(method, server.url("/?challengeCode=abc%20def%26x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await.unwrap();
+        assert_eq!(
+            check_challenge_answer(&secret(), "abc def&x", &body),
+            Ok(())
+        );
+    }
+    let oracle = client
+        .get(server.url("/?challengeCode=preservica-webhook-auth"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oracle.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_an_oversized_content_length_body_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_body = 1024;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: localhost\r\nPreservica-Signature: {}\r\n\
+         Content-Length: 100000000\r\n\r\n",
+        signature(&secret(), b"x")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'x'; 4096]).await.unwrap();
+    // 100 MB announced, 4 KiB sent: the answer comes without the rest.
+    let response = read_response(&mut stream).await.unwrap();
+    assert_eq!(response.status, 413);
+    assert_eq!(response.body, b"body too large\n");
+    assert!(
+        response
+            .head
+            .to_ascii_lowercase()
+            .contains("connection: close")
+    );
+    assert!(is_closed(&mut stream).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_an_oversized_chunked_body_as_soon_as_it_passes_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_body = 1024;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let mut request = chunked_request("/", &signature(&secret(), b"x"), &[b' '; 1500], 500);
+    // Keep the body open: no final chunk, so only the cap can end the request.
+    request.truncate(request.len() - b"0\r\n\r\n".len());
+    stream.write_all(&request).await.unwrap();
+    let response = read_response(&mut stream).await.unwrap();
+    assert_eq!(response.status, 413);
+    assert!(is_closed(&mut stream).await);
+
+    // The server keeps serving others.
+    let (status, _) = post_challenge(server.addr).await;
+    assert_eq!(status, 200);
+    server.stop().await;
+}
+
+async fn post_challenge(addr: std::net::SocketAddr) -> (u16, Vec<u8>) {
+    let response = raw(
+        addr,
+        b"GET /?challengeCode=hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    (response.status, response.body)
+}
+
+#[tokio::test]
+async fn cuts_off_a_header_trickling_client_while_serving_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.header_timeout = Duration::from_millis(400);
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let _ = writer.write_all(b"POST / HTTP/1.1\r\n").await;
+        for _ in 0..200 {
+            if writer.write_all(b"X-Slow: a\r\n").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    });
+    // While the trickler holds its connection, others are served.
+    for _ in 0..3 {
+        assert_eq!(post_challenge(server.addr).await.0, 200);
+    }
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(4), reader.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the trickling client was not cut off");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(350),
+        "cut off too early: {elapsed:?}"
+    );
+    trickle.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_408_to_a_body_that_does_not_arrive_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.body_timeout = Duration::from_millis(300);
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = length_request("/", &signature(&secret(), BODY), BODY);
+    stream
+        .write_all(&request[..request.len() - 10])
+        .await
+        .unwrap();
+    let response = read_response(&mut stream).await.unwrap();
+    assert_eq!(response.status, 408);
+    assert!(is_closed(&mut stream).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn holds_further_connections_back_at_the_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_connections = 1;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let first = TcpStream::connect(server.addr).await.unwrap();
+    // Let the server take the first connection before the second arrives.
+    let mut probe = TcpStream::connect(server.addr).await.unwrap();
+    drop(first);
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut probe).await.unwrap().status, 200);
+
+    let mut held = TcpStream::connect(server.addr).await.unwrap();
+    held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(300), read_response(&mut held)).await;
+    assert!(
+        waited.is_err(),
+        "a second connection was served at a cap of one"
+    );
+    drop(probe);
+    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut held))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(response.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_a_handler_failing_twice_then_succeeding_three_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.retry.max_attempts = 5;
+    let (handler, mut calls) = Scripted::new(|job| {
+        if job.attempt < 3 {
+            Err(HandlerError::new(format!("try {} failed", job.attempt)))
+        } else {
+            Ok(())
+        }
+    });
+    let count = handler.counter();
+    let server = Running::start(config, handler).await;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    let attempts: Vec<(u32, bool)> = [
+        next_call(&mut calls).await,
+        next_call(&mut calls).await,
+        next_call(&mut calls).await,
+    ]
+    .iter()
+    .map(|call| (call.attempt, call.ok))
+    .collect();
+    assert_eq!(attempts, [(1, false), (2, false), (3, true)]);
+    server.stop().await;
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    let entry = Inbox::open(&db_path(&dir))
+        .unwrap()
+        .list(StateFilter::All)
+        .unwrap()
+        .remove(0);
+    assert_eq!((entry.state, entry.attempts), (DeliveryState::Done, 3));
+    assert_eq!(entry.last_error.as_deref(), Some("try 2 failed"));
+}
+
+#[tokio::test]
+async fn makes_a_dead_letter_of_an_always_failing_delivery_and_retries_it_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let healed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&healed);
+    let (handler, mut calls) = Scripted::new(move |job| {
+        if flag.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(HandlerError::new(format!("boom {}", job.attempt)))
+        }
+    });
+    let server = Running::start(config(&dir), handler).await;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    for attempt in 1..=3 {
+        let call = next_call(&mut calls).await;
+        assert_eq!((call.attempt, call.ok), (attempt, false));
+    }
+    // The inbox is usable from elsewhere while the server runs.
+    let inbox = Inbox::open(&db_path(&dir)).unwrap();
+    let dead = eventually("the dead letter", || async {
+        let dead = inbox.list(StateFilter::Only(DeliveryState::Dead)).unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead[0].last_error.as_deref(), Some("boom 3"));
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(inbox.counts().unwrap().dead, 1);
+
+    healed.store(true, Ordering::SeqCst);
+    assert!(inbox.retry(dead[0].id).unwrap());
+    assert!(
+        !inbox.retry(dead[0].id).unwrap(),
+        "only dead letters are re-queued"
+    );
+    let call = next_call(&mut calls).await;
+    assert_eq!((call.attempt, call.ok), (1, true));
+    server.stop().await;
+    let entry = inbox.get(dead[0].id).unwrap().unwrap();
+    assert_eq!(entry.state, DeliveryState::Done);
+}
+
+/// Panics on the first call, outlives the timeout on the second, succeeds on the third.
+struct Unruly {
+    attempts: mpsc::UnboundedSender<u32>,
+}
+
+impl Handler for Unruly {
+    async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        let _ = self.attempts.send(job.attempt);
+        match job.attempt {
+            1 => panic!("handler bug"),
+            2 => {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn retries_handler_panics_and_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.retry.max_attempts = 5;
+    config.handler_timeout = Duration::from_millis(200);
+    let (attempts, mut seen) = mpsc::unbounded_channel();
+    let server = Running::start(config, Unruly { attempts }).await;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    for expected in 1..=3 {
+        let attempt = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await;
+        assert_eq!(attempt.unwrap(), Some(expected));
+    }
+    server.stop().await;
+    let entry = Inbox::open(&db_path(&dir))
+        .unwrap()
+        .list(StateFilter::All)
+        .unwrap()
+        .remove(0);
+    assert_eq!((entry.state, entry.attempts), (DeliveryState::Done, 3));
+    assert!(
+        entry
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("did not finish"),
+        "{:?}",
+        entry.last_error
+    );
+}
+
+#[test]
+fn loses_nothing_answered_ok_when_killed_with_deliveries_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..24).map(body).collect();
+
+    // First life: a handler that never finishes, killed without shutdown.
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let (handler, mut started) = handler.slow(Duration::from_secs(3600));
+    let server = first.block_on(Running::start(config(&dir), handler));
+    let url = server.url("/");
+    let accepted = first.block_on(async {
+        let client = client();
+        let sends = bodies.iter().map(|body| {
+            let client = client.clone();
+            let url = url.clone();
+            async move { (deliver(&client, &url, &secret(), body).await, body.clone()) }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        // At least one delivery is in the handler when the process dies.
+        started.recv().await.unwrap();
+        results
+            .into_iter()
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+            .collect::<BTreeSet<_>>()
+    });
+    assert_eq!(accepted.len(), bodies.len());
+    drop(server);
+    first.shutdown_background();
+
+    // Second life on the same inbox file: everything answered 200 is handled.
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        let (handler, mut calls) = Scripted::ok();
+        let server = Running::start(config(&dir), handler).await;
+        let mut handled = BTreeSet::new();
+        while handled.len() < accepted.len() {
+            handled.insert(next_call(&mut calls).await.body);
+        }
+        assert_eq!(handled, accepted);
+        server.stop().await;
+    });
+    let counts = Inbox::open(&db_path(&dir)).unwrap().counts().unwrap();
+    assert_eq!(counts.done, 24);
+    assert_eq!(counts.pending, 0);
+}
+
+#[tokio::test]
+async fn shuts_down_gracefully_letting_a_slow_handler_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, mut calls) = Scripted::ok();
+    let (handler, mut started) = handler.slow(Duration::from_millis(300));
+    let server = Running::start(config(&dir), handler).await;
+    let addr = server.addr;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    started.recv().await.unwrap();
+    server.stop().await;
+    // The call finished during shutdown and its outcome was recorded.
+    assert!(calls.try_recv().unwrap().ok);
+    let entry = Inbox::open(&db_path(&dir))
+        .unwrap()
+        .list(StateFilter::All)
+        .unwrap()
+        .remove(0);
+    assert_eq!(entry.state, DeliveryState::Done);
+    assert!(TcpStream::connect(addr).await.is_err(), "still listening");
+}
+
+#[tokio::test]
+async fn leaves_a_delivery_pending_when_its_handler_outlasts_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.shutdown_grace = Duration::from_millis(100);
+    let (handler, _calls) = Scripted::ok();
+    let (handler, mut started) = handler.slow(Duration::from_secs(3600));
+    let server = Running::start(config, handler).await;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    started.recv().await.unwrap();
+    let stopping = Instant::now();
+    server.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+    let entry = Inbox::open(&db_path(&dir))
+        .unwrap()
+        .list(StateFilter::All)
+        .unwrap()
+        .remove(0);
+    assert_eq!((entry.state, entry.attempts), (DeliveryState::Pending, 0));
+}
+
+#[tokio::test]
+async fn serves_health_and_metrics_that_move_with_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.retry.max_attempts = 1;
+    let (handler, mut calls) = Scripted::new(|job| {
+        if job.body.as_ref() == BODY {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent("not for us"))
+        }
+    });
+    let server = Running::start(config, handler).await;
+    let client = client();
+    let health = client.get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    let url = server.url("/");
+    assert_eq!(deliver(&client, &url, &secret(), BODY).await, 200);
+    assert_eq!(deliver(&client, &url, &secret(), BODY).await, 200);
+    assert_eq!(deliver(&client, &url, &secret(), &body(1)).await, 200);
+    let stranger = preservica_webhook_core::Secret::new("stranger").unwrap();
+    assert_eq!(deliver(&client, &url, &stranger, BODY).await, 401);
+    assert_eq!(post_challenge(server.addr).await.0, 200);
+    next_call(&mut calls).await;
+    next_call(&mut calls).await;
+
+    // Handler outcomes are recorded just after the calls return.
+    let metrics = eventually("the dead letter in the metrics", || async {
+        let text = client
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains("preservica_webhook_dead_letters 1")
+            .then_some(text)
+    })
+    .await;
+    for line in [
+        "preservica_webhook_deliveries_accepted_total 2",
+        "preservica_webhook_deliveries_duplicate_total 1",
+        r#"preservica_webhook_requests_rejected_total{reason="bad_signature"} 1"#,
+        "preservica_webhook_challenges_answered_total 1",
+        "preservica_webhook_handler_successes_total 1",
+        "preservica_webhook_handler_failures_total 1",
+        "preservica_webhook_handler_retries_total 0",
+        "preservica_webhook_deliveries_dead_lettered_total 1",
+        "preservica_webhook_inbox_depth 0",
+        "preservica_webhook_request_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn serves_https_with_a_pem_certificate_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut config = config(&dir);
+    config.tls = Some(TlsFiles {
+        cert: data.join("cert.pem"),
+        key: data.join("key.pem"),
+    });
+    let (handler, mut calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(data.join("cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream
+        .write_all(&length_request("/", &signature(&secret(), BODY), BODY))
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !response.ends_with(b"ok\n") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed early: {}",
+            String::from_utf8_lossy(&response)
+        );
+        response.extend_from_slice(&chunk[..n]);
+    }
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(next_call(&mut calls).await.body, BODY);
+    server.stop().await;
+}

@@ -404,11 +404,11 @@ impl Serve {
     pub(crate) fn explain(&self, err: anyhow::Error) -> anyhow::Error {
         let lines = self.stderr.snapshot();
         let tail = &lines[lines.len().saturating_sub(STDERR_TAIL)..];
-        err.context(format!(
-            "`{}`; its last stderr lines: {}",
+        anyhow::anyhow!(
+            "{err:#} (`{}` said on stderr: {})",
             self.what,
             one_line(&tail.join("\n"))
-        ))
+        )
     }
 
     /// Stops it with SIGTERM and waits for it to exit (and its output to end).

@@ -5,9 +5,15 @@
 //! logging in themselves. Each new token gets a generation number: a caller whose request was
 //! refused with 401 asks for a renewal of the generation it used, and only the first such caller
 //! logs in again; the others find a newer generation and take it.
+//!
+//! A login refused for its credentials is not repeated for the callers that waited for it:
+//! they get the same refusal, so twenty concurrent calls with a wrong password make one failed
+//! login, not twenty (servers lock accounts after repeated failures).
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use serde::Deserialize;
 use totp_rs::{Algorithm, TOTP};
@@ -24,6 +30,46 @@ pub(crate) struct AuthState {
     session: Option<Session>,
     generation: u64,
     tenant: Option<String>,
+    /// Why the last login attempt was refused, when it was refused for its credentials.
+    refusal: Option<Refusal>,
+}
+
+/// A login refusal, kept to hand to the callers that waited for that attempt.
+#[derive(Clone)]
+enum Refusal {
+    Credentials { status: StatusCode, message: String },
+    SeedMissing,
+    NotSetUp,
+    CodeRejected { status: StatusCode, message: String },
+}
+
+impl Refusal {
+    fn of(error: &Error) -> Option<Refusal> {
+        Some(match error {
+            Error::Authentication { status, message } => Refusal::Credentials {
+                status: *status,
+                message: message.clone(),
+            },
+            Error::TwoFactorSeedMissing => Refusal::SeedMissing,
+            Error::TwoFactorNotSetUp => Refusal::NotSetUp,
+            Error::TwoFactorRejected { status, message } => Refusal::CodeRejected {
+                status: *status,
+                message: message.clone(),
+            },
+            _ => return None,
+        })
+    }
+
+    fn to_error(&self) -> Error {
+        match self.clone() {
+            Refusal::Credentials { status, message } => Error::Authentication { status, message },
+            Refusal::SeedMissing => Error::TwoFactorSeedMissing,
+            Refusal::NotSetUp => Error::TwoFactorNotSetUp,
+            Refusal::CodeRejected { status, message } => {
+                Error::TwoFactorRejected { status, message }
+            }
+        }
+    }
 }
 
 impl AuthState {
@@ -105,12 +151,14 @@ pub(crate) fn totp(seed: &str) -> Result<TOTP, Error> {
 impl Inner {
     /// The current token, logging in or renewing first when needed.
     pub(crate) async fn token(&self) -> Result<Token, Error> {
+        let attempts_seen = self.login_attempts.load(Ordering::SeqCst);
         let mut state = self.auth.lock().await;
         let fresh = state
             .session
             .as_ref()
             .is_some_and(|session| !session.needs_renewal(Instant::now()));
         if !fresh {
+            self.refused_while_waiting(&state, attempts_seen)?;
             self.renew(&mut state).await?;
         }
         Ok(current(&state))
@@ -118,14 +166,25 @@ impl Inner {
 
     /// After a 401 with the token of `generation`: one new login for all callers that saw it.
     pub(crate) async fn renew_after_unauthorized(&self, generation: u64) -> Result<Token, Error> {
+        let attempts_seen = self.login_attempts.load(Ordering::SeqCst);
         let mut state = self.auth.lock().await;
         let already_renewed = state.session.is_some() && state.generation != generation;
         if !already_renewed {
+            self.refused_while_waiting(&state, attempts_seen)?;
             tracing::debug!("access token refused; logging in again");
             state.session = None;
             self.login(&mut state).await?;
         }
         Ok(current(&state))
+    }
+
+    /// The refusal of a login attempt that ended while this caller waited for the lock.
+    fn refused_while_waiting(&self, state: &AuthState, attempts_seen: u64) -> Result<(), Error> {
+        let attempt_ended = self.login_attempts.load(Ordering::SeqCst) != attempts_seen;
+        match &state.refusal {
+            Some(refusal) if attempt_ended => Err(refusal.to_error()),
+            _ => Ok(()),
+        }
     }
 
     /// Renews with the refresh token when there is one, else (or when that fails) logs in.
@@ -177,7 +236,15 @@ impl Inner {
         }
     }
 
+    /// Logs in, recording how the attempt ended for the callers waiting for it.
     async fn login(&self, state: &mut AuthState) -> Result<(), Error> {
+        let result = self.login_once(state).await;
+        state.refusal = result.as_ref().err().and_then(Refusal::of);
+        self.login_attempts.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+
+    async fn login_once(&self, state: &mut AuthState) -> Result<(), Error> {
         const OPERATION: &str = "log in";
         let url = self.endpoint(&["api", "accesstoken", "login"]);
         let mut form = vec![

@@ -109,6 +109,9 @@ pub(crate) struct Inner {
     pub(crate) password: Sensitive,
     pub(crate) totp: Option<TOTP>,
     pub(crate) auth: tokio::sync::Mutex<AuthState>,
+    /// Finished login attempts; read before waiting for `auth`, so a caller can tell that an
+    /// attempt ended while it waited.
+    pub(crate) login_attempts: std::sync::atomic::AtomicU64,
     pub(crate) unix_time: fn() -> u64,
 }
 
@@ -609,6 +612,7 @@ impl ClientBuilder {
                 password,
                 totp,
                 auth: tokio::sync::Mutex::new(AuthState::new(self.tenant)),
+                login_attempts: std::sync::atomic::AtomicU64::new(0),
                 unix_time: self.unix_time,
             }),
         })

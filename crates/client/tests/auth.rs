@@ -380,3 +380,40 @@ fn a_host_becomes_an_https_base_url() {
         "https://host.example/prefix/",
     );
 }
+
+#[tokio::test]
+async fn concurrent_callers_share_one_refused_login() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(LOGIN))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"success": false, "message": "Invalid credentials"}))
+                .set_delay(std::time::Duration::from_millis(50)),
+        )
+        .mount(&server)
+        .await;
+    let client = Arc::new(client(&server));
+
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let client = Arc::clone(&client);
+            tokio::spawn(async move { client.subscriptions().await })
+        })
+        .collect();
+    for caller in callers {
+        let err = caller.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Authentication { .. }), "{err:?}");
+    }
+    let logins_while_waiting = requests_to(&server, LOGIN).await.len();
+
+    // A later call tries again.
+    client.subscriptions().await.unwrap_err();
+    let logins = requests_to(&server, LOGIN).await.len();
+
+    assert!(
+        logins_while_waiting <= 2,
+        "{logins_while_waiting} logins for 20 concurrent callers"
+    );
+    assert_eq!(logins, logins_while_waiting + 1);
+}

@@ -512,6 +512,19 @@ pub(crate) fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Waits until no process mentions `marker` (see [`processes_mentioning`]) or `limit`
+/// passes; returns those still there. A killed process takes a moment to go.
+pub(crate) async fn wait_gone(marker: &Path, limit: Duration) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = processes_mentioning(marker);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Processes (other than this one) whose command line mentions `marker` or that work inside
 /// it: every process the suite starts works in its scratch directory.
 pub(crate) fn processes_mentioning(marker: &Path) -> Vec<(u32, String)> {
@@ -569,16 +582,8 @@ mod tests {
         Cli::new(PathBuf::from("sh"), dir.to_path_buf(), &[])
     }
 
-    /// Waits until no process works in `dir`; false if some are still there after 5 s.
     async fn all_gone(dir: &Path) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if processes_mentioning(dir).is_empty() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        wait_gone(dir, Duration::from_secs(5)).await.is_empty()
     }
 
     #[tokio::test]

@@ -112,7 +112,7 @@ pub(crate) async fn run(binary: &Path, seed: u64, only: &[usize]) -> Result<()> 
         Ok(())
     };
     drop(suite);
-    let leftovers = harness::processes_mentioning(scratch.path());
+    let leftovers = harness::wait_gone(scratch.path(), Duration::from_secs(5)).await;
     let failed = usize::from(failure.is_some() || finished.is_err() || !leftovers.is_empty());
     println!("e2e: {passed} passed, {failed} failed");
     if let Some(err) = failure {
@@ -120,7 +120,12 @@ pub(crate) async fn run(binary: &Path, seed: u64, only: &[usize]) -> Result<()> 
     }
     finished.context("stopping the main receiver at the end of the suite")?;
     if !leftovers.is_empty() {
-        bail!("processes the suite started are still running: {leftovers:?}");
+        for (pid, _) in &leftovers {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        bail!("processes the suite started outlived it (now killed): {leftovers:?}");
     }
     Ok(())
 }
@@ -1417,22 +1422,16 @@ fn count_lines(path: &Path) -> Result<HashMap<String, usize>> {
 /// # Errors
 /// When some are still there after a while; they are killed then.
 async fn wait_gone(dir: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = harness::processes_mentioning(dir);
-        if left.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            for (pid, _) in &left {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-            bail!("processes outlived their receiver by 10 s: {left:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let left = harness::wait_gone(dir, Duration::from_secs(10)).await;
+    if left.is_empty() {
+        return Ok(());
     }
+    for (pid, _) in &left {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    bail!("processes outlived their receiver by 10 s: {left:?}");
 }
 
 fn ids(standin: &StandIn) -> Vec<String> {

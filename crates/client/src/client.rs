@@ -598,6 +598,7 @@ impl ClientBuilder {
         // (an error only means a provider is installed already).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::custom(same_host_redirects))
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent)
@@ -712,6 +713,24 @@ impl Inner {
     pub(crate) fn redact(&self, text: &str) -> String {
         redact(text, self.password.expose())
     }
+}
+
+/// Follows at most five redirects, and only on the same host (an upgrade from http to https
+/// included): the access token travels in a header reqwest does not strip, so a redirect to
+/// another host would hand it over. A refused redirect comes back as the 3xx answer.
+fn same_host_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let Some(first) = attempt.previous().first() else {
+        return attempt.stop();
+    };
+    let next = attempt.url();
+    let same_port = next.port_or_known_default() == first.port_or_known_default();
+    let upgrade = first.scheme() == "http" && next.scheme() == "https";
+    let allowed = next.host_str() == first.host_str()
+        && (next.scheme() == first.scheme() && same_port || upgrade);
+    if attempt.previous().len() > 5 || !allowed {
+        return attempt.stop();
+    }
+    attempt.follow()
 }
 
 /// Whether a request that failed without an answer may be sent again: a safe one after any

@@ -337,13 +337,14 @@ impl PropertiesFile {
         })
     }
 
-    /// The value of `key` in the `[credentials]` section (e.g. `username`, `secret.key`); the
-    /// last one wins when a key repeats.
+    /// The value of `key` in the `[credentials]` section (e.g. `username`, `secret.key`).
+    /// Keys match regardless of ASCII case, as Python's `configparser` matches them; the last
+    /// one wins when a key repeats.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
             .rev()
-            .find(|(name, _)| name == key)
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
             .map(|(_, value)| value.as_str())
     }
 
@@ -446,11 +447,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = write(
             dir.path(),
-            "; comment\n[other]\npassword=wrong\n[credentials]\nusername = me \npassword=\"q\\w;x\nserver=eu.preservica.com\n",
+            "; comment\n# another\n[other]\npassword=wrong\n[credentials]\nUserName = me \npassword=\"q\\w;x:y=z\nserver: eu.preservica.com\nTWOFACTORTOKEN=JBSWY3DPEHPK3PXP\n",
         );
         let credentials = Credentials::resolve_with(&overrides(), |_| None, Some(&file)).unwrap();
         assert_eq!(credentials.username(), "me");
-        assert_eq!(credentials.password().expose(), "\"q\\w;x");
+        assert_eq!(credentials.password().expose(), "\"q\\w;x:y=z");
+        assert_eq!(credentials.server(), "eu.preservica.com");
+        assert!(credentials.has_two_factor_seed());
     }
 
     #[test]

@@ -696,3 +696,39 @@ async fn unsubscribe_all_deletes_concurrently_but_at_most_four_at_once() {
         "{most_in_a_window} deletes started within {window:?}"
     );
 }
+
+#[tokio::test]
+async fn does_not_follow_a_redirect_to_another_host_with_the_token() {
+    let server = logged_in_server().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(SUBSCRIPTIONS))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("Location", format!("{}{SUBSCRIPTIONS}", elsewhere.uri())),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(USER_DETAILS))
+        .respond_with(ResponseTemplate::new(307).insert_header("Location", "/api/user/details/v2"))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/user/details/v2"))
+        .and(header("Preservica-Access-Token", "tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"roles": []})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let client = client(&server);
+
+    let err = client.subscriptions().await.unwrap_err();
+    assert_eq!(err.status().map(|it| it.as_u16()), Some(302), "{err:?}");
+    client.user_details().await.unwrap();
+}

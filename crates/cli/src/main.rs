@@ -91,7 +91,13 @@ fn report(err: &anyhow::Error) -> ExitCode {
 
 /// Whether the user fixes this error in the command line or the configuration (exit 2).
 fn is_configuration(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| cause.is::<ConfigError>())
+    err.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || cause.is::<preservica_webhook_client::CredentialsError>()
+            || cause
+                .downcast_ref::<preservica_webhook_client::Error>()
+                .is_some_and(preservica_webhook_client::Error::is_configuration)
+    })
 }
 
 /// Logs go to stderr: info by default, debug with -v, trace with -vv, errors only with

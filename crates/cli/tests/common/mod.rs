@@ -57,3 +57,122 @@ pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
 
 /// The captured Preservica 6.10 delivery body.
 pub const CAPTURED: &str = r#"{"subscriptionId":"9495ddbf7d4a0b9f030a3411c87f967d","timestamp":"2023-10-11T10:52:42.469","tenant":"BRAMA","version":"6.10","events":[{"event":"FullTextIndexed","entityType":"IO","entityRef":"7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2","identifiers":[]}],"trigger":"FULL_TEXT_INDEXED"}"#;
+
+/// A running `serve`, killed when dropped (even when the test fails).
+pub struct Serve {
+    child: std::process::Child,
+    /// The webhook URL from its `listening on` line.
+    pub url: String,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line seen so far.
+    pub stderr_seen: Vec<String>,
+}
+
+/// How long a test waits for a line from `serve` before failing.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+fn forward_lines(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+impl Serve {
+    /// Starts `serve 127.0.0.1:0 ARGS` in `dir` with the shared secret, and waits for its
+    /// `listening on` line.
+    pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        use std::process::Stdio;
+        let mut command = std_cmd(dir);
+        command
+            .args(["serve", "127.0.0.1:0"])
+            .args(args)
+            .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let stdout = forward_lines(child.stdout.take().unwrap());
+        let stderr = forward_lines(child.stderr.take().unwrap());
+        let mut serve = Serve {
+            child,
+            url: String::new(),
+            stdout,
+            stderr,
+            stderr_seen: Vec::new(),
+        };
+        let line = serve.wait_stderr("listening on ");
+        let start = line.find("http").unwrap();
+        serve.url = line[start..].trim().to_owned();
+        serve
+    }
+
+    /// The next stdout line; panics after [`PATIENCE`].
+    pub fn stdout_line(&self) -> String {
+        self.stdout
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|err| panic!("no stdout line from serve: {err}"))
+    }
+
+    /// Whether stdout has produced a line by now, without waiting.
+    pub fn stdout_ready(&self) -> Option<String> {
+        self.stdout.try_recv().ok()
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it; panics after [`PATIENCE`].
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        if let Some(line) = self.stderr_seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(err) => panic!(
+                    "no stderr line with {needle:?} ({err}); seen:\n{}",
+                    self.stderr_seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the exit code with the rest of stderr.
+    pub fn terminate(&mut self) -> (Option<i32>, Vec<String>) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        let rest: Vec<String> = self.stderr.iter().collect();
+        self.stderr_seen.extend(rest.iter().cloned());
+        (exit.code(), rest)
+    }
+
+    /// The remaining stdout lines after the process ended.
+    pub fn rest_of_stdout(&self) -> Vec<String> {
+        self.stdout.iter().collect()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -107,13 +107,18 @@ impl Output {
         Ok(self)
     }
 
-    /// Fails unless it exited with `code`.
-    pub(crate) fn exit_code(self, code: i32) -> Result<Output> {
-        if self.code != Some(code) {
+    /// Fails unless it exited with one of `codes`.
+    pub(crate) fn exit_code(self, codes: &[i32]) -> Result<Output> {
+        if !self.code.is_some_and(|code| codes.contains(&code)) {
             bail!(
-                "`{}` exited with {} instead of {code}; stdout: {}; stderr: {}",
+                "`{}` exited with {} instead of {}; stdout: {}; stderr: {}",
                 self.what,
                 describe_code(self.code),
+                codes
+                    .iter()
+                    .map(i32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" or "),
                 one_line(&self.stdout),
                 one_line(&self.stderr)
             );
@@ -596,7 +601,7 @@ mod tests {
         assert!(err.contains("exited with 3 instead of 0"), "{err}");
         assert!(err.contains("oops"), "{err}");
         let output = cli.run(&["fails"]).await.unwrap();
-        assert!(output.exit_code(3).is_ok());
+        assert!(output.exit_code(&[3]).is_ok());
     }
 
     #[tokio::test]

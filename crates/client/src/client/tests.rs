@@ -144,3 +144,32 @@ async fn only_a_connection_never_made_lets_a_post_be_resent() {
     assert!(!may_resend(Repeat::ConnectOnly, &timed_out));
     assert!(may_resend(Repeat::Safe, &timed_out));
 }
+
+#[test]
+fn futures_and_errors_can_cross_threads() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<Error>();
+    let client = Client::builder()
+        .server("eu.preservica.com")
+        .username("u")
+        .password("p")
+        .build()
+        .unwrap();
+    let secret = Secret::new("s").unwrap();
+    let id = SubscriptionId::new("a");
+    let mut out = Vec::new();
+    assert_send(&client.subscribe("https://h", &TriggerType::Moved, &secret));
+    assert_send(&client.subscriptions());
+    assert_send(&client.unsubscribe(&id));
+    assert_send(&client.unsubscribe_all());
+    assert_send(&client.user_details());
+    assert_send(&client.asset("r"));
+    assert_send(&client.thumbnail(&EntityType::Asset, "r", ThumbnailSize::Small, &mut out));
+    assert_send(&client.thumbnail_to_file(
+        &EntityType::Asset,
+        "r",
+        ThumbnailSize::Small,
+        Path::new("t.png"),
+    ));
+}

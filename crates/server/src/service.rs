@@ -353,11 +353,14 @@ impl Shared {
                 self.metrics.duplicates.inc();
                 (Reply::accepted(), "duplicate", false)
             }
-            Err(_) => (
-                text_reply(StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable\n"),
-                "inbox_unavailable",
-                false,
-            ),
+            Err(_) => {
+                self.metrics.rejected("inbox_unavailable");
+                (
+                    text_reply(StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable\n"),
+                    "inbox_unavailable",
+                    false,
+                )
+            }
         }
     }
 

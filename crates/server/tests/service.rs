@@ -285,3 +285,42 @@ async fn refuses_to_start_without_a_secret() {
     let err = Webhook::start(&config, handler).await.unwrap_err();
     assert!(err.to_string().contains("no webhook secret"), "{err}");
 }
+
+#[tokio::test]
+async fn mounts_as_a_hyper_service_in_a_server_of_ones_own() {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.path = "/hooks/preservica".to_owned();
+    let (handler, mut calls) = Scripted::ok();
+    let webhook = Webhook::start(&config, handler).await.unwrap();
+    let service = webhook.service();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+            .unwrap();
+    });
+    let sig = signature(&secret(), BODY);
+    let response = raw(addr, &length_request("/hooks/preservica", &sig, BODY)).await;
+    assert_eq!(response.status, 200);
+    assert_eq!(next_call(&mut calls).await.body, BODY);
+    app.abort();
+    webhook.shutdown().await;
+}
+
+#[tokio::test]
+async fn answers_503_once_the_inbox_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (webhook, _calls) = webhook(&dir).await;
+    let service = webhook.service();
+    webhook.shutdown().await;
+    let answer = send(&service, post("/", Some(&signature(&secret(), BODY)), BODY)).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body.as_ref(), b"inbox unavailable\n");
+}

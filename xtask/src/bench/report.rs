@@ -237,8 +237,11 @@ pub(crate) fn goal_lines(goals: &[Goal]) -> String {
                 Some(false) => "MISSED",
                 None => "not judged",
             };
-            let measured = goal.measured.as_deref().unwrap_or("not measured");
-            format!("{verdict:>10}: {} (measured {measured})\n", goal.goal)
+            let measured = goal
+                .measured
+                .as_deref()
+                .map_or_else(|| "not measured".to_owned(), |it| format!("measured {it}"));
+            format!("{verdict:>10}: {} ({measured})\n", goal.goal)
         })
         .collect()
 }

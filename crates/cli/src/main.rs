@@ -111,9 +111,9 @@ fn init_logging(global: &cli::GlobalArgs) {
     };
     let default = match level {
         // Dependencies stay at warn unless asked for trace.
-        "info" | "debug" => format!(
-            "warn,preservica_webhook_cli={level},preservica_webhook_server={level},preservica_webhook_client={level}"
-        ),
+        // A target matches by prefix: this binary (`preservica_webhook`) and the
+        // preservica_webhook_* crates.
+        "info" | "debug" => format!("warn,preservica_webhook={level}"),
         other => other.to_owned(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -90,10 +90,15 @@ impl Serve {
     /// Starts `serve 127.0.0.1:0 ARGS` in `dir` with the shared secret, and waits for its
     /// `listening on` line.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_at(dir, "127.0.0.1:0", args, env)
+    }
+
+    /// [`Serve::start`] on a given address.
+    pub fn start_at(dir: &Path, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Serve {
         use std::process::Stdio;
         let mut command = std_cmd(dir);
         command
-            .args(["serve", "127.0.0.1:0"])
+            .args(["serve", addr])
             .args(args)
             .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
             .envs(env.iter().copied())

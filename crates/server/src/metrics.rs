@@ -25,6 +25,7 @@ pub(crate) struct Metrics {
     pub(crate) handler_failures: Counter,
     pub(crate) handler_retries: Counter,
     pub(crate) dead_lettered: Counter,
+    pub(crate) inbox_commits: Counter,
     inbox_depth: Gauge,
     dead_letters: Gauge,
     request_seconds: Histogram,
@@ -44,6 +45,7 @@ impl Metrics {
             handler_failures: Counter::default(),
             handler_retries: Counter::default(),
             dead_lettered: Counter::default(),
+            inbox_commits: Counter::default(),
             inbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
             request_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
@@ -94,6 +96,11 @@ impl Metrics {
                 "deliveries_dead_lettered",
                 "Deliveries that became dead letters",
                 &metrics.dead_lettered,
+            ),
+            (
+                "inbox_commits",
+                "Inbox transactions committed, each one disk sync (deliveries share them)",
+                &metrics.inbox_commits,
             ),
         ];
         for (name, help, counter) in counters {

@@ -178,13 +178,16 @@ impl Opened {
             return Err(ServerError::ZeroLimit("retry.max_attempts"));
         }
         let inbox = config.inbox.clone();
-        let (store, store_thread) = tokio::task::spawn_blocking(move || Store::open(&inbox))
-            .await
-            .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
+        let metrics = Metrics::new();
+        let commits = metrics.inbox_commits.clone();
+        let (store, store_thread) =
+            tokio::task::spawn_blocking(move || Store::open(&inbox, commits))
+                .await
+                .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
         let shared = Arc::new(Shared {
             receiver,
             store,
-            metrics: Metrics::new(),
+            metrics,
             wake: Notify::new(),
             max_body: config.max_body,
             body_timeout: config.body_timeout,

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
+use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -106,14 +107,18 @@ enum Command {
 
 impl Store {
     /// Opens the inbox and starts its writer thread.
-    pub(crate) fn open(config: &InboxConfig) -> Result<(Store, StoreThread), InboxError> {
+    /// Opens the inbox and starts its writer thread, which counts its commits in `commits`.
+    pub(crate) fn open(
+        config: &InboxConfig,
+        commits: Counter,
+    ) -> Result<(Store, StoreThread), InboxError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = match config {
             InboxConfig::Sqlite(path) => {
                 let backend = SqliteBackend::open(path)?;
-                spawn(backend, rx)?
+                spawn(backend, rx, commits)?
             }
-            InboxConfig::InMemory => spawn(MemoryBackend::default(), rx)?,
+            InboxConfig::InMemory => spawn(MemoryBackend::default(), rx, commits)?,
         };
         Ok((Store { tx }, StoreThread(thread)))
     }
@@ -200,10 +205,14 @@ impl StoreThread {
     }
 }
 
-fn spawn(backend: impl Backend, rx: mpsc::Receiver<Command>) -> Result<JoinHandle<()>, InboxError> {
+fn spawn(
+    backend: impl Backend,
+    rx: mpsc::Receiver<Command>,
+    commits: Counter,
+) -> Result<JoinHandle<()>, InboxError> {
     Ok(std::thread::Builder::new()
         .name("webhook-inbox".to_owned())
-        .spawn(move || run(backend, rx))?)
+        .spawn(move || run(backend, rx, &commits))?)
 }
 
 /// What the writer thread needs from a database.
@@ -236,7 +245,7 @@ enum Written {
     Count(Reply<usize>, Result<usize, Unavailable>),
 }
 
-fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>) {
+fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Counter) {
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
     let mut written: Vec<Written> = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
@@ -304,7 +313,10 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>) {
             (false, _) => true,
             (true, Err(Unavailable)) => false,
             (true, Ok(())) => match backend.commit() {
-                Ok(()) => true,
+                Ok(()) => {
+                    commits.inc();
+                    true
+                }
                 Err(err) => {
                     log_failure("commit", &err);
                     backend.rollback();
@@ -726,7 +738,7 @@ mod tests {
             answers.push(answer);
         }
         drop(tx);
-        run(backend, rx);
+        run(backend, rx, &Counter::default());
         assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
         let results: Vec<Stored> = answers
             .into_iter()

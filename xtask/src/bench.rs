@@ -5,6 +5,7 @@
 //! cargo xtask bench                                # the four runs, 64 connections, 10 s each
 //! cargo xtask bench --seconds 5 --connections 32
 //! cargo xtask bench --only baseline --only durable # a subset, in the usual order
+//! cargo xtask bench --only durable --serve-arg --quiet  # extra arguments for `serve`
 //! ```
 //!
 //! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
@@ -105,6 +106,8 @@ struct Options {
     warmup: f64,
     connections: usize,
     only: Vec<Kind>,
+    /// Extra arguments for every `serve` run, to compare configurations.
+    serve_args: Vec<String>,
 }
 
 impl Options {
@@ -114,6 +117,7 @@ impl Options {
             warmup: 1.0,
             connections: 64,
             only: Vec::new(),
+            serve_args: Vec::new(),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -152,9 +156,10 @@ impl Options {
                     })?;
                     options.only.push(kind);
                 }
+                "--serve-arg" => options.serve_args.push(value("--serve-arg")?),
                 other => bail!(
                     "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
-                     [--warmup N] [--connections N] [--only RUN]..."
+                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]..."
                 ),
             }
         }
@@ -267,7 +272,11 @@ async fn run_all(
                 command
             }
             (_, None) => bail!("the serve runs need the binary"),
-            (kind, Some(binary)) => serve_command(*kind, binary, scratch.path()),
+            (kind, Some(binary)) => {
+                let mut command = serve_command(*kind, binary, scratch.path());
+                command.args(&options.serve_args);
+                command
+            }
         };
         eprintln!(
             "xtask bench: {}: {} connections, {}s warm-up + {}s",
@@ -461,11 +470,12 @@ mod tests {
     #[test]
     fn options_select_runs_in_their_usual_order() {
         let options = Options::parse(&args(
-            "--only durable --only baseline --seconds 2.5 --connections 8",
+            "--only durable --only baseline --seconds 2.5 --connections 8 --serve-arg --quiet",
         ))
         .expect("valid");
         assert_eq!(options.kinds(), [Kind::Baseline, Kind::Durable]);
         assert_eq!((options.connections, options.seconds), (8, 2.5));
+        assert_eq!(options.serve_args, ["--quiet"]);
     }
 
     #[test]
@@ -478,6 +488,7 @@ mod tests {
             "--warmup -1",
             "--seconds",
             "--verbose",
+            "--serve-arg",
         ] {
             assert!(Options::parse(&args(bad)).is_err(), "{bad}");
         }

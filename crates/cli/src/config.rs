@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+use preservica_webhook_client::{CredentialsError, PropertiesFile};
 use preservica_webhook_core::Secret;
 
 use crate::cli::{DEFAULT_CREDENTIALS, GlobalArgs};
@@ -90,14 +90,18 @@ fn load_secrets_with(
         }
         return Ok(Secrets { all });
     }
-    if let Some(text) = env(SECRET_ENV) {
+    if let Some(text) = env(SECRET_ENV).filter(|it| !it.is_empty()) {
         let secret = Secret::new(text.trim_end_matches(['\r', '\n']))
             .map_err(|err| config_error(format!("{SECRET_ENV}: {err}")))?;
         return Ok(Secrets { all: vec![secret] });
     }
     let path = credentials_path(global);
     let file = read_credentials_file(&path, global.credentials.is_some())?;
-    if let Some(text) = file.as_ref().and_then(|it| it.get(SECRET_KEY)) {
+    if let Some(text) = file
+        .as_ref()
+        .and_then(|it| it.get(SECRET_KEY))
+        .filter(|it| !it.is_empty())
+    {
         let secret = Secret::new(text)
             .map_err(|err| config_error(format!("{SECRET_KEY} in {}: {err}", path.display())))?;
         return Ok(Secrets { all: vec![secret] });
@@ -109,66 +113,29 @@ fn load_secrets_with(
     };
     Err(config_error(format!(
         "no webhook secret: looked for --secret-file FILE (not given), the environment variable \
-         {SECRET_ENV} (not set) and {SECRET_KEY} in the [credentials] section of {} ({file_note}); \
+         {SECRET_ENV} (not set or empty) and {SECRET_KEY} in the [credentials] section of {} ({file_note}); \
          give the secret shared with Preservica in one of them",
         path.display()
     )))
 }
 
-/// The `[credentials]` section of a credentials file, read leniently as INI.
-#[derive(Debug, Default)]
-pub(crate) struct CredentialsFile {
-    entries: Vec<(String, String)>,
-}
-
-impl CredentialsFile {
-    /// A value by key.
-    pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(name, _)| name == key)
-            .map(|(_, value)| value.as_str())
-            .filter(|value| !value.is_empty())
-    }
-
-    fn parse(text: &str) -> CredentialsFile {
-        let mut entries = Vec::new();
-        let mut in_section = false;
-        for line in text.lines().map(str::trim) {
-            if line.is_empty() || line.starts_with(['#', ';']) {
-                continue;
-            }
-            if let Some(section) = line.strip_prefix('[').and_then(|it| it.strip_suffix(']')) {
-                in_section = section.trim() == "credentials";
-                continue;
-            }
-            let Some((key, value)) = line.split_once(['=', ':']) else {
-                continue;
-            };
-            if in_section {
-                entries.push((key.trim().to_owned(), value.trim().to_owned()));
-            }
-        }
-        CredentialsFile { entries }
-    }
-}
-
-/// Reads the credentials file; `Ok(None)` when it does not exist and was not asked for.
+/// Reads the credentials file with the client's INI reader; `Ok(None)` when it does not exist
+/// and was not asked for.
 ///
 /// # Errors
-/// When an explicitly given file is missing, or the file cannot be read.
+/// When an explicitly given file is missing, or the file cannot be read or parsed.
 pub(crate) fn read_credentials_file(
     path: &Path,
     explicit: bool,
-) -> anyhow::Result<Option<CredentialsFile>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(CredentialsFile::parse(&text))),
-        Err(err) if err.kind() == ErrorKind::NotFound && !explicit => Ok(None),
-        Err(err) if err.kind() == ErrorKind::NotFound => Err(config_error(format!(
-            "the credentials file {} does not exist; check --credentials",
-            path.display()
-        ))),
-        Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
+) -> anyhow::Result<Option<PropertiesFile>> {
+    match PropertiesFile::load(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(CredentialsError::Unreadable { source, .. })
+            if source.kind() == ErrorKind::NotFound && !explicit =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -241,6 +208,28 @@ mod tests {
         assert!(err.contains("secret.key"), "{err}");
         assert!(err.contains(path.to_str().unwrap()), "{err}");
         assert!(err.contains("no secret.key"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_environment_variable_counts_as_unset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.properties");
+        std::fs::write(&path, "[credentials]\nsecret.key = from-file\n").unwrap();
+        let creds = ["--credentials", path.to_str().unwrap()];
+        assert_eq!(
+            load(&creds, &[(SECRET_ENV, "")]).unwrap(),
+            vec![Secret::new("from-file").unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_credentials_file_is_an_error() {
+        let err = load(
+            &["--credentials", "/nonexistent/credentials.properties"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.contains("/nonexistent/credentials.properties"), "{err}");
     }
 
     #[test]

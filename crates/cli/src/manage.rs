@@ -128,16 +128,24 @@ pub(crate) async fn unsubscribe(
             }
         }
     }
+    if failed.len() == 1 && removed.is_empty() && !global.json {
+        let (id, err) = failed.remove(0);
+        return Err(err.context(format!("could not unsubscribe {id}")));
+    }
     if global.json {
         #[derive(Serialize)]
         struct Failure {
             id: SubscriptionId,
             error: String,
         }
-        output::json(&serde_json::json!({
-            "removed": removed,
-            "failed": failed.iter().map(|(id, err)| Failure { id: id.clone(), error: format!("{err:#}") }).collect::<Vec<_>>(),
-        }))?;
+        let failures: Vec<Failure> = failed
+            .iter()
+            .map(|(id, err)| Failure {
+                id: id.clone(),
+                error: format!("{err:#}"),
+            })
+            .collect();
+        output::json(&serde_json::json!({ "removed": removed, "failed": failures }))?;
     } else {
         for id in &removed {
             output::line(&format!("unsubscribed {id}"))?;
@@ -146,17 +154,14 @@ pub(crate) async fn unsubscribe(
             output::note(&format!("error: could not unsubscribe {id}: {err:#}"));
         }
     }
-    match failed.len() {
-        0 => Ok(ExitCode::SUCCESS),
-        1 if removed.is_empty() && !global.json => {
-            let (_, err) = failed.remove(0);
-            Err(err)
-        }
-        count => Err(anyhow!(
-            "{count} of {} subscriptions could not be removed",
-            count + removed.len()
-        )),
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
     }
+    Err(anyhow!(
+        "{} of {} subscriptions could not be removed",
+        failed.len(),
+        failed.len() + removed.len()
+    ))
 }
 
 fn confirm(question: &str) -> anyhow::Result<bool> {

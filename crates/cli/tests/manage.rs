@@ -340,6 +340,15 @@ async fn unsubscribe_by_id_and_all() {
     let value: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(value, json!({"removed": ["a3"], "failed": []}));
     assert!(preservica.ids().is_empty());
+
+    let output = run(dir.path(), preservica.env(), &["unsubscribe", "zzz"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with("error: could not unsubscribe zzz: "),
+        "{message}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -61,9 +61,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => testing::sign(global, &args),
         Command::Verify(args) => testing::verify(global, &args),
         Command::Completions(args) => {
-            let mut command = Cli::command();
+            // Generated into memory first: clap_complete panics when its writer fails, and
+            // a closed pipe must end the command quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "preservica-webhook",
+                &mut script,
+            );
             let mut out = io::stdout().lock();
-            clap_complete::generate(args.shell, &mut command, "preservica-webhook", &mut out);
+            out.write_all(&script)?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -49,6 +49,14 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
                 "--public-url {url:?} is not an http or https URL"
             )));
         }
+        if parsed.path() != args.path {
+            tracing::warn!(
+                "the path of --public-url ({}) is not the webhook path --path ({}); that only \
+                 works behind a proxy that rewrites it",
+                parsed.path(),
+                args.path
+            );
+        }
     }
 
     let handler = CliHandler {

@@ -255,6 +255,25 @@ fn completions_are_generated_for_each_shell() {
 }
 
 #[test]
+fn a_closed_stdout_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // `true` exits without reading: the command writes into a closed pipe.
+    for command in ["completions bash", "--help"] {
+        let output = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -o pipefail; '{}' {command} | true",
+                common::BIN
+            ))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command}: {output:?}");
+        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{command}");
+    }
+}
+
+#[test]
 fn version_is_printed() {
     let dir = tempfile::tempdir().unwrap();
     cmd(dir.path())

@@ -307,10 +307,29 @@ impl PropertiesFile {
                 path: path.to_owned(),
                 source,
             })?;
-        PropertiesFile::parse(path, &text)
+        PropertiesFile::parse_at(path, &text)
     }
 
-    fn parse(path: &Path, text: &str) -> Result<PropertiesFile, CredentialsError> {
+    /// Reads the `[credentials]` section from the text of a properties file, without touching
+    /// the file system; [`PropertiesFile::path`] is then empty. Text without that section
+    /// parses as empty.
+    ///
+    /// ```
+    /// use preservica_webhook_client::PropertiesFile;
+    ///
+    /// let properties = PropertiesFile::parse("[credentials]\nusername = me\nsecret.key=s3cr3t\n")?;
+    /// assert_eq!(properties.get("USERNAME"), Some("me"));
+    /// assert_eq!(properties.get("secret.key"), Some("s3cr3t"));
+    /// # Ok::<(), preservica_webhook_client::CredentialsError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CredentialsError::Parse`] when the text is not INI.
+    pub fn parse(text: &str) -> Result<PropertiesFile, CredentialsError> {
+        PropertiesFile::parse_at(Path::new(""), text)
+    }
+
+    fn parse_at(path: &Path, text: &str) -> Result<PropertiesFile, CredentialsError> {
         let options = ParseOption {
             enabled_quote: false,
             enabled_escape: false,

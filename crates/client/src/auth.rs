@@ -83,6 +83,15 @@ impl AuthState {
     pub(crate) fn tenant(&self) -> Option<&str> {
         self.tenant.as_deref()
     }
+
+    /// The access and refresh tokens held now, to keep them out of errors.
+    pub(crate) fn tokens(&self) -> [Option<&str>; 2] {
+        let session = self.session.as_ref();
+        [
+            session.map(|it| it.token.as_str()),
+            session.and_then(|it| it.refresh_token.as_deref()),
+        ]
+    }
 }
 
 /// One access token, with what is needed to renew it.
@@ -231,7 +240,10 @@ impl Inner {
             }
             _ => Err(Error::Authentication {
                 status,
-                message: self.redact(answer.message.as_deref().unwrap_or("no token")),
+                message: self.redact_with(
+                    answer.message.as_deref().unwrap_or("no token"),
+                    &[token, refresh_token],
+                ),
             }),
         }
     }
@@ -333,11 +345,12 @@ impl Inner {
         }
         Err(Error::TwoFactorRejected {
             status,
-            message: self.redact(
+            message: self.redact_with(
                 answer
                     .message
                     .as_deref()
                     .unwrap_or("no token in the answer"),
+                &[continuation.as_str()],
             ),
         })
     }

@@ -306,7 +306,7 @@ impl Client {
             })
             .await?;
         if !response.status().is_success() {
-            return Err(failure(OPERATION, response).await);
+            return Err(self.inner.failure(OPERATION, response).await);
         }
         read_json(OPERATION, "the user details", response).await
     }
@@ -353,7 +353,7 @@ impl Client {
             });
         }
         if !status.is_success() {
-            return Err(failure(OPERATION, response).await);
+            return Err(self.inner.failure(OPERATION, response).await);
         }
         let text = response.text().await.map_err(|source| Error::Transport {
             operation: OPERATION,
@@ -445,14 +445,14 @@ impl Client {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(failure(OPERATION, response).await);
+            return Err(self.inner.failure(OPERATION, response).await);
         }
         Ok(Some(response))
     }
 
     /// Turns a refused webhook API call into an error; a 403 looks up the user's roles.
     async fn webhook_failure(&self, operation: &'static str, response: Response) -> Error {
-        let error = failure(operation, response).await;
+        let error = self.inner.failure(operation, response).await;
         let Error::Status {
             status: StatusCode::FORBIDDEN,
             message,
@@ -713,6 +713,43 @@ impl Inner {
     pub(crate) fn redact(&self, text: &str) -> String {
         redact(text, self.password.expose())
     }
+
+    /// Removes the password and each of `also` (tokens the answer may echo) from `text`.
+    pub(crate) fn redact_with(&self, text: &str, also: &[&str]) -> String {
+        also.iter()
+            .fold(self.redact(text), |text, secret| redact(&text, secret))
+    }
+
+    /// Reads at most [`MAX_ERROR_BODY`] bytes of a refused answer into an [`Error::Status`],
+    /// with the password and the access and refresh tokens removed: a server that echoes the
+    /// request must not put them into an error that gets logged.
+    async fn failure(&self, operation: &'static str, response: Response) -> Error {
+        // Read a little past the limit so a secret that straddles it is still seen whole.
+        const READ: usize = MAX_ERROR_BODY + 1024;
+        let status = response.status();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while body.len() < READ {
+            match stream.next().await {
+                Some(Ok(chunk)) => body.extend_from_slice(&chunk),
+                Some(Err(_)) | None => break,
+            }
+        }
+        body.truncate(READ);
+        let state = self.auth.lock().await;
+        let tokens: Vec<&str> = state.tokens().into_iter().flatten().collect();
+        let mut text = self.redact_with(&String::from_utf8_lossy(&body), &tokens);
+        truncate_at_char(&mut text, MAX_ERROR_BODY);
+        // The message is decoded from JSON, where a secret may have been escaped: redact again.
+        let message = self.redact_with(&message_of(status, text.as_bytes()), &tokens);
+        Error::Status {
+            operation,
+            status,
+            message,
+            body: text,
+            hint: None,
+        }
+    }
 }
 
 /// Follows at most five redirects, and only on the same host (an upgrade from http to https
@@ -759,27 +796,6 @@ pub(crate) fn message_of(status: StatusCode, body: &[u8]) -> String {
     match line {
         Some(line) => line.chars().take(300).collect(),
         None => status.canonical_reason().unwrap_or("no message").to_owned(),
-    }
-}
-
-/// Reads at most [`MAX_ERROR_BODY`] bytes of a refused answer into an [`Error::Status`].
-async fn failure(operation: &'static str, response: Response) -> Error {
-    let status = response.status();
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while body.len() < MAX_ERROR_BODY {
-        match stream.next().await {
-            Some(Ok(chunk)) => body.extend_from_slice(&chunk),
-            Some(Err(_)) | None => break,
-        }
-    }
-    body.truncate(MAX_ERROR_BODY);
-    Error::Status {
-        operation,
-        status,
-        message: message_of(status, &body),
-        body: String::from_utf8_lossy(&body).into_owned(),
-        hint: None,
     }
 }
 
@@ -870,9 +886,10 @@ fn base_url(server: &str) -> Result<Url, Error> {
     } else {
         format!("https://{server}")
     };
+    let shown = without_userinfo(server);
     let invalid = |why: String| {
         Error::Configuration(format!(
-            "the server {server:?} is not a host name or base URL ({why}); give e.g. eu.preservica.com or https://eu.preservica.com"
+            "the server {shown:?} is not a host name or base URL ({why}); give e.g. eu.preservica.com or https://eu.preservica.com"
         ))
     };
     let url = Url::parse(&text).map_err(|err| invalid(err.to_string()))?;
@@ -885,6 +902,36 @@ fn base_url(server: &str) -> Result<Url, Error> {
         ));
     }
     Ok(url)
+}
+
+/// The server setting as it may be shown: a user and password before an `@` in the authority
+/// (`https://user:pass@host`) become `***`, so a refused setting does not print the password.
+fn without_userinfo(server: &str) -> String {
+    let (scheme, rest) = match server.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, server),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return server.to_owned();
+    };
+    let host_and_path = &rest[at + 1..];
+    match scheme {
+        Some(scheme) => format!("{scheme}://***@{host_and_path}"),
+        None => format!("***@{host_and_path}"),
+    }
+}
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
 }
 
 fn redact(text: &str, secret: &str) -> String {

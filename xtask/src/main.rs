@@ -12,6 +12,7 @@
 mod bench;
 mod ci;
 mod e2e;
+mod fuzz;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ commands:
   ci     fmt, clippy, tests, then the end-to-end suite (what CI runs)
   e2e    the end-to-end suite: the real binary against a stand-in Preservica
   bench  throughput, latency and memory of `serve` against a bare hyper baseline
+  fuzz   every cargo-fuzz target for --seconds N each (default 60), with a summary
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn run() -> Result<()> {
         "ci" => ci::run(rest),
         "e2e" => e2e::run(rest),
         "bench" => bench::run(rest),
+        "fuzz" => fuzz::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -9,6 +9,7 @@
 //! cargo xtask e2e                 # every scenario
 //! cargo xtask e2e 3 7             # only these (the ones they build on run as needed)
 //! cargo xtask e2e --seed 42       # replay the random choices of an earlier run
+//! cargo xtask e2e --binary PATH   # run a binary built elsewhere instead of building one
 //! ```
 //!
 //! - `standin`: the stand-in Preservica (management API, handshake, signed deliveries).
@@ -19,6 +20,8 @@ mod harness;
 mod scenarios;
 mod standin;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 
 /// What the command line asked for.
@@ -28,6 +31,8 @@ struct Options {
     only: Vec<usize>,
     /// The seed of the random choices (kill moments, event mixes).
     seed: Option<u64>,
+    /// A binary to run instead of building one.
+    binary: Option<PathBuf>,
 }
 
 impl Options {
@@ -44,6 +49,10 @@ impl Options {
                             .with_context(|| format!("--seed {value:?} is not a number"))?,
                     );
                 }
+                "--binary" => {
+                    let value = args.next().context("--binary needs a path")?;
+                    options.binary = Some(PathBuf::from(value));
+                }
                 number if number.parse::<usize>().is_ok() => {
                     let number: usize = number.parse()?;
                     if !(1..=scenarios::COUNT).contains(&number) {
@@ -55,7 +64,7 @@ impl Options {
                     options.only.push(number);
                 }
                 other => bail!(
-                    "unknown argument {other:?}; usage: cargo xtask e2e [--seed N] [SCENARIO...]"
+                    "unknown argument {other:?}; usage: cargo xtask e2e [--seed N] [--binary PATH] [SCENARIO...]"
                 ),
             }
         }
@@ -66,8 +75,16 @@ impl Options {
 /// Builds the binary and runs the suite; fails on the first failing scenario.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let options = Options::parse(args)?;
-    eprintln!("xtask e2e: building the binary (cargo build --locked -p preservica-webhook-cli)");
-    let binary = harness::build_binary()?;
+    let binary = match options.binary {
+        Some(binary) => std::path::absolute(&binary)
+            .with_context(|| format!("--binary {}", binary.display()))?,
+        None => {
+            eprintln!(
+                "xtask e2e: building the binary (cargo build --locked -p preservica-webhook-cli)"
+            );
+            harness::build_binary()?
+        }
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

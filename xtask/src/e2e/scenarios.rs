@@ -137,6 +137,14 @@ struct Suite {
     standin: StandIn,
     scratch: PathBuf,
     http: reqwest::Client,
+    /// A client that opens a connection per request, for the requests a receiver refuses.
+    ///
+    /// A receiver may answer 401 from the headers alone, before the body has arrived; it
+    /// must then close the connection. If it does so without saying `Connection: close`, a
+    /// pooling client that already sent the whole body takes the connection for reusable
+    /// and its next request fails ("connection closed before message completed"). That is
+    /// not what these scenarios test, so refused requests do not share connections.
+    http_once: reqwest::Client,
     rng: StdRng,
     main: Option<MainReceiver>,
 }
@@ -181,6 +189,7 @@ impl Suite {
             standin,
             scratch: scratch.to_path_buf(),
             http: standin::http_client()?,
+            http_once: standin::http_client_without_reuse()?,
             rng: StdRng::seed_from_u64(seed),
             main: None,
         })
@@ -617,7 +626,7 @@ impl Suite {
                 .replace(&signed.refs[0], &forged_ref)
                 .into_bytes();
             let status =
-                post_delivery(&self.http, &url, &tampered, Some(&signature), transfer).await?;
+                post_delivery(&self.http_once, &url, &tampered, Some(&signature), transfer).await?;
             ensure!(
                 status == 401,
                 "a tampered delivery ({transfer:?}) was answered {status}, not 401"
@@ -627,8 +636,14 @@ impl Suite {
         }
         // No signature at all.
         let unsigned = delivery_body(subscription, INDEXED, &[EventSpec::asset()]);
-        let status =
-            post_delivery(&self.http, &url, &unsigned.bytes, None, Transfer::Chunked).await?;
+        let status = post_delivery(
+            &self.http_once,
+            &url,
+            &unsigned.bytes,
+            None,
+            Transfer::Chunked,
+        )
+        .await?;
         ensure!(
             status == 401,
             "an unsigned delivery was answered {status}, not 401"
@@ -649,7 +664,7 @@ impl Suite {
         ];
         for method in [reqwest::Method::POST, reqwest::Method::GET] {
             let response = self
-                .http
+                .http_once
                 .request(method.clone(), &url)
                 .query(&[("challengeCode", code.as_str())])
                 .send()

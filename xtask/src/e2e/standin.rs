@@ -294,6 +294,21 @@ pub(crate) fn http_client() -> Result<reqwest::Client> {
         .context("could not build the HTTP client")
 }
 
+/// Like [`http_client`], but every request on a connection of its own.
+///
+/// # Errors
+/// When the client cannot be built.
+pub(crate) fn http_client_without_reuse() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("could not build the HTTP client")
+}
+
 /// A delivery body in the captured shape (protocol.md section 4), one event per spec.
 pub(crate) fn delivery_body(
     subscription_id: &str,

@@ -6,6 +6,7 @@
 //! cargo xtask bench --seconds 5 --connections 32
 //! cargo xtask bench --only baseline --only durable # a subset, in the usual order
 //! cargo xtask bench --only durable --serve-arg --quiet  # extra arguments for `serve`
+//! cargo xtask bench --binary /elsewhere/preservica-webhook  # a build of your own, not rebuilt
 //! ```
 //!
 //! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
@@ -108,6 +109,8 @@ struct Options {
     only: Vec<Kind>,
     /// Extra arguments for every `serve` run, to compare configurations.
     serve_args: Vec<String>,
+    /// A `preservica-webhook` binary to measure instead of building this workspace's.
+    binary: Option<PathBuf>,
 }
 
 impl Options {
@@ -118,6 +121,7 @@ impl Options {
             connections: 64,
             only: Vec::new(),
             serve_args: Vec::new(),
+            binary: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -157,9 +161,10 @@ impl Options {
                     options.only.push(kind);
                 }
                 "--serve-arg" => options.serve_args.push(value("--serve-arg")?),
+                "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
                 other => bail!(
                     "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
-                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]..."
+                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]... [--binary PATH]"
                 ),
             }
         }
@@ -195,13 +200,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         return reexec_in_release(args);
     }
     let kinds = options.kinds();
-    let binary = if kinds.iter().any(|kind| *kind != Kind::Baseline) {
-        Some(build_release(
+    let binary = match &options.binary {
+        _ if kinds.iter().all(|kind| *kind == Kind::Baseline) => None,
+        Some(path) => Some(
+            std::path::absolute(path)
+                .with_context(|| format!("--binary {}: no such path", path.display()))?,
+        ),
+        None => Some(build_release(
             "preservica-webhook-cli",
             "preservica-webhook",
-        )?)
-    } else {
-        None
+        )?),
     };
     let myself = std::env::current_exe().context("could not find this program's path")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -219,6 +227,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
     println!();
     print!("{}", report::table(&report.runs));
+    println!();
+    print!("{}", report::inside_lines(&report.runs));
     println!();
     print!("{}", report::goal_lines(&report.goals));
     let path = write_json(&report)?;
@@ -301,6 +311,11 @@ async fn run_all(
         .await;
         server.ensure_running()?;
         let end = server.memory()?;
+        let serve_metrics = if *kind == Kind::Baseline {
+            None
+        } else {
+            scrape_metrics(&server).await
+        };
         if !outcome.is_clean() {
             eprintln!(
                 "xtask bench: {}: {} non-200 answers, {} failed connections; its stderr ended with:\n{}",
@@ -313,7 +328,16 @@ async fn run_all(
         server.stop().await?;
         let run = Run {
             name: kind.name().to_owned(),
-            server: kind.server().to_owned(),
+            server: std::iter::once(kind.server())
+                .chain(
+                    options
+                        .serve_args
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|_| *kind != Kind::Baseline),
+                )
+                .collect::<Vec<_>>()
+                .join(" "),
             events_per_delivery: kind.events_per_delivery(),
             requests: outcome.measured,
             requests_per_second: outcome.requests_per_second(),
@@ -326,6 +350,7 @@ async fn run_all(
             non_200: outcome.non_200(),
             transport_errors: outcome.transport_errors,
             first_error: outcome.first_error.clone(),
+            serve_metrics,
         };
         eprintln!(
             "xtask bench: {}: {:.0} requests/s, p99 {:.2} ms, peak RSS {} KiB",
@@ -351,6 +376,20 @@ async fn run_all(
         runs,
         goals,
     })
+}
+
+/// `serve`'s counters from its `/metrics`; `None` (with a note) when they cannot be read.
+async fn scrape_metrics(server: &Server) -> Option<report::ServeMetrics> {
+    let why = match load::get(server.addr(), "/metrics").await {
+        Ok((status, text)) if status.is_success() => match report::parse_metrics(&text) {
+            Some(metrics) => return Some(metrics),
+            None => "it has no deliveries counter".to_owned(),
+        },
+        Ok((status, _)) => format!("answered {status}"),
+        Err(err) => format!("{err:#}"),
+    };
+    eprintln!("xtask bench: could not read serve's /metrics ({why}); going on without");
+    None
 }
 
 /// `serve` on a free loopback port, configured for `kind`.

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Frame};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
@@ -229,6 +229,36 @@ async fn drive_connection(
     drop(sender);
     driver.abort();
     result
+}
+
+/// GETs `path` over a connection of its own; returns the status and the body as text.
+///
+/// # Errors
+/// When the server cannot be reached or does not answer within the request timeout.
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("could not connect to {addr}"))?;
+    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP/1.1 handshake failed")?;
+    let driver = tokio::spawn(driver);
+    let request = Request::builder()
+        .uri(path)
+        .header(HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .context("could not build the request")?;
+    let answer = timeout(REQUEST_TIMEOUT, async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+    })
+    .await;
+    driver.abort();
+    answer
+        .with_context(|| format!("no answer to GET {path} within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("GET {path} failed"))
 }
 
 /// A delivery body in the captured Preservica 6.10 shape, with `events` events whose entity

@@ -80,6 +80,21 @@ pub(crate) struct Run {
     pub(crate) transport_errors: u64,
     /// The first failure, if any.
     pub(crate) first_error: Option<String>,
+    /// What `serve` counted itself, read from its `/metrics` at the end of the run.
+    pub(crate) serve_metrics: Option<ServeMetrics>,
+}
+
+/// `serve`'s own counters at the end of a run (warm-up included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub(crate) struct ServeMetrics {
+    /// Deliveries stored for the first time.
+    pub(crate) accepted: u64,
+    /// Inbox transactions committed (one disk sync each with the durable inbox).
+    pub(crate) inbox_commits: u64,
+    /// Handler calls that succeeded.
+    pub(crate) handled: u64,
+    /// Deliveries still waiting for the handler.
+    pub(crate) backlog: u64,
 }
 
 /// A goal from issue 7.
@@ -98,6 +113,48 @@ impl Run {
     pub(crate) fn is_clean(&self) -> bool {
         self.non_200 == 0 && self.transport_errors == 0
     }
+}
+
+/// Reads the counters the table needs from `serve`'s OpenMetrics text; `None` when the text
+/// has no accepted-deliveries counter.
+pub(crate) fn parse_metrics(text: &str) -> Option<ServeMetrics> {
+    let value = |name: &str| {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .find_map(|line| {
+                let (metric, value) = line.split_once(' ')?;
+                (metric == name).then(|| value.trim().parse::<f64>().ok())?
+            })
+            .map(|value| value as u64)
+    };
+    Some(ServeMetrics {
+        accepted: value("preservica_webhook_deliveries_accepted_total")?,
+        inbox_commits: value("preservica_webhook_inbox_commits_total").unwrap_or(0),
+        handled: value("preservica_webhook_handler_successes_total").unwrap_or(0),
+        backlog: value("preservica_webhook_inbox_depth").unwrap_or(0),
+    })
+}
+
+/// What `serve` said about its inbox and handler, one line per run that has its metrics.
+pub(crate) fn inside_lines(runs: &[Run]) -> String {
+    runs.iter()
+        .filter_map(|run| {
+            let metrics = run.serve_metrics?;
+            let per_commit = if metrics.inbox_commits == 0 {
+                "-".to_owned()
+            } else {
+                format!(
+                    "{:.1}",
+                    metrics.accepted as f64 / metrics.inbox_commits as f64
+                )
+            };
+            Some(format!(
+                "{}: {} stored in {} commits ({per_commit} per commit); handler done {}, \
+                 waiting {}\n",
+                run.name, metrics.accepted, metrics.inbox_commits, metrics.handled, metrics.backlog
+            ))
+        })
+        .collect()
 }
 
 /// Fills in each run's ratio to the baseline run, if there is one.
@@ -310,7 +367,39 @@ mod tests {
             non_200: 0,
             transport_errors: 0,
             first_error: None,
+            serve_metrics: None,
         }
+    }
+
+    #[test]
+    fn reads_serve_counters_from_openmetrics() {
+        let text = "\
+# HELP preservica_webhook_deliveries_accepted Verified deliveries stored
+# TYPE preservica_webhook_deliveries_accepted counter
+preservica_webhook_deliveries_accepted_total 1200
+preservica_webhook_inbox_commits_total 40
+preservica_webhook_handler_successes_total 300
+preservica_webhook_requests_rejected_total{reason=\"bad_signature\"} 2
+preservica_webhook_inbox_depth 900
+# EOF
+";
+        let metrics = parse_metrics(text).expect("has the counters");
+        assert_eq!(
+            metrics,
+            ServeMetrics {
+                accepted: 1200,
+                inbox_commits: 40,
+                handled: 300,
+                backlog: 900
+            }
+        );
+        let mut with = run("durable", 3_000.0, 30.0, 9_000);
+        with.serve_metrics = Some(metrics);
+        assert_eq!(
+            inside_lines(&[with, run("baseline", 1.0, 1.0, 1)]),
+            "durable: 1200 stored in 40 commits (30.0 per commit); handler done 300, waiting 900\n"
+        );
+        assert_eq!(parse_metrics("ok\n"), None);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The TLS certificate or key could not be loaded.
-    #[error("cannot load the TLS {what} from {path}: {message}")]
+    #[error("cannot load the TLS {what} from {}: {message}", path.display())]
     Tls {
         /// `certificate` or `key`.
         what: &'static str,
@@ -47,23 +47,37 @@ pub enum ServerError {
 #[non_exhaustive]
 pub enum InboxError {
     /// The inbox file does not exist.
-    #[error("no inbox at {0}; check the path or start the server once to create it")]
+    #[error(
+        "no inbox at {}; check the path or start the server once to create it",
+        .0.display()
+    )]
     NotFound(PathBuf),
     /// The file is not an inbox this version can read.
-    #[error("{path} is not a webhook inbox (schema version {version}); check the path")]
+    #[error(
+        "{} is not a webhook inbox (schema version {version}); check the path",
+        path.display()
+    )]
     NotAnInbox {
         /// The file.
         path: PathBuf,
         /// The schema version found.
         version: i64,
     },
+    /// Another server holds the inbox: two servers on one inbox would process deliveries
+    /// twice.
+    #[error(
+        "the inbox {} is in use by another server (it holds {}.lock); stop that server or give this one another inbox",
+        .0.display(),
+        .0.display()
+    )]
+    InUse(PathBuf),
     /// SQLite failed.
     #[error("the inbox database failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The inbox was closed (the server is shutting down).
     #[error("the inbox is closed; the server is shutting down")]
     Closed,
-    /// Writing an export failed.
-    #[error("cannot write the export: {0}")]
+    /// A file could not be read or written (the export's output, the inbox's lock file).
+    #[error("input/output failed: {0}; check the path, its permissions and free space")]
     Io(#[from] std::io::Error),
 }

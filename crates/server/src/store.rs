@@ -6,8 +6,10 @@
 //! store, so both modes behave alike.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
@@ -378,13 +380,43 @@ fn log_failure(what: &str, err: &rusqlite::Error) -> Unavailable {
 
 struct SqliteBackend {
     conn: Connection,
+    /// Held while the server runs, so a second server cannot process the same inbox.
+    _lock: File,
 }
 
 impl SqliteBackend {
     fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
+        let lock = lock_inbox(path)?;
         Ok(SqliteBackend {
             conn: inbox::open_for_server(path)?,
+            _lock: lock,
         })
+    }
+}
+
+/// How long to wait for a server that is still exiting to release the inbox.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Takes the inbox's lock file (`<inbox>.lock`), waiting briefly for a server that is still
+/// exiting. The operating system releases it when the process ends, however it ends.
+fn lock_inbox(path: &Path) -> Result<File, InboxError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => return Err(InboxError::InUse(path.to_owned())),
+            Err(TryLockError::Error(err)) => return Err(InboxError::Io(err)),
+        }
     }
 }
 

@@ -571,3 +571,58 @@ async fn serves_https_with_a_pem_certificate_and_key() {
     assert_eq!(next_call(&mut calls).await.body, BODY);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn prunes_processed_deliveries_past_retention_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, mut calls) = Scripted::new(|job| {
+        if job.body.as_ref() == BODY {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent("rejected"))
+        }
+    });
+    let server = Running::start(config(&dir), handler).await;
+    let client = client();
+    let url = server.url("/");
+    assert_eq!(deliver(&client, &url, &secret(), BODY).await, 200);
+    assert_eq!(deliver(&client, &url, &secret(), &body(1)).await, 200);
+    assert_eq!(deliver(&client, &url, &secret(), b"not json").await, 200);
+    next_call(&mut calls).await;
+    next_call(&mut calls).await;
+    server.stop().await;
+    let inbox = Inbox::open(&db_path(&dir)).unwrap();
+    assert_eq!(inbox.counts().unwrap().done, 1);
+
+    // A server with no retention prunes the processed delivery when it starts.
+    let mut config = config(&dir);
+    config.retention = Duration::ZERO;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let counts = eventually("the prune", || async {
+        let counts = inbox.counts().unwrap();
+        (counts.done == 0).then_some(counts)
+    })
+    .await;
+    assert_eq!((counts.dead, counts.undecodable, counts.pending), (1, 1, 0));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_a_second_server_on_an_inbox_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let (handler, _calls) = Scripted::ok();
+    let err = preservica_webhook_server::Server::bind(config(&dir), handler)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another server"),
+        "{err}"
+    );
+    server.stop().await;
+    // Once the first has stopped, the inbox is free again.
+    let (handler, _calls) = Scripted::ok();
+    Running::start(config(&dir), handler).await.stop().await;
+}

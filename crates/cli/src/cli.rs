@@ -72,9 +72,14 @@ pub(crate) struct Cli {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Global options")]
 pub(crate) struct GlobalArgs {
-    /// Credentials file, INI with a [credentials] section (username, password, tenant,
-    /// server, secret.key) [default: ./credentials.properties]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// Credentials file (INI, the `credentials` section).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        help = "Credentials file, INI with a [credentials] section (username, password, tenant, \
+                server, secret.key) [default: ./credentials.properties]"
+    )]
     pub(crate) credentials: Option<PathBuf>,
 
     /// Preservica server: a host name (eu.preservica.com, https implied) or a base URL
@@ -162,6 +167,9 @@ Examples:
   # One-command set-up behind a public URL, cleaned up on exit
   preservica-webhook serve 0.0.0.0:8000 --subscribe INDEXED --subscribe MOVED \\
       --public-url https://hooks.example.org/ --unsubscribe-on-exit
+
+--exec and --thumbnails replace the printing handler; together, the thumbnails are fetched
+first, then the command runs.
 
 Once listening, serve writes `listening on http://IP:PORT/PATH` to stderr. Deliveries are stored
 in the inbox before they are acknowledged and processed at least once; failed processing is

@@ -362,10 +362,7 @@ impl Inner {
         response: reqwest::Response,
     ) -> Result<LoginAnswer, Error> {
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| Error::Transport { operation, source })?;
+        let body = crate::client::read_body(operation, "the login", response).await?;
         match serde_json::from_slice::<LoginAnswer>(&body) {
             Ok(answer) => Ok(answer),
             Err(err) if status.is_success() => Err(Error::Decode {

@@ -33,6 +33,10 @@ const UNSUBSCRIBE_CONCURRENCY: usize = 4;
 /// How much of an error body is kept.
 const MAX_ERROR_BODY: usize = 4096;
 
+/// The largest JSON or XML answer read (a login answer, a subscription list, an entity): a
+/// server that sends more is refused instead of filling memory.
+pub(crate) const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
+
 /// An async client for the parts of Preservica's REST API a webhook user needs.
 ///
 /// Cheap to clone; clones share the connection pool and the access token. Its `Debug` shows
@@ -355,11 +359,8 @@ impl Client {
         if !status.is_success() {
             return Err(self.inner.failure(OPERATION, response).await);
         }
-        let text = response.text().await.map_err(|source| Error::Transport {
-            operation: OPERATION,
-            source,
-        })?;
-        Entity::from_xml(&text)
+        let body = read_body(OPERATION, "the entity", response).await?;
+        Entity::from_xml(&String::from_utf8_lossy(&body))
     }
 
     /// Streams an entity's thumbnail to `out`, chunk by chunk, and flushes it. `Ok(None)` when
@@ -815,14 +816,43 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     what: &'static str,
     response: Response,
 ) -> Result<T, Error> {
-    let body = response
-        .bytes()
-        .await
-        .map_err(|source| Error::Transport { operation, source })?;
+    let body = read_body(operation, what, response).await?;
     serde_json::from_slice(&body).map_err(|err| Error::Decode {
         what,
         detail: err.to_string(),
     })
+}
+
+/// Reads a whole answer of at most [`MAX_ANSWER_BODY`] bytes.
+pub(crate) async fn read_body(
+    operation: &'static str,
+    what: &'static str,
+    response: Response,
+) -> Result<Vec<u8>, Error> {
+    let too_large = || Error::Decode {
+        what,
+        detail: format!(
+            "the answer is larger than {} MiB, more than any answer Preservica sends",
+            MAX_ANSWER_BODY / (1024 * 1024)
+        ),
+    };
+    let announced = response.content_length().unwrap_or(0);
+    if usize::try_from(announced)
+        .ok()
+        .is_none_or(|len| len > MAX_ANSWER_BODY)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|source| Error::Transport { operation, source })?;
+        if chunk.len() > MAX_ANSWER_BODY - body.len() {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// Copies a response body to `out` chunk by chunk.

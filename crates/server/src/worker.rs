@@ -3,9 +3,11 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use preservica_webhook_core::Delivery;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
@@ -33,8 +35,6 @@ pub(crate) struct WorkerSettings {
     pub(crate) shutdown_grace: Duration,
 }
 
-type Joined = Result<(Id, Result<(), HandlerError>), JoinError>;
-
 /// Runs until `stop` is cancelled, then lets running calls finish within the grace period.
 pub(crate) async fn dispatch<H: Handler>(
     shared: Arc<Shared>,
@@ -42,8 +42,10 @@ pub(crate) async fn dispatch<H: Handler>(
     settings: WorkerSettings,
     stop: CancellationToken,
 ) {
-    let mut running: JoinSet<Result<(), HandlerError>> = JoinSet::new();
-    let mut jobs: HashMap<Id, (i64, u32)> = HashMap::new();
+    // Each task calls the handler and records the outcome itself, so outcomes of concurrent
+    // calls share inbox commits and this loop never waits for a disk sync.
+    let mut running: JoinSet<()> = JoinSet::new();
+    let mut jobs: HashMap<Id, i64> = HashMap::new();
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -51,18 +53,18 @@ pub(crate) async fn dispatch<H: Handler>(
         let free = settings.workers.saturating_sub(running.len());
         if free > 0 {
             let now = now_millis();
-            let skip = jobs.values().map(|(id, _)| *id).collect();
+            let skip = jobs.values().copied().collect();
             if let Ok(claim) = shared.store.claim(now, free, skip).await {
                 for claimed in claim.due {
-                    start(
-                        &shared,
-                        &handler,
-                        &settings,
-                        &mut running,
-                        &mut jobs,
+                    let id = claimed.id;
+                    let task = running.spawn(process(
+                        Arc::clone(&shared),
+                        Arc::clone(&handler),
+                        settings.handler_timeout,
+                        settings.retry.clone(),
                         claimed,
-                    )
-                    .await;
+                    ));
+                    jobs.insert(task.id(), id);
                 }
                 if let Some(next) = claim.next_due {
                     let until = u64::try_from(next.saturating_sub(now)).unwrap_or(0);
@@ -74,7 +76,7 @@ pub(crate) async fn dispatch<H: Handler>(
             biased;
             () = stop.cancelled() => break,
             Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
-                record(&shared, &settings.retry, &mut jobs, joined).await;
+                forget(&mut jobs, joined);
             }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
@@ -84,7 +86,7 @@ pub(crate) async fn dispatch<H: Handler>(
     let deadline = Instant::now() + settings.shutdown_grace;
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-            Ok(Some(joined)) => record(&shared, &settings.retry, &mut jobs, joined).await,
+            Ok(Some(joined)) => forget(&mut jobs, joined),
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -99,15 +101,24 @@ pub(crate) async fn dispatch<H: Handler>(
     }
 }
 
-async fn start<H: Handler>(
-    shared: &Shared,
-    handler: &Arc<H>,
-    settings: &WorkerSettings,
-    running: &mut JoinSet<Result<(), HandlerError>>,
-    jobs: &mut HashMap<Id, (i64, u32)>,
+fn forget(jobs: &mut HashMap<Id, i64>, joined: Result<(Id, ()), JoinError>) {
+    let task = match joined {
+        Ok((task, ())) => task,
+        Err(err) => err.id(),
+    };
+    jobs.remove(&task);
+}
+
+/// Calls the handler for one delivery and records the outcome.
+async fn process<H: Handler>(
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    timeout: Duration,
+    retry: RetryPolicy,
     claimed: Claimed,
 ) {
     let attempt = claimed.attempts.saturating_add(1);
+    let id = claimed.id;
     let delivery = match Delivery::from_slice(&claimed.body) {
         Ok(delivery) => delivery,
         Err(err) => {
@@ -115,97 +126,78 @@ async fn start<H: Handler>(
             shared.metrics.dead_lettered.inc();
             let _ = shared
                 .store
-                .finish(claimed.id, attempt, Outcome::Dead { error })
+                .finish(id, attempt, Outcome::Dead { error })
                 .await;
             return;
         }
     };
     let job = Job {
-        id: claimed.id,
+        id,
         key: claimed.key,
         body: claimed.body,
         delivery,
         attempt,
     };
-    let handler = Arc::clone(handler);
-    let timeout = settings.handler_timeout;
-    let task = running.spawn(async move {
-        match tokio::time::timeout(timeout, handler.handle(&job)).await {
-            Ok(result) => result,
-            Err(_) => Err(HandlerError::new(format!(
-                "the handler did not finish within {} ms",
-                timeout.as_millis()
-            ))),
-        }
-    });
-    jobs.insert(task.id(), (claimed.id, attempt));
+    let call = AssertUnwindSafe(handler.handle(&job)).catch_unwind();
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(HandlerError::new(format!(
+            "the handler panicked: {}",
+            panic_message(panic)
+        ))),
+        Err(_) => Err(HandlerError::new(format!(
+            "the handler did not finish within {} ms",
+            timeout.as_millis()
+        ))),
+    };
+    let outcome = outcome(&shared, &retry, id, attempt, result);
+    let _ = shared.store.finish(id, attempt, outcome).await;
 }
 
-async fn record(
+/// Counts and logs a call's result and decides what becomes of the delivery.
+fn outcome(
     shared: &Shared,
     retry: &RetryPolicy,
-    jobs: &mut HashMap<Id, (i64, u32)>,
-    joined: Joined,
-) {
-    let (task, result) = match joined {
-        Ok((task, result)) => (task, result),
-        Err(err) if err.is_panic() => {
-            let task = err.id();
-            let message = panic_message(err.into_panic());
-            (
-                task,
-                Err(HandlerError::new(format!(
-                    "the handler panicked: {message}"
-                ))),
-            )
-        }
-        Err(err) => {
-            jobs.remove(&err.id());
-            return;
-        }
-    };
-    let Some((id, attempt)) = jobs.remove(&task) else {
-        return;
-    };
-    let outcome = match result {
+    id: i64,
+    attempt: u32,
+    result: Result<(), HandlerError>,
+) -> Outcome {
+    let err = match result {
         Ok(()) => {
             shared.metrics.handler_successes.inc();
             tracing::debug!(id, attempt, "delivery processed");
-            Outcome::Done
+            return Outcome::Done;
         }
-        Err(err) => {
-            shared.metrics.handler_failures.inc();
-            let give_up = err.is_permanent() || attempt >= retry.max_attempts;
-            if give_up {
-                shared.metrics.dead_lettered.inc();
-                tracing::warn!(
-                    id,
-                    attempt,
-                    error = err.message(),
-                    "delivery is a dead letter"
-                );
-                Outcome::Dead {
-                    error: err.message().to_owned(),
-                }
-            } else {
-                shared.metrics.handler_retries.inc();
-                let delay = retry.jittered_delay(attempt);
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                tracing::info!(
-                    id,
-                    attempt,
-                    retry_in_ms = delay_ms,
-                    error = err.message(),
-                    "handler failed; will retry"
-                );
-                Outcome::Retry {
-                    at: now_millis().saturating_add(delay_ms),
-                    error: err.message().to_owned(),
-                }
-            }
-        }
+        Err(err) => err,
     };
-    let _ = shared.store.finish(id, attempt, outcome).await;
+    shared.metrics.handler_failures.inc();
+    let give_up = err.is_permanent() || attempt >= retry.max_attempts;
+    if give_up {
+        shared.metrics.dead_lettered.inc();
+        tracing::warn!(
+            id,
+            attempt,
+            error = err.message(),
+            "delivery is a dead letter"
+        );
+        return Outcome::Dead {
+            error: err.message().to_owned(),
+        };
+    }
+    shared.metrics.handler_retries.inc();
+    let delay = retry.jittered_delay(attempt);
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+    tracing::info!(
+        id,
+        attempt,
+        retry_in_ms = delay_ms,
+        error = err.message(),
+        "handler failed; will retry"
+    );
+    Outcome::Retry {
+        at: now_millis().saturating_add(delay_ms),
+        error: err.message().to_owned(),
+    }
 }
 
 async fn prune_old(shared: &Shared, retention: Duration) {

@@ -42,6 +42,17 @@
 //! - the same body again is answered 200 and not processed again; an authentic body that is
 //!   not JSON is kept as `undecodable` and never handed to the handler.
 //!
+//! Running it for years:
+//!
+//! - Handling is *at least once*: a delivery whose handler call was cut short (a crash, a
+//!   shutdown past [`ServerConfig::shutdown_grace`]) is handled again at the next start, so make
+//!   the handler idempotent. A handler timeout drops the handler's future at its next `.await`;
+//!   put blocking work in `tokio::task::spawn_blocking`.
+//! - One server per inbox: a server holds `<inbox>.lock` and a second one refuses to start.
+//! - Dead letters stay until re-queued ([`Inbox::retry`], [`Inbox::retry_dead`], which reset
+//!   the attempt count); processed deliveries are pruned after [`ServerConfig::retention`].
+//! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
+//!
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the
 //! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`].

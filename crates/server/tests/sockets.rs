@@ -626,3 +626,27 @@ async fn refuses_a_second_server_on_an_inbox_in_use() {
     let (handler, _calls) = Scripted::ok();
     Running::start(config(&dir), handler).await.stop().await;
 }
+
+#[tokio::test]
+async fn processes_deliveries_with_the_in_memory_inbox_without_touching_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.inbox = preservica_webhook_server::InboxConfig::InMemory;
+    let (handler, mut calls) = Scripted::new(|job| {
+        if job.attempt == 1 {
+            Err(HandlerError::new("once more"))
+        } else {
+            Ok(())
+        }
+    });
+    let server = Running::start(config, handler).await;
+    let client = client();
+    let url = server.url("/");
+    assert_eq!(deliver(&client, &url, &secret(), BODY).await, 200);
+    assert_eq!(deliver(&client, &url, &secret(), BODY).await, 200);
+    let attempts = [next_call(&mut calls).await, next_call(&mut calls).await]
+        .map(|call| (call.attempt, call.ok));
+    assert_eq!(attempts, [(1, false), (2, true)]);
+    server.stop().await;
+    assert!(!db_path(&dir).exists());
+}

@@ -465,7 +465,11 @@ impl Serve {
     /// # Errors
     /// When it cannot be signalled or waited for.
     pub(crate) async fn crash(mut self) -> Result<Stopped> {
-        signal("KILL", &format!("-{}", self.pid))?;
+        // SIGKILL through the system call first: the moment matters, and starting `kill`
+        // would take a millisecond or two. Then the rest of the group (its handlers), which
+        // may already be empty.
+        self.child.start_kill().context("could not SIGKILL serve")?;
+        let _ = signal("KILL", &format!("-{}", self.pid));
         let status = timeout(STOP_TIMEOUT, self.child.wait())
             .await
             .context("serve survived SIGKILL")?

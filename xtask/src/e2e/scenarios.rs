@@ -61,8 +61,10 @@ const EVENT_LINE_KEYS: [&str; 8] = [
 const PROCESSING_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many deliveries scenario 7 sends in each round.
 const CRASH_DELIVERIES: usize = 150;
+/// How many of them are in flight at once.
+const CRASH_CONCURRENCY: usize = 8;
 /// How many crash rounds scenario 7 runs (each with its own random kill moment).
-const CRASH_ROUNDS: usize = 2;
+const CRASH_ROUNDS: usize = 6;
 
 /// Runs the selected scenarios (all when `only` is empty) in order, fails on the first
 /// failure, and checks that no process the suite started is left.
@@ -1008,7 +1010,12 @@ exit 3
         let kill_after = self
             .rng
             .random_range(CRASH_DELIVERIES / 10..CRASH_DELIVERIES * 3 / 4);
-        let jitter = Duration::from_micros(self.rng.random_range(0..20_000));
+        // Mostly at once after an answer (where acknowledging before the commit would
+        // show), sometimes up to 20 ms later.
+        let jitter = match self.rng.random_range(0..4) {
+            0 => Duration::from_micros(self.rng.random_range(0..20_000)),
+            _ => Duration::ZERO,
+        };
 
         // Send concurrently; once `kill_after` answers came back (and a random jitter more),
         // kill serve's whole process group while the other requests are in flight.
@@ -1035,11 +1042,13 @@ exit 3
                     (index, result)
                 }
             })
-            .buffer_unordered(6)
+            .buffer_unordered(CRASH_CONCURRENCY)
             .collect::<Vec<_>>();
         let killer = async {
             let _ = watch.wait_for(|count| *count >= kill_after).await;
-            tokio::time::sleep(jitter).await;
+            if !jitter.is_zero() {
+                tokio::time::sleep(jitter).await;
+            }
             serve.crash().await
         };
         let (results, crashed) = tokio::join!(sender, killer);

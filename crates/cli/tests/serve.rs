@@ -106,6 +106,40 @@ fn prints_each_event_as_a_json_line_for_chunked_and_length_deliveries() {
         Vec::<String>::new(),
         "stdout carries events only"
     );
+    let listening = serve
+        .stderr_seen
+        .iter()
+        .filter(|line| line.contains("listening on"))
+        .count();
+    assert_eq!(listening, 1, "{:?}", serve.stderr_seen);
+}
+
+#[test]
+fn bodies_over_max_body_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), &["--in-memory", "--max-body", "1k"], &[]);
+    let big = format!(
+        r#"{{"trigger":"MOVED","events":[],"padding":"{}"}}"#,
+        "x".repeat(2048)
+    );
+    let body = write(dir.path(), "big.json", &big);
+    for transfer in ["chunked", "length"] {
+        send(
+            dir.path(),
+            &serve.url,
+            &[
+                "--trigger",
+                "MOVED",
+                "--body",
+                body.to_str().unwrap(),
+                "--transfer",
+                transfer,
+            ],
+        )
+        .code(1)
+        .stdout("413 Payload Too Large\n");
+    }
+    send(dir.path(), &serve.url, &["--trigger", "MOVED"]).success();
 }
 
 #[test]

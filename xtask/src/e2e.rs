@@ -16,7 +16,7 @@
 //! - `harness`: building the binary, running its commands, `serve` as a child process.
 //! - `scenarios`: the scenarios themselves.
 
-mod harness;
+pub(crate) mod harness;
 mod scenarios;
 mod standin;
 

@@ -374,7 +374,7 @@ impl Lines {
 pub(crate) struct Serve {
     what: String,
     child: Child,
-    pid: u32,
+    pub(crate) pid: u32,
     url: String,
     stdout: Lines,
     stderr: Lines,

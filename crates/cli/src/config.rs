@@ -119,6 +119,41 @@ fn load_secrets_with(
     )))
 }
 
+/// The files holding secrets for this run (`--secret-file` and the credentials file, where they
+/// exist) that users other than the owner can read.
+pub(crate) fn secret_files_readable_by_others(global: &GlobalArgs) -> Vec<PathBuf> {
+    let credentials = credentials_path(global);
+    global
+        .secret_file
+        .iter()
+        .chain(std::iter::once(&credentials))
+        .filter(|path| readable_by_others(path))
+        .cloned()
+        .collect()
+}
+
+/// Warns, through the log, about every file holding secrets that other users can read.
+pub(crate) fn warn_about_secret_files(global: &GlobalArgs) {
+    for path in secret_files_readable_by_others(global) {
+        tracing::warn!(
+            "{} holds secrets and other users can read it; restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o044 != 0)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_path: &Path) -> bool {
+    false
+}
+
 /// Reads the credentials file with the client's INI reader; `Ok(None)` when it does not exist
 /// and was not asked for.
 ///
@@ -230,6 +265,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("/nonexistent/credentials.properties"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn finds_secret_files_other_users_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        let credentials = dir.path().join("credentials.properties");
+        std::fs::write(&secrets, "s\n").unwrap();
+        std::fs::write(&credentials, "[credentials]\n").unwrap();
+        let set_mode = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        let args = global(&[
+            "--secret-file",
+            secrets.to_str().unwrap(),
+            "--credentials",
+            credentials.to_str().unwrap(),
+        ]);
+        set_mode(&secrets, 0o600);
+        set_mode(&credentials, 0o600);
+        assert!(secret_files_readable_by_others(&args).is_empty());
+        set_mode(&secrets, 0o640);
+        set_mode(&credentials, 0o604);
+        assert_eq!(
+            secret_files_readable_by_others(&args),
+            vec![secrets.clone(), credentials.clone()]
+        );
+        set_mode(&secrets, 0o700);
+        assert_eq!(secret_files_readable_by_others(&args), vec![credentials]);
     }
 
     #[test]

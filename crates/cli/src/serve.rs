@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::config::{SECRET_ENV, config_error, load_secrets};
+use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
 use crate::manage::{check_reference, client, download_thumbnail};
 use crate::output;
 
@@ -31,6 +31,7 @@ const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 /// with an error.
 pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(global)?;
+    warn_about_secret_files(global);
     let needs_client = args.thumbnails.is_some() || !args.subscribe.is_empty();
     let client = needs_client.then(|| client(global)).transpose()?;
     if let Some(dir) = &args.thumbnails {

@@ -190,6 +190,33 @@ fn answers_challenges_with_the_first_secret_of_a_rotation_file() {
         .stderr(predicate::str::contains("404"));
 }
 
+#[cfg(unix)]
+#[test]
+fn warns_when_other_users_can_read_the_secret_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = write(dir.path(), "secrets", &format!("{SECRET}\n"));
+    let start = |mode: u32| {
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut serve = Serve::start(
+            dir.path(),
+            &["--in-memory", "--secret-file", secrets.to_str().unwrap()],
+            &[],
+        );
+        let (code, _) = serve.terminate();
+        assert_eq!(code, Some(0));
+        serve
+            .stderr_seen
+            .iter()
+            .any(|line| line.contains("other users can read it") && line.contains("chmod 600"))
+    };
+    assert!(
+        start(0o644),
+        "a world-readable secret file must be warned about"
+    );
+    assert!(!start(0o600), "an owner-only secret file needs no warning");
+}
+
 #[test]
 fn quiet_still_says_where_it_listens() {
     let dir = tempfile::tempdir().unwrap();

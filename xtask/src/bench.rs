@@ -34,8 +34,8 @@
 //! - `report`: the table, the JSON and the goals.
 
 mod baseline;
-mod load;
-mod process;
+pub(crate) mod load;
+pub(crate) mod process;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -415,7 +415,7 @@ fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
 }
 
 /// Builds `package` with `cargo build --release --locked` and returns the path of its `bin`.
-fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
+pub(crate) fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
     eprintln!("xtask bench: cargo build --release --locked -p {package}");
     let output = StdCommand::new(crate::ci::cargo())
         .args(["build", "--release", "--locked", "-p", package])
@@ -457,7 +457,7 @@ fn reexec_in_release(args: &[String]) -> Result<()> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
+pub(crate) async fn interrupted() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let terminated = async {

@@ -13,6 +13,7 @@ mod bench;
 mod ci;
 mod e2e;
 mod fuzz;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,7 @@ commands:
   e2e    the end-to-end suite: the real binary against a stand-in Preservica
   bench  throughput, latency and memory of `serve` against a bare hyper baseline
   fuzz   every cargo-fuzz target for --seconds N each (default 60), with a summary
+  soak   serve under hostile traffic, handler failures and SIGKILLs for --seconds N (default 120)
 ";
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn run() -> Result<()> {
         "e2e" => e2e::run(rest),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
+        "soak" => soak::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -212,7 +212,7 @@ fn parse_url(url: &str) -> Option<(SocketAddr, String)> {
 }
 
 /// The `VmRSS` and `VmHWM` lines of `/proc/PID/status` (values in kB).
-fn parse_memory(status: &str) -> Option<Memory> {
+pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
     let field = |name: &str| {
         status.lines().find_map(|line| {
             let value = line.strip_prefix(name)?.strip_prefix(':')?;

@@ -242,8 +242,15 @@ impl Shared {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
+        // Answers decided from the head leave any body unread, and hyper then closes the
+        // connection: say so, so a client does not send its next request into a closed socket.
+        let body_left_unread = !body.is_end_stream();
         let (reply, outcome, close) = if routes == Routes::All && self.is_health(path) {
-            (text_reply(StatusCode::OK, "ok\n"), "health", false)
+            (
+                text_reply(StatusCode::OK, "ok\n"),
+                "health",
+                body_left_unread,
+            )
         } else if routes == Routes::All && self.is_metrics(path) {
             let text = self.render_metrics().await;
             let reply = Reply {
@@ -252,7 +259,7 @@ impl Shared {
                 body: Bytes::from(text),
                 allow: None,
             };
-            (reply, "metrics", false)
+            (reply, "metrics", body_left_unread)
         } else {
             match self
                 .receiver
@@ -263,14 +270,15 @@ impl Shared {
                     (
                         Decision::Challenge(answer).reply(),
                         "challenge_answered",
-                        false,
+                        body_left_unread,
                     )
                 }
                 Head::Reject(rejection) => {
                     if matches!(rejection, Rejection::BadChallenge(_)) {
                         self.metrics.challenges_refused.inc();
                     }
-                    self.refuse(&rejection)
+                    let (reply, outcome, close) = self.refuse(&rejection);
+                    (reply, outcome, close || body_left_unread)
                 }
                 Head::ReadBody(signed) => self.delivery(signed, body).await,
                 _ => self.refuse(&Rejection::Malformed),

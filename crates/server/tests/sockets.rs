@@ -650,3 +650,47 @@ async fn processes_deliveries_with_the_in_memory_inbox_without_touching_disk() {
     server.stop().await;
     assert!(!db_path(&dir).exists());
 }
+
+#[tokio::test]
+async fn says_connection_close_when_it_answers_without_reading_a_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let closes = |response: &RawResponse| {
+        response
+            .head
+            .to_ascii_lowercase()
+            .contains("connection: close")
+    };
+
+    // No body to leave unread: the connection stays open for the next request.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /?challengeCode=abc HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_response(&mut stream).await.unwrap();
+    assert_eq!(answered.status, 200);
+    assert!(!closes(&answered), "{}", answered.head);
+
+    // An unsigned delivery is refused from its head; its body is never read, so the
+    // connection closes and the answer says so.
+    stream
+        .write_all(&length_request("/", "", BODY))
+        .await
+        .unwrap();
+    let refused = read_response(&mut stream).await.unwrap();
+    assert_eq!(refused.status, 401);
+    assert!(closes(&refused), "{}", refused.head);
+
+    // A challenge that comes with a body is answered from its head too.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(&chunked_request("/?challengeCode=abc", "", BODY, 5))
+        .await
+        .unwrap();
+    let challenged = read_response(&mut stream).await.unwrap();
+    assert_eq!(challenged.status, 200);
+    assert!(closes(&challenged), "{}", challenged.head);
+    server.stop().await;
+}

@@ -19,7 +19,8 @@
 //! 4. `durable-10`: the same with ten events in each delivery.
 //!
 //! It prints a table (requests/s, p50/p99/max latency, idle and peak RSS, throughput as a
-//! fraction of the baseline), writes it as JSON to `target/bench/report.json`, and says which
+//! fraction of the baseline) and what `serve`'s own `/metrics` counted (deliveries per inbox
+//! commit, the handler's progress), writes it as JSON to `target/bench/report.json`, and says which
 //! goals of issue 7 are met. A missed goal is reported; the command fails only when a server
 //! answered something other than 200, a connection failed, or a server could not run.
 //!

@@ -5,7 +5,7 @@
 //! answer, sent once the batch holding it is committed. The same thread runs the in-memory
 //! store, so both modes behave alike.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::Path;
 use std::thread::JoinHandle;
@@ -561,6 +561,8 @@ struct MemoryRow {
 struct MemoryBackend {
     rows: BTreeMap<i64, MemoryRow>,
     keys: HashMap<DeliveryKey, i64>,
+    /// Pending rows by `(next_attempt_at, id)`, so a claim reads only what it hands out.
+    pending: BTreeSet<(i64, i64)>,
     last_id: i64,
 }
 
@@ -588,14 +590,20 @@ impl Backend for MemoryBackend {
         self.last_id += 1;
         let id = self.last_id;
         self.keys.insert(*key, id);
+        let next_attempt_at = (state == DeliveryState::Pending).then_some(now);
+        if let Some(at) = next_attempt_at {
+            self.pending.insert((at, id));
+        }
         self.rows.insert(
             id,
             MemoryRow {
                 key: *key,
-                body: body.clone(),
+                // A copy: the request's bytes are a slice of the connection's read buffer,
+                // which a stored slice would keep alive whole.
+                body: Bytes::copy_from_slice(body),
                 state,
                 attempts: 0,
-                next_attempt_at: (state == DeliveryState::Pending).then_some(now),
+                next_attempt_at,
                 updated_at: now,
             },
         );
@@ -615,6 +623,9 @@ impl Backend for MemoryBackend {
         if row.state != DeliveryState::Pending {
             return Ok(0);
         }
+        if let Some(at) = row.next_attempt_at {
+            self.pending.remove(&(at, id));
+        }
         row.attempts = attempt;
         row.updated_at = now;
         (row.state, row.next_attempt_at) = match outcome {
@@ -622,6 +633,9 @@ impl Backend for MemoryBackend {
             Outcome::Retry { at, .. } => (DeliveryState::Pending, Some(*at)),
             Outcome::Dead { .. } => (DeliveryState::Dead, None),
         };
+        if let Some(at) = row.next_attempt_at {
+            self.pending.insert((at, id));
+        }
         Ok(1)
     }
 
@@ -641,38 +655,30 @@ impl Backend for MemoryBackend {
     }
 
     fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
-        let mut due: Vec<(i64, i64)> = Vec::new();
-        let mut next_due: Option<i64> = None;
-        for (id, row) in &self.rows {
-            let Some(at) = row
-                .next_attempt_at
-                .filter(|_| row.state == DeliveryState::Pending)
-            else {
+        let mut claim = Claim::default();
+        let later = now.saturating_add(1);
+        for &(_, id) in self.pending.range(..(later, i64::MIN)) {
+            if claim.due.len() == limit {
+                break;
+            }
+            if skip.contains(&id) {
                 continue;
-            };
-            if at > now {
-                next_due = Some(next_due.map_or(at, |it| it.min(at)));
-            } else if !skip.contains(id) {
-                due.push((at, *id));
+            }
+            if let Some(row) = self.rows.get(&id) {
+                claim.due.push(Claimed {
+                    id,
+                    key: row.key,
+                    body: row.body.clone(),
+                    attempts: row.attempts,
+                });
             }
         }
-        due.sort_unstable();
-        due.truncate(limit);
-        Ok(Claim {
-            due: due
-                .into_iter()
-                .filter_map(|(_, id)| {
-                    let row = self.rows.get(&id)?;
-                    Some(Claimed {
-                        id,
-                        key: row.key,
-                        body: row.body.clone(),
-                        attempts: row.attempts,
-                    })
-                })
-                .collect(),
-            next_due,
-        })
+        claim.next_due = self
+            .pending
+            .range((later, i64::MIN)..)
+            .next()
+            .map(|&(at, _)| at);
+        Ok(claim)
     }
 
     fn counts(&mut self) -> rusqlite::Result<StateCounts> {

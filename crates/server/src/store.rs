@@ -149,22 +149,27 @@ impl Store {
         .await
     }
 
-    /// Records how a handler call ended.
-    pub(crate) async fn finish(
+    /// Queues how a handler call ended without waiting for its commit. Commands are applied
+    /// in the order they are queued, so any claim queued after this one sees the outcome; if
+    /// the commit fails the delivery stays pending and runs again (at least once).
+    pub(crate) async fn finish_queued(
         &self,
         id: i64,
         attempt: u32,
         outcome: Outcome,
-    ) -> Result<usize, Unavailable> {
+    ) -> Result<(), Unavailable> {
         let now = inbox::now_millis();
-        self.ask(|reply| Command::Finish {
-            id,
-            attempt,
-            outcome,
-            now,
-            reply,
-        })
-        .await
+        let (reply, _unread) = oneshot::channel();
+        self.tx
+            .send(Command::Finish {
+                id,
+                attempt,
+                outcome,
+                now,
+                reply,
+            })
+            .await
+            .map_err(|_| Unavailable)
     }
 
     /// Deletes processed deliveries last updated before `before`.

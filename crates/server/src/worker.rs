@@ -42,8 +42,9 @@ pub(crate) async fn dispatch<H: Handler>(
     settings: WorkerSettings,
     stop: CancellationToken,
 ) {
-    // Each task calls the handler and records the outcome itself, so outcomes of concurrent
-    // calls share inbox commits and this loop never waits for a disk sync.
+    // Each task calls the handler and queues the outcome itself without waiting for its
+    // commit (a later claim is applied after it), so outcomes of concurrent calls share inbox
+    // commits and neither this loop nor a worker slot waits for a disk sync.
     let mut running: JoinSet<()> = JoinSet::new();
     let mut jobs: HashMap<Id, i64> = HashMap::new();
     let mut prune = tokio::time::interval(PRUNE_EVERY);
@@ -81,6 +82,11 @@ pub(crate) async fn dispatch<H: Handler>(
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
             _ = prune.tick() => prune_old(&shared, settings.retention).await,
+        }
+        // Every call that has ended frees its slot now, so the next claim fills them all in
+        // one round trip instead of one per ended call.
+        while let Some(joined) = running.try_join_next_with_id() {
+            forget(&mut jobs, joined);
         }
     }
     let deadline = Instant::now() + settings.shutdown_grace;
@@ -126,7 +132,7 @@ async fn process<H: Handler>(
             shared.metrics.dead_lettered.inc();
             let _ = shared
                 .store
-                .finish(id, attempt, Outcome::Dead { error })
+                .finish_queued(id, attempt, Outcome::Dead { error })
                 .await;
             return;
         }
@@ -151,7 +157,7 @@ async fn process<H: Handler>(
         ))),
     };
     let outcome = outcome(&shared, &retry, id, attempt, result);
-    let _ = shared.store.finish(id, attempt, outcome).await;
+    let _ = shared.store.finish_queued(id, attempt, outcome).await;
 }
 
 /// Counts and logs a call's result and decides what becomes of the delivery.

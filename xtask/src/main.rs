@@ -2,6 +2,10 @@
 //!
 //! - `ci`: every gate CI runs, in order, failing fast.
 //! - `e2e`: the end-to-end suite against the real binary.
+//! - `bench`: throughput, latency and memory of `serve` beside a bare hyper baseline.
+//! - `fuzz`: every cargo-fuzz target for a while each (not part of `ci`).
+//! - `soak`: `serve` under signed load, hostile traffic, failing handlers and kills (not part
+//!   of `ci`).
 
 #![allow(
     clippy::print_stdout,

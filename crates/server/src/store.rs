@@ -385,6 +385,8 @@ fn log_failure(what: &str, err: &rusqlite::Error) -> Unavailable {
 
 struct SqliteBackend {
     conn: Connection,
+    /// Dropped with the backend, which stops the checkpoint thread.
+    _checkpoints: Checkpointer,
     /// Held while the server runs, so a second server cannot process the same inbox.
     _lock: File,
 }
@@ -392,10 +394,62 @@ struct SqliteBackend {
 impl SqliteBackend {
     fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
         let lock = lock_inbox(path)?;
+        let conn = inbox::open_for_server(path)?;
+        // Checkpoints run on their own connection and thread, so no commit (and no answer
+        // waiting for it) ever pays for copying the log back into the database; a bigger page
+        // cache keeps the indexes' upper pages in memory.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -8192;")?;
+        let checkpoints = Checkpointer::start(path)?;
         Ok(SqliteBackend {
-            conn: inbox::open_for_server(path)?,
+            conn,
+            _checkpoints: checkpoints,
             _lock: lock,
         })
+    }
+}
+
+/// How often the checkpoint thread copies committed log pages into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// A thread that checkpoints the write-ahead log (PASSIVE: it never blocks the writer) until
+/// dropped.
+struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer, InboxError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(1))?;
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("webhook-inbox-checkpoint".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    let checkpoint =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                    if let Err(err) = checkpoint {
+                        tracing::warn!(error = %err, "the inbox could not checkpoint its log");
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -858,6 +912,34 @@ mod tests {
                 undecodable: 1
             }
         );
+    }
+
+    #[test]
+    fn the_writer_leaves_checkpoints_to_its_own_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let mut sqlite = SqliteBackend::open(&path).unwrap();
+        let autocheckpoint: i64 = sqlite
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
+        let before = std::fs::metadata(&path).unwrap().len();
+        sqlite.begin().unwrap();
+        for n in 0..200 {
+            let body = Bytes::from(vec![b'x'; 1000 + n]);
+            sqlite
+                .insert(&DeliveryKey::of(&body), &body, DeliveryState::Pending, 100)
+                .unwrap();
+        }
+        sqlite.commit().unwrap();
+        // The commit lands in the log; the database file grows once a checkpoint copies it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() <= before {
+            assert!(Instant::now() < deadline, "the log was never checkpointed");
+            std::thread::yield_now();
+        }
+        drop(sqlite);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! queued writes in groups (one transaction and one disk sync per batch).
 //!
 //! Requests and workers talk to it through a channel; each command carries a oneshot for its
-//! answer, sent once the batch holding it is committed. The same thread runs the in-memory
+//! answer. Writes are answered once the batch holding them is committed; claims are answered
+//! at once, in queue order, and never hand out a delivery stored in the uncommitted batch. The same thread runs the in-memory
 //! store, so both modes behave alike.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -242,7 +243,15 @@ trait Backend: Send + 'static {
         now: i64,
     ) -> rusqlite::Result<usize>;
     fn prune(&mut self, before: i64) -> rusqlite::Result<usize>;
-    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim>;
+    /// Up to `limit` due pending deliveries with ids below `below` (those stored in the open
+    /// transaction have higher ids, and are not handed out before they are committed).
+    fn claim(
+        &mut self,
+        now: i64,
+        limit: usize,
+        skip: &[i64],
+        below: i64,
+    ) -> rusqlite::Result<Claim>;
     fn counts(&mut self) -> rusqlite::Result<StateCounts>;
 }
 
@@ -273,7 +282,10 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
         } else {
             Ok(())
         };
-        let mut reads = Vec::new();
+        let mut reads: Vec<Reply<StateCounts>> = Vec::new();
+        // The first id stored in this transaction: claims answered before the commit (so the
+        // workers never wait for a disk sync) leave out everything from it on.
+        let mut uncommitted_from = i64::MAX;
         for command in batch.drain(..) {
             match command {
                 Command::Insert {
@@ -288,6 +300,9 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
                             .insert(&key, &body, state, now)
                             .map_err(|err| log_failure("store a delivery", &err))
                     });
+                    if let Ok(Stored::New(id)) = result {
+                        uncommitted_from = uncommitted_from.min(id);
+                    }
                     written.push(Written::Insert(reply, result));
                 }
                 Command::Finish {
@@ -312,8 +327,22 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
                     });
                     written.push(Written::Count(reply, result));
                 }
+                Command::Claim {
+                    now,
+                    limit,
+                    skip,
+                    reply,
+                } => {
+                    // Sees the outcomes queued before it (applied above, in this transaction);
+                    // if the commit then fails, those deliveries are pending again and are
+                    // claimed later: at least once.
+                    let result = backend
+                        .claim(now, limit, &skip, uncommitted_from)
+                        .map_err(|err| log_failure("claim deliveries", &err));
+                    let _ = reply.send(result);
+                }
                 Command::Close => closing = true,
-                read => reads.push(read),
+                Command::Counts { reply } => reads.push(reply),
             }
         }
         let committed = match (has_writes, began) {
@@ -343,27 +372,11 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
                 }
             }
         }
-        for read in reads {
-            match read {
-                Command::Claim {
-                    now,
-                    limit,
-                    skip,
-                    reply,
-                } => {
-                    let result = backend
-                        .claim(now, limit, &skip)
-                        .map_err(|err| log_failure("claim deliveries", &err));
-                    let _ = reply.send(result);
-                }
-                Command::Counts { reply } => {
-                    let result = backend
-                        .counts()
-                        .map_err(|err| log_failure("count deliveries", &err));
-                    let _ = reply.send(result);
-                }
-                _ => {}
-            }
+        for reply in reads {
+            let result = backend
+                .counts()
+                .map_err(|err| log_failure("count deliveries", &err));
+            let _ = reply.send(result);
         }
     }
     tracing::debug!("inbox closed");
@@ -552,15 +565,21 @@ impl Backend for SqliteBackend {
         stmt.execute([before])
     }
 
-    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
+    fn claim(
+        &mut self,
+        now: i64,
+        limit: usize,
+        skip: &[i64],
+        below: i64,
+    ) -> rusqlite::Result<Claim> {
         let mut claim = Claim::default();
         let wanted = i64::try_from(limit + skip.len()).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, key, body, attempts FROM deliveries \
-             WHERE state = 'pending' AND next_attempt_at <= ?1 \
+             WHERE state = 'pending' AND next_attempt_at <= ?1 AND id < ?3 \
              ORDER BY next_attempt_at, id LIMIT ?2",
         )?;
-        let mut rows = stmt.query(params![now, wanted])?;
+        let mut rows = stmt.query(params![now, wanted, below])?;
         while let Some(row) = rows.next()? {
             if claim.due.len() == limit {
                 break;
@@ -713,14 +732,20 @@ impl Backend for MemoryBackend {
         Ok(old.len())
     }
 
-    fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
+    fn claim(
+        &mut self,
+        now: i64,
+        limit: usize,
+        skip: &[i64],
+        below: i64,
+    ) -> rusqlite::Result<Claim> {
         let mut claim = Claim::default();
         let later = now.saturating_add(1);
         for &(_, id) in self.pending.range(..(later, i64::MIN)) {
             if claim.due.len() == limit {
                 break;
             }
-            if skip.contains(&id) {
+            if id >= below || skip.contains(&id) {
                 continue;
             }
             if let Some(row) = self.rows.get(&id) {
@@ -793,8 +818,14 @@ mod tests {
         fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
             self.inner.prune(before)
         }
-        fn claim(&mut self, now: i64, limit: usize, skip: &[i64]) -> rusqlite::Result<Claim> {
-            self.inner.claim(now, limit, skip)
+        fn claim(
+            &mut self,
+            now: i64,
+            limit: usize,
+            skip: &[i64],
+            below: i64,
+        ) -> rusqlite::Result<Claim> {
+            self.inner.claim(now, limit, skip, below)
         }
         fn counts(&mut self) -> rusqlite::Result<StateCounts> {
             self.inner.counts()
@@ -847,6 +878,37 @@ mod tests {
         assert_eq!(inbox.counts().unwrap().pending, 100);
     }
 
+    #[test]
+    fn claims_answered_before_the_commit_leave_out_deliveries_stored_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (first, stored_first) = insert_command(b"{\"n\":1}");
+        tx.try_send(first).unwrap();
+        let (reply, first_claim) = oneshot::channel();
+        tx.try_send(Command::Claim {
+            now: 1_000,
+            limit: 10,
+            skip: Vec::new(),
+            reply,
+        })
+        .unwrap();
+        drop(tx);
+        run(SqliteBackend::open(&path).unwrap(), rx, &Counter::default());
+        let Ok(Ok(Stored::New(id))) = stored_first.blocking_recv() else {
+            panic!("the delivery was not stored");
+        };
+        let claim = first_claim.blocking_recv().unwrap().unwrap();
+        assert!(
+            claim.due.is_empty(),
+            "an uncommitted delivery was handed out"
+        );
+
+        let mut backend = SqliteBackend::open(&path).unwrap();
+        let claim = backend.claim(1_000, 10, &[], i64::MAX).unwrap();
+        assert_eq!(claim.due.iter().map(|it| it.id).collect::<Vec<_>>(), [id]);
+    }
+
     fn exercise(backend: &mut dyn Backend) {
         let mut ids = Vec::new();
         for (n, state) in [
@@ -869,10 +931,17 @@ mod tests {
             ids.push(id);
         }
         // Claims: due, oldest first, leaving out running ones; never undecodable.
-        let claim = backend.claim(100, 10, &[ids[1]]).unwrap();
+        let claim = backend.claim(100, 10, &[ids[1]], i64::MAX).unwrap();
         let claimed: Vec<i64> = claim.due.iter().map(|it| it.id).collect();
         assert_eq!(claimed, [ids[0], ids[2], ids[3]]);
         assert_eq!(claim.next_due, None);
+        let claim = backend.claim(100, 10, &[], ids[2]).unwrap();
+        let claimed: Vec<i64> = claim.due.iter().map(|it| it.id).collect();
+        assert_eq!(
+            claimed,
+            [ids[0], ids[1]],
+            "ids from `below` on are left out"
+        );
 
         backend.finish(ids[0], 1, &Outcome::Done, 200).unwrap();
         let retry = Outcome::Retry {
@@ -889,13 +958,13 @@ mod tests {
             0,
             "only pending deliveries take outcomes"
         );
-        let claim = backend.claim(300, 10, &[]).unwrap();
+        let claim = backend.claim(300, 10, &[], i64::MAX).unwrap();
         assert_eq!(
             claim.due.iter().map(|it| it.id).collect::<Vec<_>>(),
             [ids[3]]
         );
         assert_eq!(claim.next_due, Some(500));
-        let claim = backend.claim(500, 10, &[]).unwrap();
+        let claim = backend.claim(500, 10, &[], i64::MAX).unwrap();
         let due: Vec<(i64, u32)> = claim.due.iter().map(|it| (it.id, it.attempts)).collect();
         assert_eq!(due, [(ids[3], 0), (ids[1], 1)]);
 

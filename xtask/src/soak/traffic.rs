@@ -39,6 +39,8 @@ const OVERSIZED: usize = 16 * MAX_BODY;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause between two bytes of a trickling connection.
 const DRIP: Duration = Duration::from_millis(300);
+/// How long a lane waits before trying again when no server could be reached.
+const DOWN_PAUSE: Duration = Duration::from_millis(20);
 /// The path serve listens on.
 pub(crate) const PATH: &str = "/";
 
@@ -211,6 +213,11 @@ async fn connect(target: &Target) -> Option<(u64, TcpStream)> {
         .await
         .ok()?
         .ok()?;
+    // Connecting to a port nobody listens on any more (the server was just killed) can pick
+    // that very port as the source port and connect the socket to itself: not a server.
+    if stream.local_addr().ok() == stream.peer_addr().ok() {
+        return None;
+    }
     let _ = stream.set_nodelay(true);
     Some((generation, stream))
 }
@@ -405,7 +412,7 @@ pub(crate) async fn hostile(
         }
         sequence += 1;
         let Some((generation, stream)) = connect(&target).await else {
-            sleep(pause).await;
+            sleep(pause.max(DOWN_PAUSE)).await;
             continue;
         };
         let started = Instant::now();
@@ -512,8 +519,10 @@ pub(crate) async fn hostile(
                 }
                 Answer::Stuck => {
                     entry.stuck += 1;
+                    let now = target.borrow().map(|(generation, _)| generation);
                     Some(format!(
-                        "{} #{sequence} was neither answered nor cut off within {limit:?}",
+                        "{} #{sequence} (lane {lane}) was neither answered nor cut off within \
+                         {limit:?} (server #{generation} when it connected, now {now:?})",
                         kind.name()
                     ))
                 }

@@ -3,12 +3,15 @@
 //!
 //! Requests and workers talk to it through a channel; each command carries a oneshot for its
 //! answer. Writes are answered once the batch holding them is committed; claims are answered
-//! at once, in queue order, and never hand out a delivery stored in the uncommitted batch. The same thread runs the in-memory
-//! store, so both modes behave alike.
+//! at once, in queue order, and never hand out a delivery stored in the uncommitted batch.
+//! The in-memory store applies the same batches with the same code, one command at a time
+//! under a lock in the caller's task, so both modes behave alike without a thread hand-off
+//! per request.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, TryLockError};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,15 +30,33 @@ const MAX_BATCH: usize = 256;
 /// How many commands may wait for the writer before senders wait too.
 const QUEUE: usize = 4096;
 
-/// A handle on the writer thread; cheap to clone.
+/// A handle on the writer thread (or the in-memory store); cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    tx: mpsc::Sender<Command>,
+    inner: Inner,
 }
 
-/// The writer thread, to join when closing.
+#[derive(Debug, Clone)]
+enum Inner {
+    /// The database's writer thread.
+    Thread(mpsc::Sender<Command>),
+    /// The in-memory store, applied by the caller under a lock: it never waits for a disk,
+    /// and handing each command to another thread cost more than applying it.
+    Memory(Arc<Mutex<Memory>>),
+}
+
 #[derive(Debug)]
-pub(crate) struct StoreThread(JoinHandle<()>);
+struct Memory {
+    backend: MemoryBackend,
+    batch: Vec<Command>,
+    written: Vec<Written>,
+    commits: Counter,
+    closed: bool,
+}
+
+/// The writer thread, to join when closing (none for the in-memory store).
+#[derive(Debug)]
+pub(crate) struct StoreThread(Option<JoinHandle<()>>);
 
 /// The store could not do what was asked (the error is logged where it happened).
 #[derive(Debug, Clone, Copy)]
@@ -115,21 +136,62 @@ impl Store {
         config: &InboxConfig,
         commits: Counter,
     ) -> Result<(Store, StoreThread), InboxError> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let thread = match config {
+        match config {
             InboxConfig::Sqlite(path) => {
+                let (tx, rx) = mpsc::channel(QUEUE);
                 let backend = SqliteBackend::open(path)?;
-                spawn(backend, rx, commits)?
+                let thread = spawn(backend, rx, commits)?;
+                Ok((
+                    Store {
+                        inner: Inner::Thread(tx),
+                    },
+                    StoreThread(Some(thread)),
+                ))
             }
-            InboxConfig::InMemory => spawn(MemoryBackend::default(), rx, commits)?,
-        };
-        Ok((Store { tx }, StoreThread(thread)))
+            InboxConfig::InMemory => {
+                let memory = Memory {
+                    backend: MemoryBackend::default(),
+                    batch: Vec::with_capacity(1),
+                    written: Vec::with_capacity(1),
+                    commits,
+                    closed: false,
+                };
+                Ok((
+                    Store {
+                        inner: Inner::Memory(Arc::new(Mutex::new(memory))),
+                    },
+                    StoreThread(None),
+                ))
+            }
+        }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Unavailable> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| Unavailable)?;
+        self.send(make(reply)).await?;
         answer.await.map_err(|_| Unavailable)?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), Unavailable> {
+        match &self.inner {
+            Inner::Thread(tx) => tx.send(command).await.map_err(|_| Unavailable),
+            Inner::Memory(memory) => {
+                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
+                if memory.closed {
+                    return Err(Unavailable);
+                }
+                let Memory {
+                    backend,
+                    batch,
+                    written,
+                    commits,
+                    closed,
+                } = &mut *memory;
+                batch.push(command);
+                *closed = apply(backend, batch, written, commits);
+                Ok(())
+            }
+        }
     }
 
     /// Stores a verified delivery; answers once it is committed.
@@ -161,16 +223,14 @@ impl Store {
     ) -> Result<(), Unavailable> {
         let now = inbox::now_millis();
         let (reply, _unread) = oneshot::channel();
-        self.tx
-            .send(Command::Finish {
-                id,
-                attempt,
-                outcome,
-                now,
-                reply,
-            })
-            .await
-            .map_err(|_| Unavailable)
+        self.send(Command::Finish {
+            id,
+            attempt,
+            outcome,
+            now,
+            reply,
+        })
+        .await
     }
 
     /// Deletes processed deliveries last updated before `before`.
@@ -201,7 +261,7 @@ impl Store {
 
     /// Asks the writer to finish its queue and close the database.
     pub(crate) async fn close(&self) {
-        let _ = self.tx.send(Command::Close).await;
+        let _ = self.send(Command::Close).await;
     }
 }
 
@@ -209,7 +269,9 @@ impl StoreThread {
     /// Waits for the writer thread to finish (after [`Store::close`] or the last handle is
     /// dropped).
     pub(crate) async fn join(self) {
-        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+        if let Some(thread) = self.0 {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
@@ -256,6 +318,7 @@ trait Backend: Send + 'static {
 }
 
 /// A write applied in the current transaction, answered after the commit.
+#[derive(Debug)]
 enum Written {
     Insert(Reply<Stored>, Result<Stored, Unavailable>),
     Count(Reply<usize>, Result<usize, Unavailable>),
@@ -276,110 +339,123 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
                 Err(_) => break,
             }
         }
-        let has_writes = batch.iter().any(Command::is_write);
-        let began = if has_writes {
-            backend.begin().map_err(|err| log_failure("begin", &err))
-        } else {
-            Ok(())
-        };
-        let mut reads: Vec<Reply<StateCounts>> = Vec::new();
-        // The first id stored in this transaction: claims answered before the commit (so the
-        // workers never wait for a disk sync) leave out everything from it on.
-        let mut uncommitted_from = i64::MAX;
-        for command in batch.drain(..) {
-            match command {
-                Command::Insert {
-                    key,
-                    body,
-                    state,
-                    now,
-                    reply,
-                } => {
-                    let result = began.and_then(|()| {
-                        backend
-                            .insert(&key, &body, state, now)
-                            .map_err(|err| log_failure("store a delivery", &err))
-                    });
-                    if let Ok(Stored::New(id)) = result {
-                        uncommitted_from = uncommitted_from.min(id);
-                    }
-                    written.push(Written::Insert(reply, result));
-                }
-                Command::Finish {
-                    id,
-                    attempt,
-                    outcome,
-                    now,
-                    reply,
-                } => {
-                    let result = began.and_then(|()| {
-                        backend
-                            .finish(id, attempt, &outcome, now)
-                            .map_err(|err| log_failure("record a handler outcome", &err))
-                    });
-                    written.push(Written::Count(reply, result));
-                }
-                Command::Prune { before, reply } => {
-                    let result = began.and_then(|()| {
-                        backend
-                            .prune(before)
-                            .map_err(|err| log_failure("prune", &err))
-                    });
-                    written.push(Written::Count(reply, result));
-                }
-                Command::Claim {
-                    now,
-                    limit,
-                    skip,
-                    reply,
-                } => {
-                    // Sees the outcomes queued before it (applied above, in this transaction);
-                    // if the commit then fails, those deliveries are pending again and are
-                    // claimed later: at least once.
-                    let result = backend
-                        .claim(now, limit, &skip, uncommitted_from)
-                        .map_err(|err| log_failure("claim deliveries", &err));
-                    let _ = reply.send(result);
-                }
-                Command::Close => closing = true,
-                Command::Counts { reply } => reads.push(reply),
-            }
-        }
-        let committed = match (has_writes, began) {
-            (false, _) => true,
-            (true, Err(Unavailable)) => false,
-            (true, Ok(())) => match backend.commit() {
-                Ok(()) => {
-                    commits.inc();
-                    true
-                }
-                Err(err) => {
-                    log_failure("commit", &err);
-                    backend.rollback();
-                    false
-                }
-            },
-        };
-        for write in written.drain(..) {
-            match write {
-                Written::Insert(reply, result) => {
-                    let _ = reply
-                        .send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
-                }
-                Written::Count(reply, result) => {
-                    let _ = reply
-                        .send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
-                }
-            }
-        }
-        for reply in reads {
-            let result = backend
-                .counts()
-                .map_err(|err| log_failure("count deliveries", &err));
-            let _ = reply.send(result);
-        }
+        closing = apply(&mut backend, &mut batch, &mut written, commits);
     }
     tracing::debug!("inbox closed");
+}
+
+/// Applies a batch of commands in one transaction and answers them; true when one asked to
+/// close.
+fn apply(
+    backend: &mut impl Backend,
+    batch: &mut Vec<Command>,
+    written: &mut Vec<Written>,
+    commits: &Counter,
+) -> bool {
+    let mut closing = false;
+    let has_writes = batch.iter().any(Command::is_write);
+    let began = if has_writes {
+        backend.begin().map_err(|err| log_failure("begin", &err))
+    } else {
+        Ok(())
+    };
+    let mut reads: Vec<Reply<StateCounts>> = Vec::new();
+    // The first id stored in this transaction: claims answered before the commit (so the
+    // workers never wait for a disk sync) leave out everything from it on.
+    let mut uncommitted_from = i64::MAX;
+    for command in batch.drain(..) {
+        match command {
+            Command::Insert {
+                key,
+                body,
+                state,
+                now,
+                reply,
+            } => {
+                let result = began.and_then(|()| {
+                    backend
+                        .insert(&key, &body, state, now)
+                        .map_err(|err| log_failure("store a delivery", &err))
+                });
+                if let Ok(Stored::New(id)) = result {
+                    uncommitted_from = uncommitted_from.min(id);
+                }
+                written.push(Written::Insert(reply, result));
+            }
+            Command::Finish {
+                id,
+                attempt,
+                outcome,
+                now,
+                reply,
+            } => {
+                let result = began.and_then(|()| {
+                    backend
+                        .finish(id, attempt, &outcome, now)
+                        .map_err(|err| log_failure("record a handler outcome", &err))
+                });
+                written.push(Written::Count(reply, result));
+            }
+            Command::Prune { before, reply } => {
+                let result = began.and_then(|()| {
+                    backend
+                        .prune(before)
+                        .map_err(|err| log_failure("prune", &err))
+                });
+                written.push(Written::Count(reply, result));
+            }
+            Command::Claim {
+                now,
+                limit,
+                skip,
+                reply,
+            } => {
+                // Sees the outcomes queued before it (applied above, in this transaction);
+                // if the commit then fails, those deliveries are pending again and are
+                // claimed later: at least once.
+                let result = backend
+                    .claim(now, limit, &skip, uncommitted_from)
+                    .map_err(|err| log_failure("claim deliveries", &err));
+                let _ = reply.send(result);
+            }
+            Command::Close => closing = true,
+            Command::Counts { reply } => reads.push(reply),
+        }
+    }
+    let committed = match (has_writes, began) {
+        (false, _) => true,
+        (true, Err(Unavailable)) => false,
+        (true, Ok(())) => match backend.commit() {
+            Ok(()) => {
+                commits.inc();
+                true
+            }
+            Err(err) => {
+                log_failure("commit", &err);
+                backend.rollback();
+                false
+            }
+        },
+    };
+    for write in written.drain(..) {
+        match write {
+            Written::Insert(reply, result) => {
+                let _ =
+                    reply.send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+            }
+            Written::Count(reply, result) => {
+                let _ =
+                    reply.send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+            }
+        }
+    }
+    for reply in reads {
+        let result = backend
+            .counts()
+            .map_err(|err| log_failure("count deliveries", &err));
+        let _ = reply.send(result);
+    }
+    closing
 }
 
 impl Command {

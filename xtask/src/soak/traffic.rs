@@ -416,6 +416,7 @@ pub(crate) async fn hostile(
             continue;
         };
         let started = Instant::now();
+        let ends = (stream.local_addr().ok(), stream.peer_addr().ok());
         let (answer, body_key) = match kind {
             Hostile::Tampered => {
                 let payload = body(nonce, lane, sequence);
@@ -519,11 +520,14 @@ pub(crate) async fn hostile(
                 }
                 Answer::Stuck => {
                     entry.stuck += 1;
-                    let now = target.borrow().map(|(generation, _)| generation);
+                    let now = *target.borrow();
                     Some(format!(
                         "{} #{sequence} (lane {lane}) was neither answered nor cut off within \
-                         {limit:?} (server #{generation} when it connected, now {now:?})",
-                        kind.name()
+                         {limit:?} (from {:?} to {:?}, server #{generation} when it connected, \
+                         now {now:?})",
+                        kind.name(),
+                        ends.0,
+                        ends.1
                     ))
                 }
             };

@@ -483,9 +483,18 @@ pub(crate) async fn hostile(
             Hostile::Malformed => (exchange(stream, &malformed(sequence), limit).await, None),
             Hostile::Idle => {
                 let mut stream = stream;
-                let answer = timeout(limit, read_status(&mut stream))
+                let mut answer = timeout(limit, read_status(&mut stream))
                     .await
                     .unwrap_or(Answer::Stuck);
+                // A handshake that completed just as the server was killed leaves this end
+                // open with nobody at the other: a silent client never learns. Probe it: the
+                // dead end answers with a reset.
+                if answer == Answer::Stuck && killed_since(&target, generation) {
+                    let _ = stream.write_all(b"\r\n").await;
+                    answer = timeout(Duration::from_secs(2), read_status(&mut stream))
+                        .await
+                        .unwrap_or(Answer::Stuck);
+                }
                 (answer, None)
             }
         };

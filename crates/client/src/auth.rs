@@ -220,18 +220,15 @@ impl Inner {
         refresh_token: &str,
     ) -> Result<(), Error> {
         const OPERATION: &str = "refresh the access token";
-        let url = self.endpoint(&["api", "accesstoken", "refresh"]);
-        let response = self
-            .send(OPERATION, Repeat::Safe, || {
-                self.http
-                    .post(url.clone())
-                    .header(ACCEPT, "application/json")
-                    .header(TOKEN_HEADER, token)
-                    .form(&[("refreshToken", refresh_token)])
-            })
+        let (status, answer) = self
+            .post_login_form(
+                OPERATION,
+                "refresh",
+                Repeat::Safe,
+                Some(token),
+                &[("refreshToken", refresh_token)],
+            )
             .await?;
-        let status = response.status();
-        let answer = self.read_login_answer(OPERATION, response).await?;
         match answer.token {
             Some(_) if status.is_success() => {
                 self.start_session(state, answer);
@@ -258,7 +255,6 @@ impl Inner {
 
     async fn login_once(&self, state: &mut AuthState) -> Result<(), Error> {
         const OPERATION: &str = "log in";
-        let url = self.endpoint(&["api", "accesstoken", "login"]);
         let mut form = vec![
             ("username", self.username.as_str()),
             ("password", self.password.expose()),
@@ -268,16 +264,9 @@ impl Inner {
             Some(tenant) => form.push(("tenant", tenant)),
             None => form.push(("includeUserDetails", "true")),
         }
-        let response = self
-            .send(OPERATION, Repeat::Safe, || {
-                self.http
-                    .post(url.clone())
-                    .header(ACCEPT, "application/json")
-                    .form(&form)
-            })
+        let (status, answer) = self
+            .post_login_form(OPERATION, "login", Repeat::Safe, None, &form)
             .await?;
-        let status = response.status();
-        let answer = self.read_login_answer(OPERATION, response).await?;
         if status.is_success() && answer.token.is_some() {
             self.start_session(state, answer);
             tracing::debug!(user = %self.username, "logged in");
@@ -318,7 +307,6 @@ impl Inner {
             state.tenant = challenge.tenant;
         }
         let code = totp.generate((self.unix_time)());
-        let url = self.endpoint(&["api", "accesstoken", "complete-2fa"]);
         let mut form = vec![
             ("username", self.username.as_str()),
             ("continuationToken", continuation.as_str()),
@@ -328,16 +316,9 @@ impl Inner {
         if let Some(tenant) = tenant.as_deref() {
             form.push(("tenant", tenant));
         }
-        let response = self
-            .send(OPERATION, Repeat::ConnectOnly, || {
-                self.http
-                    .post(url.clone())
-                    .header(ACCEPT, "application/json")
-                    .form(&form)
-            })
+        let (status, answer) = self
+            .post_login_form(OPERATION, "complete-2fa", Repeat::ConnectOnly, None, &form)
             .await?;
-        let status = response.status();
-        let answer = self.read_login_answer(OPERATION, response).await?;
         if status.is_success() && answer.token.is_some() {
             self.start_session(state, answer);
             tracing::debug!(user = %self.username, "logged in with two-factor authentication");
@@ -353,6 +334,35 @@ impl Inner {
                 &[continuation.as_str()],
             ),
         })
+    }
+
+    /// POSTs a form to `/api/accesstoken/{action}` (with the access token when given) and reads
+    /// the login-shaped answer with its status.
+    async fn post_login_form(
+        &self,
+        operation: &'static str,
+        action: &str,
+        repeat: Repeat,
+        token: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Result<(reqwest::StatusCode, LoginAnswer), Error> {
+        let url = self.endpoint(&["api", "accesstoken", action]);
+        let response = self
+            .send(operation, repeat, || {
+                let request = self
+                    .http
+                    .post(url.clone())
+                    .header(ACCEPT, "application/json")
+                    .form(form);
+                match token {
+                    Some(token) => request.header(TOKEN_HEADER, token),
+                    None => request,
+                }
+            })
+            .await?;
+        let status = response.status();
+        let answer = self.read_login_answer(operation, response).await?;
+        Ok((status, answer))
     }
 
     /// Reads a login-shaped answer; a body that is not JSON reads as empty (the status decides).

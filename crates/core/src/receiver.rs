@@ -150,6 +150,9 @@ pub enum Rejection {
     Timeout,
     /// A request the HTTP layer could not read (400); decided by the server.
     Malformed,
+    /// An authentic delivery that could not be stored (503): the server's inbox has failed or
+    /// closed. Preservica gets no 200, so nothing is acknowledged that was not kept.
+    Unavailable,
 }
 
 impl Rejection {
@@ -162,6 +165,7 @@ impl Rejection {
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
             Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -175,6 +179,7 @@ impl Rejection {
             Rejection::TooLarge => "too_large",
             Rejection::Timeout => "timeout",
             Rejection::Malformed => "malformed",
+            Rejection::Unavailable => "inbox_unavailable",
         }
     }
 
@@ -189,6 +194,7 @@ impl Rejection {
             Rejection::TooLarge => "body too large\n",
             Rejection::Timeout => "request timeout\n",
             Rejection::Malformed => "bad request\n",
+            Rejection::Unavailable => "inbox unavailable\n",
         }
     }
 

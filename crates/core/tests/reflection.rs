@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 const MARKER: &str = "R3FL3CT3D";
 
 /// The bodies refusals may carry, and the longest one.
-const REFUSAL_BODIES: [&str; 8] = [
+const REFUSAL_BODIES: [&str; 9] = [
     "not found\n",
     "method not allowed\n",
     "challenge refused\n",
@@ -24,6 +24,7 @@ const REFUSAL_BODIES: [&str; 8] = [
     "body too large\n",
     "request timeout\n",
     "bad request\n",
+    "inbox unavailable\n",
 ];
 const MAX_REFUSAL_BODY: usize = 24;
 
@@ -143,6 +144,7 @@ fn every_refusal_has_a_fixed_short_body() {
         Rejection::TooLarge,
         Rejection::Timeout,
         Rejection::Malformed,
+        Rejection::Unavailable,
     ];
     for rejection in rejections {
         let reply = rejection.reply();

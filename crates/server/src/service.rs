@@ -364,14 +364,7 @@ impl Shared {
                 self.metrics.duplicates.inc();
                 (Reply::accepted(), "duplicate", false)
             }
-            Err(_) => {
-                self.metrics.rejected("inbox_unavailable");
-                (
-                    text_reply(StatusCode::SERVICE_UNAVAILABLE, "inbox unavailable\n"),
-                    "inbox_unavailable",
-                    false,
-                )
-            }
+            Err(_) => self.refuse(&Rejection::Unavailable),
         }
     }
 

@@ -83,13 +83,7 @@ async fn refused_login_carries_the_server_message() {
 #[tokio::test]
 async fn learns_the_tenant_from_the_login_answer_and_sends_it_later() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(LOGIN))
-        .respond_with(login_answer("t1", 15))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    mount_login(&server, "t2").await;
+    mount_first_login_then(&server, "t1", 15, "t2").await;
     Mock::given(method("GET"))
         .and(path(USER_DETAILS))
         .and(header("Preservica-Access-Token", "t1"))
@@ -161,13 +155,7 @@ async fn refreshes_the_token_before_it_runs_out() {
 #[tokio::test]
 async fn falls_back_to_a_new_login_when_the_refresh_fails() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(LOGIN))
-        .respond_with(login_answer("t1", 0))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    mount_login(&server, "t3").await;
+    mount_first_login_then(&server, "t1", 0, "t3").await;
     Mock::given(method("POST"))
         .and(path(REFRESH))
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "used"})))
@@ -189,13 +177,7 @@ async fn falls_back_to_a_new_login_when_the_refresh_fails() {
 #[tokio::test]
 async fn twenty_concurrent_callers_after_a_401_cause_exactly_one_new_login() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(LOGIN))
-        .respond_with(login_answer("t1", 15))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    mount_login(&server, "t2").await;
+    mount_first_login_then(&server, "t1", 15, "t2").await;
     mount_details_for(&server, "t1").await;
     Mock::given(method("GET"))
         .and(path(SUBSCRIPTIONS))

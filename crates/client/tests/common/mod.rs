@@ -67,6 +67,23 @@ pub(crate) async fn mount_login(server: &MockServer, token: &str) {
         .await;
 }
 
+/// Mounts a login that answers `first` (valid for `valid_for` minutes) once, and `then` on
+/// every later login: a session whose token is later renewed.
+pub(crate) async fn mount_first_login_then(
+    server: &MockServer,
+    first: &str,
+    valid_for: u64,
+    then: &str,
+) {
+    Mock::given(method("POST"))
+        .and(path(LOGIN))
+        .respond_with(login_answer(first, valid_for))
+        .up_to_n_times(1)
+        .mount(server)
+        .await;
+    mount_login(server, then).await;
+}
+
 /// The requests the server received on `path`.
 pub(crate) async fn requests_to(server: &MockServer, wanted: &str) -> Vec<Request> {
     server

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
 use preservica_webhook_client::{
-    Client, CredentialOverrides, Credentials, Entity, Thumbnail, ThumbnailSize,
+    Client, CredentialOverrides, Credentials, CredentialsError, Entity, MissingValue, Thumbnail,
+    ThumbnailSize,
 };
 use preservica_webhook_core::{EntityType, Subscription, SubscriptionId};
 use serde::Serialize;
@@ -26,11 +27,53 @@ pub(crate) fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
         tenant: global.tenant.clone(),
         ..CredentialOverrides::default()
     };
-    let credentials = Credentials::resolve(&overrides, global.credentials.as_deref())?;
+    let credentials = Credentials::resolve(&overrides, global.credentials.as_deref()).map_err(
+        |err| match err {
+            CredentialsError::Missing {
+                missing,
+                file,
+                file_state,
+            } => config_error(missing_credentials(&missing, &file, &file_state)),
+            other => other.into(),
+        },
+    )?;
     Ok(Client::builder()
         .credentials(credentials)
         .user_agent(concat!("preservica-webhook/", env!("CARGO_PKG_VERSION")))
         .build()?)
+}
+
+/// Says every missing login value at once, with the places this command reads it from: the
+/// flag (there is none for the password), the environment, the credentials file.
+fn missing_credentials(missing: &[MissingValue], file: &Path, file_state: &str) -> String {
+    let names = words(missing.iter().map(|it| it.value));
+    let places: Vec<String> = missing
+        .iter()
+        .map(|it| match it.value {
+            "server" => format!("--server HOST or {}", it.env_var),
+            "username" => format!("--username NAME or {}", it.env_var),
+            _ => format!("{} (the password is never a flag)", it.env_var),
+        })
+        .collect();
+    format!(
+        "no Preservica {names} given: set {}, or put {} under [credentials] in {} ({file_state})",
+        places.join("; "),
+        words(missing.iter().map(|it| it.key)),
+        file.display()
+    )
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn words<'a>(items: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let count = items.len();
+    let mut text = String::new();
+    for (index, item) in items.enumerate() {
+        if index > 0 {
+            text.push_str(if index + 1 == count { " and " } else { ", " });
+        }
+        text.push_str(item);
+    }
+    text
 }
 
 /// `subscribe`.

@@ -357,7 +357,10 @@ async fn missing_credentials_exit_2_naming_where_it_looked() {
     let output = run(dir.path(), Vec::new(), &["subscriptions"]).await;
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
-    assert!(message.contains("no Preservica server given"), "{message}");
+    assert!(
+        message.contains("no Preservica server, username and password given"),
+        "{message}"
+    );
     assert!(message.contains("PRESERVICA_SERVER"), "{message}");
     assert!(message.contains("credentials.properties"), "{message}");
 

@@ -364,6 +364,8 @@ fn thumbnails_need_credentials() {
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("no Preservica server given"))
+        .stderr(predicate::str::contains(
+            "no Preservica server, username and password given",
+        ))
         .stderr(predicate::str::contains("PRESERVICA_SERVER"));
 }

@@ -72,24 +72,24 @@ pub struct PropertiesFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CredentialsError {
-    /// A required value was found nowhere.
+    /// Required values were found nowhere; every one of them is named at once.
     #[error(
-        "no Preservica {value} given: it was not given explicitly, the environment variable {env_var} is not set, and {file_state}; give it in one of these places"
+        "no Preservica {} given: looked in the environment ({}) and under [credentials] in {} ({}); give each in one of these places",
+        MissingList(missing, |it| it.value),
+        MissingList(missing, |it| it.env_var),
+        file.display(),
+        file_state,
     )]
     Missing {
-        /// The value looked for (`server`, `username`, `password`).
-        value: &'static str,
-        /// The environment variable looked at.
-        env_var: &'static str,
-        /// The key looked for in the file.
-        key: &'static str,
+        /// The values found nowhere, in the order server, username, password.
+        missing: Vec<MissingValue>,
         /// The properties file looked at.
         file: PathBuf,
         /// What was found about the file, as words for the message.
         file_state: String,
     },
     /// The properties file exists (or was given) but cannot be read.
-    #[error("cannot read the credentials file {}: {source}; check the path and its permissions", path.display())]
+    #[error("cannot read the credentials file {} (check the path and its permissions)", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -114,12 +114,36 @@ pub enum CredentialsError {
     },
 }
 
+/// A required login value found nowhere, and where it was looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingValue {
+    /// The value (`server`, `username`, `password`).
+    pub value: &'static str,
+    /// The environment variable looked at.
+    pub env_var: &'static str,
+    /// The key looked for in the properties file.
+    pub key: &'static str,
+}
+
 /// One value's places: (name, environment variable, properties key).
-#[derive(Clone, Copy)]
-struct Place {
-    value: &'static str,
-    env_var: &'static str,
-    key: &'static str,
+type Place = MissingValue;
+
+/// Missing values' names as words: `a`, `a and b`, `a, b and c`.
+struct MissingList<'a>(&'a [MissingValue], fn(&MissingValue) -> &'static str);
+
+impl fmt::Display for MissingList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let MissingList(values, name) = self;
+        for (index, value) in values.iter().enumerate() {
+            let separator = match index {
+                0 => "",
+                _ if index + 1 == values.len() => " and ",
+                _ => ", ",
+            };
+            write!(f, "{separator}{}", name(value))?;
+        }
+        Ok(())
+    }
 }
 
 const SERVER: Place = Place {
@@ -228,26 +252,34 @@ impl Credentials {
                         .map(str::to_owned)
                 })
         };
-        let require = |place: Place, given: &Option<String>| {
-            lookup(place, given).ok_or_else(|| CredentialsError::Missing {
-                value: place.value,
-                env_var: place.env_var,
-                key: place.key,
-                file: path.clone(),
-                file_state: match &properties {
-                    Some(_) => format!(
-                        "{} has no `{}` under [{SECTION}]",
-                        path.display(),
-                        place.key
-                    ),
-                    None => format!("there is no file {}", path.display()),
-                },
-            })
+        let server = lookup(SERVER, &explicit.server);
+        let username = lookup(USERNAME, &explicit.username);
+        let password = lookup(PASSWORD, &explicit.password);
+        let (Some(server), Some(username), Some(password)) = (&server, &username, &password) else {
+            let missing = [
+                (SERVER, &server),
+                (USERNAME, &username),
+                (PASSWORD, &password),
+            ]
+            .into_iter()
+            .filter(|(_, found)| found.is_none())
+            .map(|(place, _)| place)
+            .collect::<Vec<_>>();
+            let keys = MissingList(&missing, |it| it.key).to_string();
+            let file_state = match &properties {
+                Some(_) => format!("the file has no {keys}"),
+                None => "there is no such file".to_owned(),
+            };
+            return Err(CredentialsError::Missing {
+                missing,
+                file: path,
+                file_state,
+            });
         };
         Ok(Credentials {
-            server: require(SERVER, &explicit.server)?,
-            username: require(USERNAME, &explicit.username)?,
-            password: Sensitive(require(PASSWORD, &explicit.password)?),
+            server: server.clone(),
+            username: username.clone(),
+            password: Sensitive(password.clone()),
             tenant: lookup(TENANT, &explicit.tenant),
             two_factor_seed: lookup(TWO_FACTOR_SEED, &explicit.two_factor_seed).map(Sensitive),
         })
@@ -481,20 +513,56 @@ mod tests {
         let file = write(dir.path(), "[credentials]\nusername=u\nserver=s\n");
         let err = Credentials::resolve_with(&overrides(), |_| None, Some(&file)).unwrap_err();
         let message = err.to_string();
-        assert!(matches!(
-            err,
-            CredentialsError::Missing {
-                value: "password",
-                ..
-            }
-        ));
-        assert!(message.contains("not given explicitly"), "{message}");
-        assert!(message.contains("PRESERVICA_PASSWORD"), "{message}");
+        let CredentialsError::Missing { missing, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(missing, &[PASSWORD]);
         assert!(
-            message.contains("`password` under [credentials]"),
+            message.starts_with("no Preservica password given"),
             "{message}"
         );
+        assert!(message.contains("PRESERVICA_PASSWORD"), "{message}");
+        assert!(message.contains("the file has no password"), "{message}");
         assert!(message.contains(&file.display().to_string()), "{message}");
+    }
+
+    #[test]
+    fn every_missing_value_is_named_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "[credentials]\ntenant=t\n");
+        let err = Credentials::resolve_with(&overrides(), |_| None, Some(&file)).unwrap_err();
+        let CredentialsError::Missing { missing, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(missing, &[SERVER, USERNAME, PASSWORD]);
+        let message = err.to_string();
+        assert!(
+            message.starts_with("no Preservica server, username and password given"),
+            "{message}"
+        );
+        assert!(
+            message.contains("PRESERVICA_SERVER, PRESERVICA_USERNAME and PRESERVICA_PASSWORD"),
+            "{message}"
+        );
+        assert!(
+            message.contains("the file has no server, username and password"),
+            "{message}"
+        );
+        let only_server = Credentials::resolve_with(
+            &overrides(),
+            |_| None,
+            Some(&write(
+                dir.path(),
+                "[credentials]\nusername=u\npassword=p\n",
+            )),
+        )
+        .unwrap_err();
+        assert!(
+            only_server.to_string().starts_with(
+                "no Preservica server given: looked in the environment (PRESERVICA_SERVER)"
+            ),
+            "{only_server}"
+        );
     }
 
     #[test]

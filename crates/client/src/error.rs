@@ -20,7 +20,7 @@ pub const WEBHOOK_ROLES: [&str; 3] = [
 #[non_exhaustive]
 pub enum Error {
     /// The request did not get an answer (connection refused, DNS, TLS, timeout, broken body).
-    #[error("could not {operation}: no answer from Preservica: {source}")]
+    #[error("could not {operation}: no answer from Preservica")]
     Transport {
         /// What the client was doing.
         operation: &'static str,
@@ -105,7 +105,7 @@ pub enum Error {
         detail: String,
     },
     /// Writing a thumbnail failed.
-    #[error("could not write the thumbnail to {target}: {source}")]
+    #[error("could not write the thumbnail to {target}")]
     Write {
         /// Where it was going.
         target: String,

@@ -64,7 +64,8 @@ mod thumbnail;
 
 pub use crate::client::{Client, ClientBuilder, UnsubscribeAll, UserDetails};
 pub use crate::credentials::{
-    CredentialOverrides, Credentials, CredentialsError, DEFAULT_CREDENTIALS_FILE, PropertiesFile,
+    CredentialOverrides, Credentials, CredentialsError, DEFAULT_CREDENTIALS_FILE, MissingValue,
+    PropertiesFile,
 };
 pub use crate::entity::Entity;
 pub use crate::error::{Error, WEBHOOK_ROLES};

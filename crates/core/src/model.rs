@@ -125,7 +125,7 @@ pub struct Delivery {
 
 /// Why a body is not a [`Delivery`].
 #[derive(Debug, thiserror::Error)]
-#[error("the body is not a Preservica delivery: {source}")]
+#[error("the body is not a Preservica delivery")]
 pub struct DecodeError {
     #[from]
     source: serde_json::Error,

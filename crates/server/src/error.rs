@@ -15,8 +15,9 @@ pub enum ServerError {
     /// A limit in the configuration is zero.
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
-    /// The listener could not be bound.
-    #[error("cannot listen on {addr}: {source}; is another server using the port?")]
+    /// The listener could not be bound. The operating system's reason is the source; the
+    /// port may be in use, below 1024 without privileges, or the address not this machine's.
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -38,7 +39,7 @@ pub enum ServerError {
     #[error(transparent)]
     Inbox(#[from] InboxError),
     /// Accepting connections failed.
-    #[error("the listener failed: {0}")]
+    #[error("the listener failed")]
     Io(#[from] std::io::Error),
 }
 

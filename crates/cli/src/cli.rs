@@ -111,6 +111,29 @@ pub(crate) struct GlobalArgs {
     /// Log only errors to stderr
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+
+    /// How log lines are written to stderr: text for people, json (one object a line) for
+    /// log shippers
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// One readable line per event
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
+/// How long processed deliveries are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retention {
+    /// Pruned once older than this.
+    For(Duration),
+    /// Never pruned.
+    Forever,
 }
 
 /// The commands.
@@ -173,7 +196,11 @@ first, then the command runs.
 
 Once listening, serve writes `listening on http://IP:PORT/PATH` to stderr. Deliveries are stored
 in the inbox before they are acknowledged and processed at least once; failed processing is
-retried with backoff, then kept as dead (see `inbox`). SIGINT/SIGTERM stop it gracefully.")]
+retried with backoff, then kept as dead (see `inbox`). SIGINT/SIGTERM stop it gracefully.
+
+Besides the webhook path, the same listener answers GET /healthz (`ok`, for load balancers and
+probes) and GET /metrics (Prometheus/OpenMetrics: deliveries accepted, refused by reason,
+duplicates, handler results, inbox depth, dead letters, latency).")]
     Serve(ServeArgs),
 
     /// Look into the receiver's inbox (works while serve runs on it)
@@ -293,8 +320,9 @@ pub(crate) struct ThumbnailArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on; port 0 picks a free port
-    #[arg(value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    /// Address to listen on: IP:PORT (0.0.0.0:8000 for every interface, [::]:8000 for IPv6),
+    /// localhost:PORT, or PORT alone for 127.0.0.1:PORT; port 0 picks a free port
+    #[arg(value_name = "ADDR", default_value = "127.0.0.1:8000", value_parser = parse_listen_addr)]
     pub(crate) addr: SocketAddr,
     /// The inbox file (SQLite), created if missing
     #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, conflicts_with = "in_memory")]
@@ -305,9 +333,9 @@ pub(crate) struct ServeArgs {
     /// The webhook path (the path part of the subscription URL)
     #[arg(long, value_name = "PATH", default_value = "/")]
     pub(crate) path: String,
-    /// Largest body accepted (bytes, or with a suffix: 512k, 2M, 1MiB)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    pub(crate) max_body: Option<usize>,
+    /// Largest body accepted (bytes, or with a suffix: 512k, 2M, 1MiB); larger ones get 413
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub(crate) max_body: usize,
     /// TLS certificate chain (PEM); with --tls-key, serve https
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     pub(crate) tls_cert: Option<PathBuf>,
@@ -315,8 +343,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
     /// How many deliveries are processed at once
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) workers: Option<u32>,
+    #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) workers: u32,
     /// Run CMD through `sh -c` once per delivery, the raw body on stdin; exit 0 = done,
     /// anything else = retry later. Environment: PRESERVICA_TRIGGER,
     /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated),
@@ -331,11 +359,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) thumbnails: Option<PathBuf>,
     /// Handler attempts before a delivery is kept as dead
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) max_attempts: Option<u32>,
-    /// Backoff before the first retry, doubling after each (e.g. 100ms, 1s, 2m)
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub(crate) retry_delay: Option<Duration>,
+    #[arg(long, value_name = "N", default_value = "8", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_attempts: u32,
+    /// Backoff before the first retry, doubling after each up to 5m (e.g. 100ms, 1s, 2m)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub(crate) retry_delay: Duration,
+    /// How long processed (done) deliveries stay in the inbox, or `never` to keep them;
+    /// pending, dead and undecodable ones are always kept. A redelivery of a pruned body
+    /// is stored and processed again
+    #[arg(long, value_name = "DURATION|never", default_value = "30d", value_parser = parse_retention)]
+    pub(crate) retention: Retention,
     /// Once listening, subscribe --public-url to TRIGGER (repeatable); an existing
     /// subscription of the same URL and trigger is replaced
     #[arg(long, value_name = "TRIGGER", value_parser = known_trigger, requires = "public_url")]
@@ -383,11 +416,15 @@ pub(crate) enum InboxCommand {
         #[arg(long, value_enum, default_value_t = StateArg::All)]
         state: StateArg,
     },
-    /// Show one delivery with its body
+    /// Show one delivery: its state, then its body exactly as received
     Show {
         /// The delivery's id (from `inbox list`)
         #[arg(value_name = "ID")]
         id: i64,
+        /// Reformat a JSON body for reading (and show a non-UTF-8 body as hex) instead of
+        /// printing the bytes as received
+        #[arg(long)]
+        pretty: bool,
     },
     /// Queue a dead delivery for processing again
     Retry {
@@ -402,7 +439,8 @@ pub(crate) enum InboxCommand {
         #[arg(long)]
         dead: bool,
     },
-    /// Print every stored delivery's raw body, one JSON line each, oldest first
+    /// Print every stored delivery, oldest first, as one JSON object a line: id, key, state,
+    /// receivedAt, and body (the raw body as a string; bodyBase64 instead when not UTF-8)
     Export,
 }
 
@@ -507,7 +545,42 @@ fn entity_type(input: &str) -> Result<EntityType, String> {
     }
 }
 
-/// Parses `100ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
+/// Parses a listening address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, `:PORT` or `PORT`
+/// (the last three on 127.0.0.1).
+pub(crate) fn parse_listen_addr(input: &str) -> Result<SocketAddr, String> {
+    let text = input.trim();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port_text = text
+        .strip_prefix(':')
+        .or_else(|| text.strip_prefix("localhost:"))
+        .unwrap_or(text);
+    match port_text.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))),
+        Err(_) => Err(format!(
+            "{input:?} is not an address to listen on; write IP:PORT, e.g. 127.0.0.1:8000 \
+             (this machine only), 0.0.0.0:8000 (every interface), [::]:8000, or just the port, 8000"
+        )),
+    }
+}
+
+/// Parses a retention: a duration (`30d`, `12h`) or `never`.
+fn parse_retention(input: &str) -> Result<Retention, String> {
+    if input.trim().eq_ignore_ascii_case("never") {
+        return Ok(Retention::Forever);
+    }
+    let duration = parse_duration(input).map_err(|err| format!("{err}, or never"))?;
+    if duration.is_zero() {
+        return Err(format!(
+            "{input:?} would prune deliveries as soon as they are processed; give a duration \
+             such as 7d, or never"
+        ));
+    }
+    Ok(Retention::For(duration))
+}
+
+/// Parses `100ms`, `5s`, `2m`, `1h`, `30d`, or a plain number of seconds.
 pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
     let text = input.trim();
     let split = text
@@ -516,15 +589,16 @@ pub(crate) fn parse_duration(input: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{input:?} is not a duration; write e.g. 100ms, 5s, 2m or 1h"))?;
+        .map_err(|_| format!("{input:?} is not a duration; write e.g. 100ms, 5s, 2m, 1h or 30d"))?;
     let scale = match unit.trim() {
         "ms" => 0.001,
         "" | "s" | "sec" | "secs" => 1.0,
         "m" | "min" | "mins" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?}; use ms, s, m or h"
+                "unknown duration unit {other:?}; use ms, s, m, h or d"
             ));
         }
     };
@@ -574,9 +648,71 @@ mod tests {
         check("5", Some(Duration::from_secs(5)));
         check("2m", Some(Duration::from_secs(120)));
         check("1h", Some(Duration::from_secs(3600)));
+        check("30d", Some(Duration::from_secs(30 * 86_400)));
         check("1.5s", Some(Duration::from_millis(1500)));
         check("5x", None);
         check("ms", None);
+    }
+
+    #[test]
+    fn parses_listening_addresses() {
+        let check = |input: &str, expected: Option<&str>| {
+            let parsed = parse_listen_addr(input).ok().map(|it| it.to_string());
+            assert_eq!(parsed.as_deref(), expected, "{input:?}");
+        };
+        check("127.0.0.1:8000", Some("127.0.0.1:8000"));
+        check("0.0.0.0:8000", Some("0.0.0.0:8000"));
+        check("[::]:8000", Some("[::]:8000"));
+        check("8000", Some("127.0.0.1:8000"));
+        check(":8000", Some("127.0.0.1:8000"));
+        check("localhost:8000", Some("127.0.0.1:8000"));
+        check(" 8000 ", Some("127.0.0.1:8000"));
+        check("localhost", None);
+        check("example.org:8000", None);
+        check("70000", None);
+        check("", None);
+        let err = parse_listen_addr("localhost").unwrap_err();
+        assert!(err.contains("e.g. 127.0.0.1:8000"), "{err}");
+    }
+
+    #[test]
+    fn parses_retention() {
+        assert_eq!(parse_retention("never"), Ok(Retention::Forever));
+        assert_eq!(parse_retention("NEVER"), Ok(Retention::Forever));
+        assert_eq!(
+            parse_retention("30d"),
+            Ok(Retention::For(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(
+            parse_retention("12h"),
+            Ok(Retention::For(Duration::from_secs(12 * 3600)))
+        );
+        assert!(parse_retention("0").is_err());
+        assert!(parse_retention("soon").unwrap_err().contains("or never"));
+    }
+
+    /// The defaults `serve --help` shows are the server's own defaults.
+    #[test]
+    fn serve_defaults_are_the_servers() {
+        let cli = Cli::parse_from(["preservica-webhook", "serve"]);
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        let server = preservica_webhook_server::ServerConfig::new(Vec::new());
+        assert_eq!(args.addr, server.addr);
+        assert_eq!(args.path, server.path);
+        assert_eq!(args.max_body, server.max_body);
+        assert_eq!(args.workers as usize, server.workers);
+        assert_eq!(args.max_attempts, server.retry.max_attempts);
+        assert_eq!(args.retry_delay, server.retry.base_delay);
+        assert_eq!(args.retention, Retention::For(server.retention.unwrap()));
+        assert_eq!(
+            Some(args.inbox.clone()),
+            match server.inbox {
+                preservica_webhook_server::InboxConfig::Sqlite(path) => Some(path),
+                preservica_webhook_server::InboxConfig::InMemory => None,
+            }
+        );
     }
 
     #[test]

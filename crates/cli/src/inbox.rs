@@ -21,7 +21,7 @@ pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitC
     })?;
     match &args.command {
         InboxCommand::List { state } => list(global, &inbox, *state),
-        InboxCommand::Show { id } => show(global, &inbox, *id),
+        InboxCommand::Show { id, pretty } => show(global, &inbox, *id, *pretty),
         InboxCommand::Retry { id, dead } => retry(global, &inbox, *id, *dead),
         InboxCommand::Export => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -100,7 +100,7 @@ fn one_line(text: &str) -> String {
     }
 }
 
-fn show(global: &GlobalArgs, inbox: &Inbox, id: i64) -> anyhow::Result<ExitCode> {
+fn show(global: &GlobalArgs, inbox: &Inbox, id: i64, pretty: bool) -> anyhow::Result<ExitCode> {
     let entry = inbox.get(id)?.ok_or_else(|| {
         anyhow!("no delivery {id} in the inbox; see `preservica-webhook inbox list`")
     })?;
@@ -125,22 +125,31 @@ fn show(global: &GlobalArgs, inbox: &Inbox, id: i64) -> anyhow::Result<ExitCode>
         text.push_str(&format!("last error: {error}\n"));
     }
     text.push('\n');
-    match body_text {
-        Some(body) => {
-            let pretty = serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|it| serde_json::to_string_pretty(&it).ok());
-            text.push_str(pretty.as_deref().unwrap_or(body));
-        }
-        None => text.push_str(&format!(
-            "(body of {} bytes is not UTF-8; hex:)\n{}",
-            entry.body.len(),
-            hex_lower(&entry.body)
-        )),
+    let mut out = text.into_bytes();
+    if pretty {
+        out.extend_from_slice(pretty_body(&entry.body, body_text).as_bytes());
+    } else {
+        // The bytes as received, so what is shown is what was signed.
+        out.extend_from_slice(&entry.body);
     }
-    text.push('\n');
-    output::text(&text)?;
+    out.push(b'\n');
+    output::bytes(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A JSON body reformatted for reading; other text as it is; other bytes as hex.
+fn pretty_body(body: &[u8], text: Option<&str>) -> String {
+    match text {
+        Some(text) => serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|it| serde_json::to_string_pretty(&it).ok())
+            .unwrap_or_else(|| text.to_owned()),
+        None => format!(
+            "(body of {} bytes is not UTF-8; hex:)\n{}",
+            body.len(),
+            hex_lower(body)
+        ),
+    }
 }
 
 fn retry(

@@ -125,10 +125,17 @@ fn init_logging(global: &cli::GlobalArgs) {
         other => other.to_owned(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match global.log_format {
+        cli::LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
+        // One object a line, the fields at the top level, for log shippers.
+        cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
 }

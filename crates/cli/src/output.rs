@@ -60,8 +60,16 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// # Errors
 /// When stdout is closed or unwritable.
 pub(crate) fn text(text: &str) -> io::Result<()> {
+    bytes(text.as_bytes())
+}
+
+/// Writes bytes to stdout as they are (a stored body need not be UTF-8).
+///
+/// # Errors
+/// When stdout is closed or unwritable.
+pub(crate) fn bytes(bytes: &[u8]) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())?;
+    out.write_all(bytes)?;
     out.flush()
 }
 

@@ -15,7 +15,7 @@ use preservica_webhook_server::{
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::cli::{GlobalArgs, ServeArgs};
+use crate::cli::{GlobalArgs, Retention, ServeArgs};
 use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
 use crate::manage::{check_reference, client, download_thumbnail};
 use crate::output;
@@ -79,9 +79,7 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     let mut config = ServerConfig::new(secrets.all.clone());
     config.addr = args.addr;
     config.path = args.path.clone();
-    if let Some(max_body) = args.max_body {
-        config.max_body = max_body;
-    }
+    config.max_body = args.max_body;
     config.tls = args
         .tls_cert
         .clone()
@@ -92,17 +90,15 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     } else {
         InboxConfig::Sqlite(args.inbox.clone())
     };
-    if let Some(workers) = args.workers {
-        config.workers = workers as usize;
-    }
+    config.workers = args.workers as usize;
     config.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
-    if let Some(max_attempts) = args.max_attempts {
-        config.retry.max_attempts = max_attempts;
-    }
-    if let Some(delay) = args.retry_delay {
-        config.retry.base_delay = delay;
-        config.retry.max_delay = config.retry.max_delay.max(delay);
-    }
+    config.retry.max_attempts = args.max_attempts;
+    config.retry.base_delay = args.retry_delay;
+    config.retry.max_delay = config.retry.max_delay.max(args.retry_delay);
+    config.retention = match args.retention {
+        Retention::For(duration) => Some(duration),
+        Retention::Forever => None,
+    };
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -150,7 +146,10 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
                 Err(err) if err.is_not_found() => {
                     output::note(&format!("unsubscribed {id} (it was already gone)"));
                 }
-                Err(err) => output::note(&format!("error: could not unsubscribe {id}: {err}")),
+                Err(err) => output::note(&format!(
+                    "error: could not unsubscribe {id}: {:#}",
+                    anyhow::Error::new(err)
+                )),
             }
         }
     }
@@ -166,14 +165,68 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
-/// Errors the user fixes in the configuration become configuration errors (exit 2).
+/// Errors the user fixes in the configuration become configuration errors (exit 2): every
+/// problem found before anything runs (a bad TLS file, an unusable inbox, a busy port).
 fn server_error(err: ServerError) -> anyhow::Error {
     match err {
         ServerError::Config(_) | ServerError::ZeroLimit(_) | ServerError::Tls { .. } => {
             config_error(format!("the receiver cannot start: {err}"))
         }
+        ServerError::Bind { addr, source } => config_error(format!(
+            "the receiver cannot start: cannot listen on {addr}: {source}; {}",
+            bind_hint(addr, source.kind())
+        )),
+        ServerError::Inbox(inbox) if inbox_is_configuration(&inbox) => {
+            config_error(format!("the receiver cannot start: {}", chain(&inbox)))
+        }
         other => anyhow::Error::new(other).context("the receiver cannot start"),
     }
+}
+
+/// What to do about an address that cannot be bound, for the reason the system gave.
+fn bind_hint(addr: std::net::SocketAddr, kind: std::io::ErrorKind) -> String {
+    use std::io::ErrorKind;
+    match kind {
+        ErrorKind::AddrInUse => format!(
+            "another program is using port {}; stop it or choose another port",
+            addr.port()
+        ),
+        ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            "ports below 1024 need privileges; use a port of 1024 or more (e.g. {}:8000) \
+             behind a proxy, or give the binary CAP_NET_BIND_SERVICE",
+            addr.ip()
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine; use 127.0.0.1 (this machine only) or \
+             0.0.0.0 (every interface)",
+            addr.ip()
+        ),
+        _ => "check the address and that this user may listen on it".to_owned(),
+    }
+}
+
+// Replaced by InboxError::is_configuration once it exists.
+fn inbox_is_configuration(err: &preservica_webhook_server::InboxError) -> bool {
+    use preservica_webhook_server::InboxError;
+    matches!(
+        err,
+        InboxError::NotFound(_)
+            | InboxError::NotAnInbox { .. }
+            | InboxError::InUse(_)
+            | InboxError::Io(_)
+    )
+}
+
+/// An error and its causes on one line, each said once.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// Subscribes `url` to each trigger, replacing any existing subscription of the same URL and

@@ -74,7 +74,7 @@ pub(crate) async fn send(global: &GlobalArgs, args: &SendArgs) -> anyhow::Result
     let response = request
         .send()
         .await
-        .with_context(|| format!("cannot send the delivery to {url}"))?;
+        .map_err(|err| unreachable_receiver(err, &url, "cannot send the delivery to"))?;
     let status = response.status();
     let answer = response.text().await.unwrap_or_default();
     if global.json {
@@ -121,7 +121,7 @@ pub(crate) async fn challenge(
         .post(url.clone())
         .send()
         .await
-        .with_context(|| format!("cannot reach {}", args.url))?;
+        .map_err(|err| unreachable_receiver(err, &url, "cannot reach"))?;
     let status = response.status();
     let content_type = response
         .headers()
@@ -314,6 +314,26 @@ fn random_uuid() -> String {
         &hex[16..20],
         &hex[20..32]
     )
+}
+
+/// A request that got no answer; when nothing listens at the address, says so and how to
+/// start a receiver there.
+fn unreachable_receiver(err: reqwest::Error, url: &reqwest::Url, doing: &str) -> anyhow::Error {
+    let refused = std::iter::successors(Some(&err as &dyn std::error::Error), |it| it.source())
+        .filter_map(|it| it.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    let mut shown = url.clone();
+    shown.set_query(None);
+    if refused {
+        let host = url.host_str().unwrap_or("the host");
+        let port = url.port_or_known_default().unwrap_or(0);
+        return anyhow!(
+            "{doing} {shown}: nothing is listening on {host}:{port} (connection refused); \
+             start a receiver there, e.g. `preservica-webhook serve 127.0.0.1:{port}`, or check \
+             the URL"
+        );
+    }
+    anyhow::Error::new(err).context(format!("{doing} {shown}"))
 }
 
 fn parse_url(text: &str) -> anyhow::Result<reqwest::Url> {

@@ -149,9 +149,16 @@ fn inbox_commands_on_a_filled_inbox() {
     let shown = json(&shown);
     assert_eq!(shown["body"], bodies[1].as_str());
     assert_eq!(shown["state"], "dead");
-    inbox(dir.path(), &["show", "1"])
+    // The body as received, byte for byte, after the summary; --pretty reformats it.
+    let raw = inbox(dir.path(), &["show", "1"]).success();
+    let raw = String::from_utf8(raw.get_output().stdout.clone()).unwrap();
+    assert!(raw.ends_with(&format!("\n\n{}\n", bodies[0])), "{raw}");
+    inbox(dir.path(), &["show", "1", "--pretty"])
         .success()
         .stdout(predicate::str::contains("\"entityRef\": \"ref-done\""));
+    inbox(dir.path(), &["show", "3"])
+        .success()
+        .stdout(predicate::str::ends_with("\n\nnot json at all\n"));
     inbox(dir.path(), &["show", "99"])
         .code(1)
         .stderr(predicate::str::contains("no delivery 99 in the inbox"));

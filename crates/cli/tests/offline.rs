@@ -116,7 +116,10 @@ fn usage_errors_exit_2() {
         &["subscribe", "--url", "https://x/", "--trigger", "INDEXD"],
         "unknown trigger; use one of MOVED, FULL_TEXT_INDEXED (INDEXED)",
     );
-    check(&["serve", "not-an-address"], "invalid socket address");
+    check(
+        &["serve", "not-an-address"],
+        "write IP:PORT, e.g. 127.0.0.1:8000",
+    );
     check(&["serve", "--subscribe", "MOVED"], "--public-url");
     check(&["unsubscribe"], "<ID>");
     check(

@@ -49,9 +49,11 @@ pub struct ServerConfig {
     /// How many connections are served at once; default 1024. Further clients wait in the
     /// listen queue.
     pub max_connections: usize,
-    /// Processed deliveries older than this are pruned; default 30 days. Pending, dead and
-    /// undecodable deliveries are never pruned.
-    pub retention: Duration,
+    /// Processed deliveries older than this are pruned (at start, then hourly); default 30
+    /// days, `None` keeps them for ever. Pending, dead and undecodable deliveries are never
+    /// pruned. A redelivery of a pruned body is no longer known: it is stored and processed
+    /// again.
+    pub retention: Option<Duration>,
     /// On shutdown, how long running handler calls may take to finish; default 30 s.
     pub shutdown_grace: Duration,
     /// The liveness path; default `Some("/healthz")`, `None` to turn it off.
@@ -111,7 +113,7 @@ impl ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
-            retention: Duration::from_secs(30 * 24 * 60 * 60),
+            retention: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             shutdown_grace: Duration::from_secs(30),
             health_path: Some("/healthz".to_owned()),
             metrics_path: Some("/metrics".to_owned()),

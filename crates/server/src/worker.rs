@@ -31,7 +31,7 @@ pub(crate) struct WorkerSettings {
     pub(crate) workers: usize,
     pub(crate) handler_timeout: Duration,
     pub(crate) retry: RetryPolicy,
-    pub(crate) retention: Duration,
+    pub(crate) retention: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
 }
 
@@ -128,7 +128,9 @@ async fn process<H: Handler>(
     let delivery = match Delivery::from_slice(&claimed.body) {
         Ok(delivery) => delivery,
         Err(err) => {
-            let error = format!("the stored body is not a valid delivery: {err}");
+            let detail =
+                std::error::Error::source(&err).map_or_else(String::new, |it| format!(": {it}"));
+            let error = format!("the stored body is not a valid delivery{detail}");
             shared.metrics.dead_lettered.inc();
             let _ = shared
                 .store
@@ -206,7 +208,10 @@ fn outcome(
     }
 }
 
-async fn prune_old(shared: &Shared, retention: Duration) {
+async fn prune_old(shared: &Shared, retention: Option<Duration>) {
+    let Some(retention) = retention else {
+        return;
+    };
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let before = now_millis().saturating_sub(retention_ms);
     if let Ok(pruned) = shared.store.prune(before).await

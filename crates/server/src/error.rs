@@ -44,6 +44,10 @@ pub enum ServerError {
 }
 
 /// Why an inbox operation failed.
+///
+/// Each message names the file and says what to do; the cause (the operating system's or
+/// SQLite's reason) is the error's [`source`](std::error::Error::source), never repeated in its
+/// own message, so a chain printed `error: cause: cause` says each thing once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InboxError {
@@ -53,7 +57,44 @@ pub enum InboxError {
         .0.display()
     )]
     NotFound(PathBuf),
-    /// The file is not an inbox this version can read.
+    /// The inbox file could not be opened or created: a missing folder, no permission, a
+    /// full disk.
+    #[error(
+        "cannot open the inbox {} (check that its folder exists and that this user may read and write there)",
+        path.display()
+    )]
+    Open {
+        /// The inbox file.
+        path: PathBuf,
+        /// The operating system's or SQLite's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The inbox's lock file (`<inbox>.lock`) could not be opened, created or locked.
+    #[error(
+        "cannot open the inbox's lock file {} (check that this user may create files in its folder)",
+        path.display()
+    )]
+    LockFile {
+        /// The lock file.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not an SQLite database, or is damaged.
+    #[error(
+        "{} is not an inbox (check the path, or move the file aside to start a new inbox)",
+        path.display()
+    )]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The file is an SQLite database but not an inbox this version can read.
     #[error(
         "{} is not a webhook inbox (schema version {version}); check the path",
         path.display()
@@ -72,13 +113,30 @@ pub enum InboxError {
         .0.display()
     )]
     InUse(PathBuf),
-    /// SQLite failed.
-    #[error("the inbox database failed: {0}")]
+    /// SQLite failed on an inbox that was open.
+    #[error("the inbox database failed")]
     Sqlite(#[from] rusqlite::Error),
     /// The inbox was closed (the server is shutting down).
     #[error("the inbox is closed; the server is shutting down")]
     Closed,
-    /// A file could not be read or written (the export's output, the inbox's lock file).
-    #[error("input/output failed: {0}; check the path, its permissions and free space")]
+    /// A file could not be read or written (the export's output).
+    #[error("input/output failed (check the path, its permissions and free space)")]
     Io(#[from] std::io::Error),
+}
+
+impl InboxError {
+    /// Whether the user fixes this in the configuration: a bad path or permissions, a file
+    /// that is not an inbox or is damaged, an inbox in use by another server. A command
+    /// exits 2 for these.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            InboxError::NotFound(_)
+            | InboxError::Open { .. }
+            | InboxError::LockFile { .. }
+            | InboxError::Unreadable { .. }
+            | InboxError::NotAnInbox { .. }
+            | InboxError::InUse(_) => true,
+            InboxError::Sqlite(_) | InboxError::Closed | InboxError::Io(_) => false,
+        }
+    }
 }

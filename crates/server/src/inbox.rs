@@ -148,18 +148,23 @@ impl Inbox {
     /// Opens an existing inbox file.
     ///
     /// # Errors
-    /// [`InboxError::NotFound`] when the file does not exist, [`InboxError::NotAnInbox`] when
-    /// it is not an inbox, [`InboxError::Sqlite`] when SQLite cannot open it.
+    /// [`InboxError::NotFound`] when the file does not exist, [`InboxError::Unreadable`] when
+    /// it is not an SQLite database or is damaged, [`InboxError::NotAnInbox`] when it is
+    /// another database, [`InboxError::Open`] when SQLite cannot open it (permissions).
     pub fn open(path: &Path) -> Result<Inbox, InboxError> {
         if !path.is_file() {
             return Err(InboxError::NotFound(path.to_owned()));
         }
+        let at = |err| sqlite_failed(path, err);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&conn)?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        )
+        .map_err(at)?;
+        configure(&conn).map_err(at)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(at)?;
         if version != SCHEMA_VERSION {
             return Err(InboxError::NotAnInbox {
                 path: path.to_owned(),
@@ -299,15 +304,20 @@ PRAGMA user_version = 1;
 
 /// Opens (creating if needed) the inbox a server writes to.
 pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
-    let conn = Connection::open(path)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    let at = |err| sqlite_failed(path, err);
+    let conn = Connection::open(path).map_err(at)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(at)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(mode, "the inbox could not switch to write-ahead logging");
     }
-    configure(&conn)?;
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    configure(&conn).map_err(at)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(at)?;
     match version {
-        0 => conn.execute_batch(SCHEMA)?,
+        0 => conn.execute_batch(SCHEMA).map_err(at)?,
         SCHEMA_VERSION => {}
         other => {
             return Err(InboxError::NotAnInbox {
@@ -317,6 +327,42 @@ pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
         }
     }
     Ok(conn)
+}
+
+/// The error for SQLite failing while it opens or sets up the inbox at `path`.
+pub(crate) fn sqlite_failed(path: &Path, err: rusqlite::Error) -> InboxError {
+    let unreadable = matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+    );
+    let path = path.to_owned();
+    let source = Box::new(SqliteCause(err));
+    if unreadable {
+        InboxError::Unreadable { path, source }
+    } else {
+        InboxError::Open { path, source }
+    }
+}
+
+/// SQLite's reason, said once. A SQLite failure's message already says what its result
+/// code says (`file is not a database` and `Error code 26: file is not a database`), so the
+/// code is not given as a further cause.
+#[derive(Debug)]
+struct SqliteCause(rusqlite::Error);
+
+impl fmt::Display for SqliteCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SqliteCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(..) => None,
+            other => other.source(),
+        }
+    }
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -487,7 +487,8 @@ impl SqliteBackend {
         // Checkpoints run on their own connection and thread, so no commit (and no answer
         // waiting for it) ever pays for copying the log back into the database; a bigger page
         // cache keeps the indexes' upper pages in memory.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -8192;")?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -8192;")
+            .map_err(|err| inbox::sqlite_failed(path, err))?;
         let checkpoints = Checkpointer::start(path)?;
         Ok(SqliteBackend {
             conn,
@@ -509,9 +510,11 @@ struct Checkpointer {
 
 impl Checkpointer {
     fn start(path: &Path) -> Result<Checkpointer, InboxError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(1))?;
-        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        let at = |err| inbox::sqlite_failed(path, err);
+        let conn = Connection::open(path).map_err(at)?;
+        conn.busy_timeout(Duration::from_secs(1)).map_err(at)?;
+        conn.execute_batch("PRAGMA synchronous = FULL;")
+            .map_err(at)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("webhook-inbox-checkpoint".to_owned())
@@ -550,11 +553,16 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 fn lock_inbox(path: &Path) -> Result<File, InboxError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
+    let lock_failed = |source| InboxError::LockFile {
+        path: lock_path.clone().into(),
+        source,
+    };
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .open(&lock_path)
+        .map_err(lock_failed)?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {
@@ -563,7 +571,7 @@ fn lock_inbox(path: &Path) -> Result<File, InboxError> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(TryLockError::WouldBlock) => return Err(InboxError::InUse(path.to_owned())),
-            Err(TryLockError::Error(err)) => return Err(InboxError::Io(err)),
+            Err(TryLockError::Error(err)) => return Err(lock_failed(err)),
         }
     }
 }

@@ -76,6 +76,11 @@ pub struct TlsFiles {
 pub enum InboxConfig {
     /// A SQLite database file, created if missing: durable, readable by `Inbox::open` from
     /// another process while the server runs.
+    ///
+    /// The server creates the file, its `-wal` and `-shm` files and its lock file
+    /// `<file>.lock` readable and writable by their owner only (mode 0600 on unix), and at
+    /// start warns about each existing one that other users may open, leaving its mode as it
+    /// is.
     Sqlite(PathBuf),
     /// Memory only: everything not yet processed is lost when the process stops. For tests
     /// and for users who choose it; never the default.

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -147,6 +147,10 @@ const COLUMNS: &str = "id, key, state, received_at, attempts, next_attempt_at, l
 impl Inbox {
     /// Opens an existing inbox file.
     ///
+    /// Logs a warning for the inbox and each of its `-wal`, `-shm` and `.lock` files that
+    /// users other than its owner may open (it holds every delivery received), with the
+    /// `chmod 600` that fixes it; it does not change the files' permissions itself.
+    ///
     /// # Errors
     /// [`InboxError::NotFound`] when the file does not exist, [`InboxError::Unreadable`] when
     /// it is not an SQLite database or is damaged, [`InboxError::NotAnInbox`] when it is
@@ -155,6 +159,7 @@ impl Inbox {
         if !path.is_file() {
             return Err(InboxError::NotFound(path.to_owned()));
         }
+        warn_if_shared(path);
         let at = |err| sqlite_failed(path, err);
         let conn = Connection::open_with_flags(
             path,
@@ -302,7 +307,33 @@ CREATE INDEX IF NOT EXISTS deliveries_by_update ON deliveries (state, updated_at
 PRAGMA user_version = 1;
 ";
 
-/// Opens (creating if needed) the inbox a server writes to.
+/// Creates the inbox file a server writes to, readable and writable by its owner only, when
+/// it is missing, and warns about the inbox's files that other users may open. Runs before
+/// SQLite opens the file: SQLite creates the `-wal` and `-shm` files with the permissions of
+/// the database file, so those are private too.
+///
+/// The file is only ever created here, never opened: closing a descriptor of a database file
+/// drops every POSIX lock the process holds on it, SQLite's included, and another connection
+/// of this process may be using the inbox.
+pub(crate) fn create_private(path: &Path) -> Result<(), InboxError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => warn_if_shared(path),
+        Err(err) => {
+            return Err(InboxError::Open {
+                path: path.to_owned(),
+                source: Box::new(err),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens (creating if needed) the inbox a server writes to; [`create_private`] first.
 pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
     let at = |err| sqlite_failed(path, err);
     let conn = Connection::open(path).map_err(at)?;
@@ -364,6 +395,44 @@ impl std::error::Error for SqliteCause {
         }
     }
 }
+
+/// `path` with `suffix` added to its file name: `inbox.db` and `-wal` make `inbox.db-wal`.
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Warns about the inbox and each of its `-wal`, `-shm` and `.lock` files that exist and that
+/// users other than the owner may open.
+fn warn_if_shared(path: &Path) {
+    warn_if_open_to_others(path);
+    for suffix in ["-wal", "-shm", ".lock"] {
+        warn_if_open_to_others(&with_suffix(path, suffix));
+    }
+}
+
+/// Warns when `file` exists and its permissions let users other than its owner open it: the
+/// inbox holds every delivery received, and its lock file, opened by another user, could
+/// keep the server from starting.
+#[cfg(unix)]
+fn warn_if_open_to_others(file: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(file) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "the inbox file {} can be opened by other users; restrict it with `chmod 600 {}`",
+            file.display(),
+            file.display()
+        );
+    }
+}
+
+/// Permissions are left to the platform's defaults off unix.
+#[cfg(not(unix))]
+fn warn_if_open_to_others(_file: &Path) {}
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;

@@ -482,6 +482,7 @@ struct SqliteBackend {
 
 impl SqliteBackend {
     fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
+        inbox::create_private(path)?;
         let lock = lock_inbox(path)?;
         let conn = inbox::open_for_server(path)?;
         // Checkpoints run on their own connection and thread, so no commit (and no answer
@@ -557,12 +558,11 @@ fn lock_inbox(path: &Path) -> Result<File, InboxError> {
         path: lock_path.clone().into(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(lock_failed)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&lock_path).map_err(lock_failed)?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match file.try_lock() {

@@ -1,13 +1,142 @@
-//! The inbox's files on disk: what a user reads when the inbox cannot be opened.
+//! The inbox's files on disk: who may open them, and what a user reads when the inbox cannot
+//! be opened.
 
 mod common;
 
 use std::error::Error;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use preservica_webhook_server::{Inbox, InboxError, Server, ServerError, Webhook};
 
 use common::*;
+
+/// Every formatted tracing line of this test binary.
+fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        // Global, so events from the inbox's own thread and every runtime thread are caught.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        log
+    })
+}
+
+/// A writer appending to the shared buffer.
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn log_text() -> String {
+    String::from_utf8(captured().lock().unwrap().clone()).unwrap()
+}
+
+/// `inbox` with `suffix` added to its file name (`-wal`, `-shm`, `.lock`).
+fn sibling(inbox: &Path, suffix: &str) -> PathBuf {
+    let mut name = inbox.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Starts a server on `dir`'s inbox, has one delivery stored and handled, runs `while_running`
+/// and stops the server cleanly.
+async fn serve_one_delivery(dir: &tempfile::TempDir, n: usize, while_running: impl FnOnce()) {
+    let (handler, mut calls) = Scripted::ok();
+    let server = Running::start(config(dir), handler).await;
+    assert_eq!(
+        deliver(&client(), &server.url("/"), &secret(), &body(n)).await,
+        200
+    );
+    next_call(&mut calls).await;
+    while_running();
+    server.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn creates_the_inbox_and_its_files_readable_by_their_owner_only() {
+    let _ = captured();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_path(&dir);
+    // A file created the ordinary way shows the umask this test runs under (usually 022, so
+    // 0644): what the inbox's files would get without asking for 0600.
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, b"").unwrap();
+    let ordinary = mode(&probe);
+    serve_one_delivery(&dir, 1, || {
+        let suffixes = ["", "-wal", "-shm", ".lock"];
+        let modes: Vec<String> = suffixes
+            .iter()
+            .map(|suffix| format!("inbox.db{suffix} {:o}", mode(&sibling(&db, suffix))))
+            .collect();
+        let private: Vec<String> = suffixes
+            .iter()
+            .map(|suffix| format!("inbox.db{suffix} 600"))
+            .collect();
+        assert_eq!(
+            modes, private,
+            "a file created without asking for a mode gets {ordinary:o} here"
+        );
+    })
+    .await;
+    let warned = log_text()
+        .lines()
+        .any(|line| line.contains(&*db.to_string_lossy()) && line.contains("chmod 600"));
+    assert!(!warned, "a fresh inbox was warned about");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn warns_about_an_inbox_other_users_can_open_and_leaves_its_mode_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _ = captured();
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_path(&dir);
+    serve_one_delivery(&dir, 1, || {}).await;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    serve_one_delivery(&dir, 2, || {}).await;
+    let expected = format!(
+        "the inbox file {} can be opened by other users; restrict it with `chmod 600 {}`",
+        db.display(),
+        db.display()
+    );
+    let log = log_text();
+    assert!(
+        log.lines()
+            .any(|line| line.contains(" WARN ") && line.contains(&expected)),
+        "no warning {expected:?} in:\n{log}"
+    );
+    assert_eq!(mode(&db), 0o644, "the inbox's mode was changed");
+    let counts = Inbox::open(&db).unwrap().counts().unwrap();
+    assert_eq!(counts.done, 2, "the inbox kept working");
+}
 
 /// The error and its causes on one line, as `anyhow` prints them with `{:#}`.
 fn chain(err: &(dyn Error + 'static)) -> String {
@@ -67,6 +196,11 @@ async fn an_inbox_in_a_missing_folder_names_the_path_and_the_reason_once() {
     for err in start_errors(&dir, &db).await {
         let err = inbox_error(&err);
         check(err, &db, &reason);
+        assert!(
+            chain(err).starts_with(&format!("cannot open the inbox {}", db.display())),
+            "{}",
+            chain(err)
+        );
     }
     // Looking into an inbox that is not there says so, without the folder's reason.
     let err = Inbox::open(&db).unwrap_err();

@@ -80,7 +80,8 @@ pub enum InboxConfig {
     /// The server creates the file, its `-wal` and `-shm` files and its lock file
     /// `<file>.lock` readable and writable by their owner only (mode 0600 on unix), and at
     /// start warns about each existing one that other users may open, leaving its mode as it
-    /// is.
+    /// is. The lock file is removed at a clean shutdown; one left by a crash is taken over at
+    /// the next start.
     Sqlite(PathBuf),
     /// Memory only: everything not yet processed is lost when the process stops. For tests
     /// and for users who choose it; never the default.

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, TryLockError};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -476,14 +476,15 @@ struct SqliteBackend {
     conn: Connection,
     /// Dropped with the backend, which stops the checkpoint thread.
     _checkpoints: Checkpointer,
-    /// Held while the server runs, so a second server cannot process the same inbox.
-    _lock: File,
+    /// Held while the server runs, so a second server cannot process the same inbox. Declared
+    /// last, so it is removed and released after both connections are closed.
+    _lock: InboxLock,
 }
 
 impl SqliteBackend {
     fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
         inbox::create_private(path)?;
-        let lock = lock_inbox(path)?;
+        let lock = InboxLock::take(path)?;
         let conn = inbox::open_for_server(path)?;
         // Checkpoints run on their own connection and thread, so no commit (and no answer
         // waiting for it) ever pays for copying the log back into the database; a bigger page
@@ -549,31 +550,103 @@ impl Drop for Checkpointer {
 /// How long to wait for a server that is still exiting to release the inbox.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
-/// Takes the inbox's lock file (`<inbox>.lock`), waiting briefly for a server that is still
-/// exiting. The operating system releases it when the process ends, however it ends.
-fn lock_inbox(path: &Path) -> Result<File, InboxError> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_failed = |source| InboxError::LockFile {
-        path: lock_path.clone().into(),
-        source,
-    };
+/// The inbox's lock file (`<inbox>.lock`), locked while a server runs on the inbox.
+///
+/// Dropping it removes the file while still holding it, then releases it, so a clean exit
+/// leaves nothing behind. The operating system releases the lock when the process ends,
+/// however it ends; a file left by a crash is taken by the next start.
+#[derive(Debug)]
+struct InboxLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl InboxLock {
+    /// Takes the lock, waiting briefly for a server that is still exiting.
+    fn take(inbox: &Path) -> Result<InboxLock, InboxError> {
+        let path = inbox::with_suffix(inbox, ".lock");
+        let deadline = Instant::now() + LOCK_WAIT;
+        match acquire(&path, deadline, open_lock_file) {
+            Ok(Some(file)) => Ok(InboxLock { file, path }),
+            Ok(None) => Err(InboxError::InUse(inbox.to_owned())),
+            Err(source) => Err(InboxError::LockFile { path, source }),
+        }
+    }
+}
+
+impl Drop for InboxLock {
+    fn drop(&mut self) {
+        // Off unix an open file cannot be removed from under another process's handle, so
+        // the file stays there.
+        let ours = cfg!(unix) && names(&self.path, &self.file).unwrap_or(false);
+        if !ours {
+            return;
+        }
+        if let Err(err) = std::fs::remove_file(&self.path) {
+            tracing::debug!(error = %err, path = %self.path.display(), "the inbox's lock file stays");
+        }
+        // Closing the file, next, releases the lock.
+    }
+}
+
+/// Locks the file at `path` (opened, or created, with `open`); `None` when another process
+/// still holds it at `deadline`.
+///
+/// A server removes the file before it releases it, so the lock this one then gets may be on
+/// a file the path no longer names, while a third server has created a new file and holds
+/// that. Such a lock guards nothing: the path is checked to still name the locked file, and
+/// opened again when it does not.
+fn acquire(
+    path: &Path,
+    deadline: Instant,
+    mut open: impl FnMut(&Path) -> std::io::Result<File>,
+) -> std::io::Result<Option<File>> {
+    loop {
+        let file = open(path)?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(err)) => return Err(err),
+            }
+        }
+        if names(path, &file)? {
+            return Ok(Some(file));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+    }
+}
+
+/// Opens the lock file, creating it readable and writable by its owner only.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).truncate(false).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let file = options.open(&lock_path).map_err(lock_failed)?;
-    let deadline = Instant::now() + LOCK_WAIT;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(TryLockError::WouldBlock) => return Err(InboxError::InUse(path.to_owned())),
-            Err(TryLockError::Error(err)) => return Err(lock_failed(err)),
-        }
+    options.open(path)
+}
+
+/// Whether `path` names `file` (the same device and inode); false when nothing is there.
+#[cfg(unix)]
+fn names(path: &Path, file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let held = file.metadata()?;
+    match std::fs::metadata(path) {
+        Ok(named) => Ok(named.dev() == held.dev() && named.ino() == held.ino()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(err),
     }
+}
+
+/// Off unix the lock file is never removed, so the path always names the file opened.
+#[cfg(not(unix))]
+fn names(_path: &Path, _file: &File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 impl Backend for SqliteBackend {
@@ -1093,6 +1166,85 @@ mod tests {
             std::thread::yield_now();
         }
         drop(sqlite);
+    }
+
+    /// Opens the lock file as [`open_lock_file`] does; the first time, `meanwhile` runs just
+    /// after, as another server's exit (and start) could.
+    #[cfg(unix)]
+    fn opener(
+        mut meanwhile: impl FnMut(&Path),
+    ) -> (
+        impl FnMut(&Path) -> std::io::Result<File>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = opened.clone();
+        let open = move |path: &Path| {
+            let file = open_lock_file(path)?;
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                meanwhile(path);
+            }
+            Ok(file)
+        };
+        (open, opened)
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn takes_the_new_lock_file_when_the_one_it_opened_was_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db.lock");
+        // The holder exits cleanly between this server's open and its lock.
+        let (open, opened) = opener(|path| std::fs::remove_file(path).unwrap());
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let file = acquire(&path, deadline, open).unwrap().expect("the lock");
+        assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(
+            names(&path, &file).unwrap(),
+            "locked a file the path no longer names"
+        );
+        let other = open_lock_file(&path).unwrap();
+        assert!(
+            matches!(other.try_lock(), Err(TryLockError::WouldBlock)),
+            "the lock file at the path is not locked"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn waits_for_the_server_holding_the_file_that_replaced_the_one_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db.lock");
+        // The holder exits cleanly and a third server creates a new file and locks it, all
+        // between this server's open and its lock.
+        let third = std::sync::Arc::new(Mutex::new(None));
+        let held = third.clone();
+        let (open, opened) = opener(move |path| {
+            std::fs::remove_file(path).unwrap();
+            let file = open_lock_file(path).unwrap();
+            file.try_lock().unwrap();
+            *held.lock().unwrap() = Some(file);
+        });
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let taken = acquire(&path, deadline, open).unwrap();
+        assert!(
+            taken.is_none(),
+            "ran beside the server holding the new file"
+        );
+        assert_eq!(opened.load(std::sync::atomic::Ordering::SeqCst), 2);
+        drop(third);
+    }
+
+    #[test]
+    fn dropping_the_lock_removes_its_file_and_frees_the_inbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path().join("inbox.db");
+        let lock_path = inbox::with_suffix(&inbox, ".lock");
+        let lock = InboxLock::take(&inbox).unwrap();
+        assert!(matches!(InboxLock::take(&inbox), Err(InboxError::InUse(_))));
+        drop(lock);
+        assert_eq!(lock_path.exists(), !cfg!(unix));
+        drop(InboxLock::take(&inbox).unwrap());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The inbox's files on disk: who may open them, and what a user reads when the inbox cannot
-//! be opened.
+//! The inbox's files on disk: who may open them, what a clean exit leaves behind, and what a
+//! user reads when the inbox cannot be opened.
 
 mod common;
 
@@ -138,6 +138,23 @@ async fn warns_about_an_inbox_other_users_can_open_and_leaves_its_mode_alone() {
     assert_eq!(counts.done, 2, "the inbox kept working");
 }
 
+#[tokio::test]
+async fn a_clean_shutdown_leaves_no_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = sibling(&db_path(&dir), ".lock");
+    serve_one_delivery(&dir, 1, || {
+        assert!(lock.exists(), "no lock file while serving")
+    })
+    .await;
+    assert!(!lock.exists(), "{} left after a clean exit", lock.display());
+
+    let (handler, _calls) = Scripted::ok();
+    let webhook = Webhook::start(&config(&dir), handler).await.unwrap();
+    assert!(lock.exists(), "no lock file while the webhook runs");
+    webhook.shutdown().await;
+    assert!(!lock.exists(), "{} left after shutdown", lock.display());
+}
+
 /// The error and its causes on one line, as `anyhow` prints them with `{:#}`.
 fn chain(err: &(dyn Error + 'static)) -> String {
     std::iter::successors(Some(err), |err| (*err).source())
@@ -220,6 +237,10 @@ async fn a_file_that_is_not_a_database_names_the_path_and_the_reason_once() {
         check(err, &db, reason);
         assert!(chain(err).contains("move the file aside"), "{}", chain(err));
     }
+    assert!(
+        !sibling(&db, ".lock").exists(),
+        "a failed start left its lock file"
+    );
 }
 
 #[tokio::test]

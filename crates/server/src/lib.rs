@@ -53,6 +53,9 @@
 //!   the attempt count); processed deliveries are pruned after [`ServerConfig::retention`].
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
 //!
+//! Each request is logged on one `request` line with its status, outcome and remote address
+//! ([`RemoteAddr`]).
+//!
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the
 //! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`].
@@ -72,4 +75,4 @@ pub use crate::error::{InboxError, ServerError};
 pub use crate::handler::{Handler, HandlerError, Job};
 pub use crate::inbox::{DeliveryState, Inbox, InboxEntry, StateCounts, StateFilter, UnknownState};
 pub use crate::server::{Server, shutdown_signal};
-pub use crate::service::{ResponseBody, Webhook, WebhookService};
+pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{ServerConfig, TlsFiles};
 use crate::error::ServerError;
 use crate::handler::Handler;
-use crate::service::{Opened, Routes, Shared};
+use crate::service::{Opened, RemoteAddr, Routes, Shared};
 
 /// The webhook server: binds, serves until told to stop, shuts down gracefully.
 ///
@@ -198,7 +198,8 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request: Request<Incoming>| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(RemoteAddr(peer));
         let shared = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(shared.respond(request, Routes::All).await) }
     });

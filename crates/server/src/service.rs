@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -72,11 +73,32 @@ pub struct Webhook {
 ///
 /// It implements `tower::Service<http::Request<B>>` for any body `B` and
 /// `hyper::service::Service<http::Request<hyper::body::Incoming>>`, never fails (every
-/// problem is an HTTP answer) and is cheap to clone.
+/// problem is an HTTP answer) and is cheap to clone. Each request is logged on one line
+/// (`request`, at info level); insert a [`RemoteAddr`] into the request for the line to say
+/// where it came from.
 #[derive(Debug, Clone)]
 pub struct WebhookService {
     shared: Arc<Shared>,
 }
+
+/// The address a request came from, carried as a request extension so that the request log
+/// names who sent it (`remote=…`): who sent a forged delivery, who probes the webhook.
+///
+/// The ready [`Server`](crate::Server) inserts it into every request. An application that
+/// mounts a [`WebhookService`] inserts the same before calling the service, from whatever its
+/// server knows about the connection (axum's `ConnectInfo<SocketAddr>`, for instance):
+///
+/// ```
+/// use preservica_webhook_server::RemoteAddr;
+///
+/// let mut request = http::Request::new(String::new());
+/// let peer = "192.0.2.7:51234".parse().unwrap();
+/// request.extensions_mut().insert(RemoteAddr(peer));
+/// ```
+///
+/// Without it the request line has no `remote` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RemoteAddr(pub SocketAddr);
 
 /// The response body the service sends.
 pub type ResponseBody = Full<Bytes>;
@@ -286,11 +308,13 @@ impl Shared {
         };
         let latency = started.elapsed();
         self.metrics.observe_latency(latency.as_secs_f64());
+        let remote = parts.extensions.get::<RemoteAddr>().map(|it| it.0);
         tracing::info!(
             method = %parts.method,
             path,
             status = reply.status.as_u16(),
             outcome,
+            remote = remote.map(tracing::field::display),
             latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             "request"
         );

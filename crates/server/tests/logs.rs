@@ -234,3 +234,44 @@ async fn logs_and_errors_show_no_secret_signature_or_challenge_hmac() {
     check_clean("the configuration's Debug", &debug_config, &forbidden);
     check_clean("a bind error", &bind_error, &forbidden);
 }
+
+/// The captured `request` lines that name `remote` as their remote address.
+fn request_lines_from(remote: std::net::SocketAddr) -> Vec<String> {
+    let text = String::from_utf8(captured().lock().unwrap().clone()).unwrap();
+    let remote = format!("remote={remote}");
+    text.lines()
+        .filter(|line| {
+            let mut words = line.split_whitespace();
+            words.clone().any(|word| word == "request") && words.any(|word| word == remote)
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The level word of a formatted line.
+fn level(line: &str) -> &str {
+    line.split_whitespace()
+        .find(|word| ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(word))
+        .unwrap_or("none")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_the_remote_address_on_the_request_line_of_a_delivery() {
+    captured();
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let client_addr = stream.local_addr().unwrap();
+    let request = length_request("/", &signature(&secret(), BODY), BODY);
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &request)
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut stream).await.unwrap().status, 200);
+    server.stop().await;
+
+    let lines = request_lines_from(client_addr);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(level(&lines[0]), "INFO", "{}", lines[0]);
+    assert!(lines[0].contains("status=200"), "{}", lines[0]);
+}

@@ -54,7 +54,7 @@
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
 //!
 //! Each request is logged on one `request` line with its status, outcome and remote address
-//! ([`RemoteAddr`]).
+//! ([`RemoteAddr`]): webhook requests at info level, `/healthz` and `/metrics` at debug.
 //!
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the

@@ -251,7 +251,8 @@ impl Opened {
 }
 
 impl Shared {
-    /// Answers one request, logging it and recording its latency.
+    /// Answers one request, logging it and recording its latency: webhook requests at info
+    /// level, health and metrics requests (a scraper's every few seconds) at debug.
     pub(crate) async fn respond<B>(
         &self,
         request: Request<B>,
@@ -267,13 +268,14 @@ impl Shared {
         // Answers decided from the head leave any body unread, and hyper then closes the
         // connection: say so, so a client does not send its next request into a closed socket.
         let body_left_unread = !body.is_end_stream();
-        let (reply, outcome, close) = if routes == Routes::All && self.is_health(path) {
+        let probe = routes == Routes::All && (self.is_health(path) || self.is_metrics(path));
+        let (reply, outcome, close) = if probe && self.is_health(path) {
             (
                 text_reply(StatusCode::OK, "ok\n"),
                 "health",
                 body_left_unread,
             )
-        } else if routes == Routes::All && self.is_metrics(path) {
+        } else if probe {
             let text = self.render_metrics().await;
             let reply = Reply {
                 status: StatusCode::OK,
@@ -309,15 +311,26 @@ impl Shared {
         let latency = started.elapsed();
         self.metrics.observe_latency(latency.as_secs_f64());
         let remote = parts.extensions.get::<RemoteAddr>().map(|it| it.0);
-        tracing::info!(
-            method = %parts.method,
-            path,
-            status = reply.status.as_u16(),
-            outcome,
-            remote = remote.map(tracing::field::display),
-            latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+        // One call site per level: a tracing event's level is fixed where it is written.
+        macro_rules! request_line {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    method = %parts.method,
+                    path,
+                    status = reply.status.as_u16(),
+                    outcome,
+                    remote = remote.map(tracing::field::display),
+                    latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    "request"
+                )
+            };
+        }
+        if probe {
+            request_line!(tracing::Level::DEBUG);
+        } else {
+            request_line!(tracing::Level::INFO);
+        }
         into_response(reply, close)
     }
 

@@ -275,3 +275,38 @@ async fn names_the_remote_address_on_the_request_line_of_a_delivery() {
     assert_eq!(level(&lines[0]), "INFO", "{}", lines[0]);
     assert!(lines[0].contains("status=200"), "{}", lines[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_health_and_metrics_requests_at_debug_only() {
+    captured();
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let client_addr = stream.local_addr().unwrap();
+    for path in ["/healthz", "/metrics"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_response(&mut stream).await.unwrap().status, 200);
+    }
+    server.stop().await;
+
+    let lines = request_lines_from(client_addr);
+    let levels: Vec<(&str, bool, bool)> = lines
+        .iter()
+        .map(|line| {
+            (
+                level(line),
+                line.contains(r#"path="/healthz""#),
+                line.contains(r#"path="/metrics""#),
+            )
+        })
+        .collect();
+    assert_eq!(
+        levels,
+        [("DEBUG", true, false), ("DEBUG", false, true)],
+        "{lines:#?}"
+    );
+}

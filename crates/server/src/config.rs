@@ -31,6 +31,12 @@ pub struct ServerConfig {
     /// answered with the first. At least one is required.
     pub secrets: Vec<Secret>,
     /// The largest body accepted, in bytes; default 1 MiB. Larger bodies get 413.
+    ///
+    /// It also bounds the lingering close of the ready [`Server`](crate::Server): after an
+    /// answer given before the body was read (a refusal from the head, 413, 408), what the
+    /// client still sends is read and discarded — up to about this many bytes, an eighth more
+    /// and 64 KiB, and for at most 1 s — before the connection is closed, so that a client
+    /// that writes its whole body before reading gets the answer rather than a reset.
     pub max_body: usize,
     /// PEM certificate chain and key for HTTPS; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,

@@ -36,6 +36,9 @@
 //! - a POST needs a `Preservica-Signature` header; its body (chunked or with
 //!   `Content-Length`) is read within [`ServerConfig::max_body`] (413 as soon as it is larger,
 //!   without reading the rest) and [`ServerConfig::body_timeout`] (408);
+//! - an answer given before the body is read (a refusal from the head, 413, 408) reaches
+//!   clients that write their whole body before reading: the server drains what they still
+//!   send, bounded by [`ServerConfig::max_body`] and one second, before closing;
 //! - a body that matches none of the secrets gets 401; an authentic one is committed to the
 //!   inbox (SQLite in WAL mode with `synchronous=FULL`; concurrent deliveries share one
 //!   transaction and one disk sync) and only then answered 200;

@@ -1,31 +1,45 @@
 //! The ready server: a listener, TLS when configured, HTTP/1.1 with limits, and a
 //! [`Webhook`] behind it.
+//!
+//! An answer given before a request's body is read (a refusal from the head, 413, 408) ends
+//! its connection with a *lingering close*, as nginx does: the server sends the answer and
+//! its end of the stream, then reads and discards what the client still sends — until the
+//! client closes, for at most `LINGER_TIME`, and at most about `ServerConfig::max_body`
+//! bytes — and only then closes. Closing at once would make the kernel reset the connection
+//! while the client is still writing, and a client that writes its whole body before reading
+//! (many Java and Python clients do) would then see the reset instead of the answer.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::Request;
+use http::header::CONNECTION;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServerConfig, TlsFiles};
 use crate::error::ServerError;
 use crate::handler::Handler;
 use crate::service::{Opened, RemoteAddr, Routes, Shared};
+
+/// How long a connection answered before its body was read is drained before it is closed
+/// (see the module documentation).
+const LINGER_TIME: Duration = Duration::from_secs(1);
 
 /// The webhook server: binds, serves until told to stop, shuts down gracefully.
 ///
@@ -120,8 +134,14 @@ impl<H: Handler> Server<H> {
         http.timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout)
             .keep_alive(true);
+        let limits = ConnectionLimits {
+            handshake_timeout: config.header_timeout,
+            drain_bytes: drain_bytes(config.max_body),
+        };
         let permits = Arc::new(Semaphore::new(config.max_connections));
-        let graceful = GracefulShutdown::new();
+        // Every connection task holds a clone of `open`; `all_closed` ends once all are gone.
+        let (open, mut all_closed) = mpsc::channel::<Infallible>(1);
+        let stop = CancellationToken::new();
         let mut shutdown = pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -144,40 +164,29 @@ impl<H: Handler> Server<H> {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&shared);
-            let http = http.clone();
-            let watcher = graceful.watcher();
-            match &tls {
-                None => {
-                    tokio::spawn(async move {
-                        serve(&http, watcher, TokioIo::new(stream), shared, peer).await;
-                        drop(permit);
-                    });
+            let connection = Connection {
+                http: http.clone(),
+                shared: Arc::clone(&shared),
+                peer,
+                stop: stop.clone(),
+                limits,
+            };
+            let tls = tls.clone();
+            let open = open.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => connection.serve(stream).await,
+                    Some(acceptor) => connection.serve_tls(&acceptor, stream).await,
                 }
-                Some(acceptor) => {
-                    let acceptor = acceptor.clone();
-                    let handshake_timeout = config.header_timeout;
-                    tokio::spawn(async move {
-                        let handshake =
-                            tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
-                        match handshake {
-                            Ok(Ok(stream)) => {
-                                serve(&http, watcher, TokioIo::new(stream), shared, peer).await;
-                            }
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                        drop(permit);
-                    });
-                }
-            }
+                drop((permit, open));
+            });
         }
         drop(listener);
         tracing::info!("shutting down: finishing requests in flight");
+        stop.cancel();
+        drop(open);
         let bound = config.shutdown_grace.max(config.body_timeout);
-        if tokio::time::timeout(bound, graceful.shutdown())
+        if tokio::time::timeout(bound, all_closed.recv())
             .await
             .is_err()
         {
@@ -189,23 +198,160 @@ impl<H: Handler> Server<H> {
     }
 }
 
-async fn serve<I>(
-    http: &http1::Builder,
-    watcher: hyper_util::server::graceful::Watcher,
-    io: TokioIo<I>,
+/// The per-connection bounds that come from the configuration.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    /// How long a TLS handshake may take.
+    handshake_timeout: Duration,
+    /// How many bytes a lingering close reads and discards at most.
+    drain_bytes: usize,
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    http: http1::Builder,
     shared: Arc<Shared>,
     peer: SocketAddr,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    /// Cancelled when the server shuts down: finish the request in flight, then close.
+    stop: CancellationToken,
+    limits: ConnectionLimits,
+}
+
+/// How draining a connection ended, short of an error or the time bound.
+enum Drained {
+    /// The client closed its side: everything it sent was read.
+    ClientClosed,
+    /// The client sent more than the byte bound.
+    ByteBound,
+}
+
+impl Connection {
+    async fn serve_tls(self, acceptor: &TlsAcceptor, stream: tokio::net::TcpStream) {
+        let peer = self.peer;
+        let handshake =
+            tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await;
+        match handshake {
+            Ok(Ok(stream)) => self.serve(stream).await,
+            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    /// Serves HTTP/1.1 requests until the connection ends, then closes it: at once after a
+    /// normal end, with a lingering close after an answer given before its body was read.
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            http,
+            shared,
+            peer,
+            stop,
+            limits,
+        } = self;
+        // Set when an answer says `Connection: close`: the service says so exactly when it
+        // answered without reading the whole body.
+        let said_close = Arc::new(AtomicBool::new(false));
+        let service = {
+            let said_close = Arc::clone(&said_close);
+            service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(RemoteAddr(peer));
+                let shared = Arc::clone(&shared);
+                let said_close = Arc::clone(&said_close);
+                // Boxed, so the future is `Unpin`, as `poll_without_shutdown` needs.
+                Box::pin(async move {
+                    let response = shared.respond(request, Routes::All).await;
+                    let closes = response
+                        .headers()
+                        .get(CONNECTION)
+                        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+                    if closes {
+                        said_close.store(true, Ordering::Relaxed);
+                    }
+                    Ok::<_, Infallible>(response)
+                })
+            })
+        };
+        let mut connection = http.serve_connection(TokioIo::new(io), service);
+        let mut stopping = pin!(stop.cancelled());
+        let mut stop_seen = false;
+        // Without shutdown, so the socket comes back to be closed here.
+        let ended = poll_fn(|cx| {
+            if !stop_seen && stopping.as_mut().poll(cx).is_ready() {
+                stop_seen = true;
+                Pin::new(&mut connection).graceful_shutdown();
+            }
+            connection.poll_without_shutdown(cx)
+        })
+        .await;
+        let linger = match ended {
+            Ok(()) => said_close.load(Ordering::Relaxed),
+            // A client that sent no complete head in time was answered nothing: just close.
+            Err(err) if err.is_timeout() => {
+                tracing::debug!(%peer, "closing a connection that sent no request head in time");
+                false
+            }
+            // hyper may have answered a malformed request (400, 431) with its body unread.
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+                true
+            }
+        };
+        let parts = connection.into_parts();
+        let already_read = parts.read_buf.len();
+        let mut io = parts.io.into_inner();
+        if linger {
+            linger_close(&mut io, already_read, limits.drain_bytes, peer).await;
+        } else {
+            // What hyper would have done: flush, send close_notify (TLS) and FIN.
+            let _ = tokio::time::timeout(LINGER_TIME, io.shutdown()).await;
+        }
+    }
+}
+
+/// The most a lingering close reads: the body cap, an eighth more for chunk framing (enough
+/// for chunks of 64 bytes and more), and 64 KiB for what a client may send after the body.
+fn drain_bytes(max_body: usize) -> usize {
+    max_body
+        .saturating_add(max_body / 8)
+        .saturating_add(64 * 1024)
+}
+
+/// Sends the end of the stream, then reads and discards what the client still sends until it
+/// closes, [`LINGER_TIME`] has passed or `limit` bytes (counting `already_read`) have been
+/// read; the caller then drops the socket. A client that has written its whole request
+/// before reading thus finds the answer instead of a reset.
+async fn linger_close<I>(io: &mut I, already_read: usize, limit: usize, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
 {
-    let service = service_fn(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(RemoteAddr(peer));
-        let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(shared.respond(request, Routes::All).await) }
-    });
-    let connection = http.serve_connection(io, service);
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    let drain = async {
+        io.shutdown().await?;
+        let mut left = limit.saturating_sub(already_read);
+        let mut scratch = [0u8; 8192];
+        while left > 0 {
+            let n = io.read(&mut scratch).await?;
+            if n == 0 {
+                return Ok(Drained::ClientClosed);
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, std::io::Error>(Drained::ByteBound)
+    };
+    match tokio::time::timeout(LINGER_TIME, drain).await {
+        Ok(Ok(Drained::ClientClosed)) => {}
+        Ok(Ok(Drained::ByteBound)) => tracing::debug!(
+            %peer,
+            "cut off a connection that sent more than {limit} bytes after its answer"
+        ),
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "connection failed while draining it");
+        }
+        Err(_) => tracing::debug!(
+            %peer,
+            "cut off a connection still sending {LINGER_TIME:?} after its answer"
+        ),
     }
 }
 

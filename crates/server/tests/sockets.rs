@@ -536,19 +536,7 @@ async fn serves_https_with_a_pem_certificate_and_key() {
     let (handler, mut calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
 
-    use rustls_pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(data.join("cert.pem")).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let connector = tls_connector(&data.join("cert.pem"));
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut stream = connector.connect(name, tcp).await.unwrap();
@@ -570,6 +558,23 @@ async fn serves_https_with_a_pem_certificate_and_key() {
     assert!(response.starts_with(b"HTTP/1.1 200"));
     assert_eq!(next_call(&mut calls).await.body, BODY);
     server.stop().await;
+}
+
+/// A TLS client trusting the certificate in `cert`.
+fn tls_connector(cert: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
 }
 
 #[tokio::test]
@@ -692,5 +697,206 @@ async fn says_connection_close_when_it_answers_without_reading_a_body() {
     let challenged = read_response(&mut stream).await.unwrap();
     assert_eq!(challenged.status, 200);
     assert!(closes(&challenged), "{}", challenged.head);
+    server.stop().await;
+}
+
+/// Fresh connections tried per case of the early-answer tests.
+const TRIES: usize = 50;
+
+/// Writes `writes` (a head, then the body) before reading anything, as many Java and Python
+/// clients do, then reads the answer. The body follows the head a moment later, as from a
+/// client that sends its headers before producing the body. `None` when a write or the read
+/// failed: the client saw a reset where an answer should have been.
+async fn write_everything_then_read<S>(stream: &mut S, writes: &[Vec<u8>]) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (head, body) = writes.split_first()?;
+    stream.write_all(head).await.ok()?;
+    stream.flush().await.ok()?;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    for write in body {
+        stream.write_all(write).await.ok()?;
+    }
+    stream.flush().await.ok()?;
+    Some(read_response(stream).await?.status)
+}
+
+/// How many of [`TRIES`] fresh connections that write all of `writes` before reading get
+/// `status` back.
+async fn answered_after_writing_everything(
+    addr: std::net::SocketAddr,
+    writes: &[Vec<u8>],
+    status: u16,
+) -> usize {
+    let mut answered = 0;
+    for _ in 0..TRIES {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        if write_everything_then_read(&mut stream, writes).await == Some(status) {
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[tokio::test]
+async fn answers_401_to_clients_that_write_a_large_unsigned_body_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let writes = chunked_writes("POST", "/", None, &[b' '; 256 * 1024], 512);
+    let answered = answered_after_writing_everything(server.addr, &writes, 401).await;
+    assert_eq!(
+        answered, TRIES,
+        "{answered} of {TRIES} clients read their 401"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_401_to_clients_that_write_a_small_unsigned_body_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let writes = chunked_writes("POST", "/", None, &[b' '; 300], 512);
+    let answered = answered_after_writing_everything(server.addr, &writes, 401).await;
+    assert_eq!(
+        answered, TRIES,
+        "{answered} of {TRIES} clients read their 401"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_every_early_refusal_to_clients_that_write_their_body_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_body = 64 * 1024;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let signed = signature(&secret(), b"x");
+    let cases = [
+        ("POST", "/elsewhere", None, 96 * 1024, 404),
+        ("PUT", "/", None, 96 * 1024, 405),
+        (
+            "POST",
+            "/?challengeCode=preservica-webhook-auth",
+            None,
+            96 * 1024,
+            400,
+        ),
+        // Over the cap: refused once 64 KiB are read, the other 96 KiB drained.
+        ("POST", "/", Some(signed.as_str()), 160 * 1024, 413),
+    ];
+    let mut answered = Vec::new();
+    for (method, target, signature, size, status) in cases {
+        let writes = chunked_writes(method, target, signature, &vec![b' '; size], 512);
+        let count = answered_after_writing_everything(server.addr, &writes, status).await;
+        answered.push((method, target, status, count));
+    }
+    let expected: Vec<_> = cases
+        .iter()
+        .map(|(method, target, _, _, status)| (*method, *target, *status, TRIES))
+        .collect();
+    assert_eq!(
+        answered, expected,
+        "(method, target, status, clients answered)"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn answers_401_over_https_to_clients_that_write_their_body_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut config = config(&dir);
+    config.tls = Some(TlsFiles {
+        cert: data.join("cert.pem"),
+        key: data.join("key.pem"),
+    });
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let connector = tls_connector(&data.join("cert.pem"));
+    let writes = chunked_writes("POST", "/", None, &[b' '; 256 * 1024], 512);
+    let mut answered = 0;
+    for _ in 0..TRIES {
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut stream = connector.connect(name, tcp).await.unwrap();
+        if write_everything_then_read(&mut stream, &writes).await == Some(401) {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        answered, TRIES,
+        "{answered} of {TRIES} clients read their 401"
+    );
+    server.stop().await;
+}
+
+/// Keeps writing small chunks until a write fails; returns how long that took.
+async fn write_until_cut_off(mut writer: tokio::net::tcp::OwnedWriteHalf) -> Duration {
+    let started = Instant::now();
+    let chunk = b"10\r\n0123456789abcdef\r\n";
+    while writer.write_all(chunk).await.is_ok() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn disconnects_a_client_that_keeps_sending_after_an_early_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config(&dir), handler).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let writes = chunked_writes("POST", "/", None, b"", 512);
+    writer.write_all(&writes[0]).await.unwrap();
+    let sending = tokio::spawn(write_until_cut_off(writer));
+    let mut answer = Vec::new();
+    // The answer, then the end of the stream, come at once; the draining goes on.
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "no end of the answer's stream within 5 s");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let cut_off = tokio::time::timeout(Duration::from_secs(10), sending).await;
+    assert!(
+        cut_off.is_ok(),
+        "a client sending a trickle of body was still connected after 10 s"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn disconnects_a_client_that_floods_body_after_an_early_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_body = 1024;
+    let (handler, _calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let writes = chunked_writes("POST", "/", None, b"", 512);
+    stream.write_all(&writes[0]).await.unwrap();
+    let flood = vec![b'x'; 64 * 1024];
+    let mut written = 0usize;
+    let flooding = tokio::time::timeout(Duration::from_secs(10), async {
+        while stream.write_all(&flood).await.is_ok() {
+            written += flood.len();
+        }
+    })
+    .await;
+    assert!(
+        flooding.is_ok(),
+        "a flooding client was still connected after 10 s"
+    );
+    // The drain stops near the body cap; what else got through sat in socket buffers.
+    assert!(
+        written < 32 * 1024 * 1024,
+        "{written} bytes accepted after the answer at a body cap of 1 KiB"
+    );
     server.stop().await;
 }

@@ -14,7 +14,7 @@ use preservica_webhook_core::{Secret, sign};
 use preservica_webhook_server::{
     Handler, HandlerError, InboxConfig, Job, RetryPolicy, Server, ServerConfig, ServerError,
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -193,7 +193,7 @@ pub struct RawResponse {
 }
 
 /// Reads one response from `stream` (Content-Length bodies only, as the server sends).
-pub async fn read_response(stream: &mut TcpStream) -> Option<RawResponse> {
+pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawResponse> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -260,6 +260,34 @@ pub fn chunked_request(path: &str, signature: &str, body: &[u8], piece: usize) -
     }
     request.extend_from_slice(b"0\r\n\r\n");
     request
+}
+
+/// The writes of a chunked request, one per chunk of `piece` body bytes: the head (with a
+/// `Preservica-Signature` header when `signature` is given), each chunk with its framing, the
+/// terminating chunk.
+pub fn chunked_writes(
+    method: &str,
+    target: &str,
+    signature: Option<&str>,
+    body: &[u8],
+    piece: usize,
+) -> Vec<Vec<u8>> {
+    let signature = signature
+        .map(|value| format!("Preservica-Signature: {value}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{signature}\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let mut writes = vec![head.into_bytes()];
+    for part in body.chunks(piece) {
+        let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
+        chunk.extend_from_slice(part);
+        chunk.extend_from_slice(b"\r\n");
+        writes.push(chunk);
+    }
+    writes.push(b"0\r\n\r\n".to_vec());
+    writes
 }
 
 /// A POST of `body` with Content-Length, signed with `signature`.

@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use preservica_webhook_server::{DeliveryState, Inbox, InboxEntry, InboxError, StateFilter};
+use preservica_webhook_server::{DeliveryState, Inbox, InboxEntry, StateFilter};
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
 use crate::config::config_error;
@@ -15,9 +15,12 @@ use crate::output;
 /// # Errors
 /// A missing or foreign inbox file (exit 2), database errors, and unknown or non-dead ids.
 pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
-    let inbox = Inbox::open(&args.inbox).map_err(|err| match err {
-        InboxError::NotFound(_) | InboxError::NotAnInbox { .. } => config_error(err.to_string()),
-        other => anyhow::Error::new(other),
+    let inbox = Inbox::open(&args.inbox).map_err(|err| {
+        if err.is_configuration() {
+            config_error(format!("{:#}", anyhow::Error::new(err)))
+        } else {
+            anyhow::Error::new(err)
+        }
     })?;
     match &args.command {
         InboxCommand::List { state } => list(global, &inbox, *state),

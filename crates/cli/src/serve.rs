@@ -176,9 +176,10 @@ fn server_error(err: ServerError) -> anyhow::Error {
             "the receiver cannot start: cannot listen on {addr}: {source}; {}",
             bind_hint(addr, source.kind())
         )),
-        ServerError::Inbox(inbox) if inbox_is_configuration(&inbox) => {
-            config_error(format!("the receiver cannot start: {}", chain(&inbox)))
-        }
+        ServerError::Inbox(inbox) if inbox.is_configuration() => config_error(format!(
+            "the receiver cannot start: {:#}",
+            anyhow::Error::new(inbox)
+        )),
         other => anyhow::Error::new(other).context("the receiver cannot start"),
     }
 }
@@ -203,30 +204,6 @@ fn bind_hint(addr: std::net::SocketAddr, kind: std::io::ErrorKind) -> String {
         ),
         _ => "check the address and that this user may listen on it".to_owned(),
     }
-}
-
-// Replaced by InboxError::is_configuration once it exists.
-fn inbox_is_configuration(err: &preservica_webhook_server::InboxError) -> bool {
-    use preservica_webhook_server::InboxError;
-    matches!(
-        err,
-        InboxError::NotFound(_)
-            | InboxError::NotAnInbox { .. }
-            | InboxError::InUse(_)
-            | InboxError::Io(_)
-    )
-}
-
-/// An error and its causes on one line, each said once.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
 }
 
 /// Subscribes `url` to each trigger, replacing any existing subscription of the same URL and

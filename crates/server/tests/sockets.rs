@@ -599,9 +599,9 @@ async fn prunes_processed_deliveries_past_retention_and_nothing_else() {
     let inbox = Inbox::open(&db_path(&dir)).unwrap();
     assert_eq!(inbox.counts().unwrap().done, 1);
 
-    // A server with no retention prunes the processed delivery when it starts.
+    // A server with a zero retention prunes the processed delivery when it starts.
     let mut config = config(&dir);
-    config.retention = Duration::ZERO;
+    config.retention = Some(Duration::ZERO);
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let counts = eventually("the prune", || async {

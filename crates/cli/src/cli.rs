@@ -345,10 +345,12 @@ pub(crate) struct ServeArgs {
     /// How many deliveries are processed at once
     #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) workers: u32,
-    /// Run CMD through `sh -c` once per delivery, the raw body on stdin; exit 0 = done,
-    /// anything else = retry later. Environment: PRESERVICA_TRIGGER,
-    /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated),
-    /// PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based)
+    /// Run CMD through `sh -c` once per delivery, the raw body on stdin (always the whole
+    /// delivery); exit 0 = done, anything else = retry later. Environment: PRESERVICA_TRIGGER,
+    /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated, at most 64 KiB:
+    /// a longer list is cut at a whole reference, PRESERVICA_ENTITY_REFS_TRUNCATED is then 1,
+    /// else 0; read the body for all of them), PRESERVICA_ENTITY_COUNT (how many the delivery
+    /// has), PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based)
     #[arg(long, value_name = "CMD")]
     pub(crate) exec: Option<String>,
     /// Longest a handler call may run before it is stopped and retried

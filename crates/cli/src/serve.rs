@@ -23,6 +23,14 @@ use crate::output;
 /// How much longer than `--exec-timeout` the server waits before abandoning a handler call,
 /// so the command's own timeout (which kills its process group) fires first.
 const TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
+/// The most bytes of entity references put in `PRESERVICA_ENTITY_REFS`, cut at a whole
+/// reference. Linux refuses to start a command with any one environment string over 128 KiB
+/// (`MAX_ARG_STRLEN`), which the references of a delivery under the body cap can exceed; the
+/// full list is always in the body on stdin.
+const MAX_ENV_REFS: usize = 64 * 1024;
+/// The most bytes of the trigger or subscription id put in the environment; real values are
+/// a few dozen bytes, and a longer one is passed empty (it is in the body).
+const MAX_ENV_VALUE: usize = 1024;
 
 /// `serve`.
 ///
@@ -353,23 +361,43 @@ struct Exec {
 impl Exec {
     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
         let delivery = &job.delivery;
-        let refs: Vec<&str> = delivery.entity_refs().collect();
+        let refs = EnvRefs::new(delivery.entity_refs(), MAX_ENV_REFS);
+        if refs.is_cut() {
+            tracing::info!(
+                id = job.id,
+                attempt = job.attempt,
+                passed = refs.passed,
+                total = refs.total,
+                "the entity references do not all fit in PRESERVICA_ENTITY_REFS; the command \
+                 gets the first ones there, PRESERVICA_ENTITY_REFS_TRUNCATED=1, and all of them \
+                 in the body on stdin"
+            );
+        }
+        let trigger = env_value(
+            job,
+            "PRESERVICA_TRIGGER",
+            delivery.trigger.as_ref().map_or("", TriggerType::as_str),
+        );
+        let subscription = env_value(
+            job,
+            "PRESERVICA_SUBSCRIPTION_ID",
+            delivery
+                .subscription_id
+                .as_ref()
+                .map_or("", SubscriptionId::as_str),
+        );
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
             .arg(&self.command)
+            .env("PRESERVICA_TRIGGER", trigger)
+            .env("PRESERVICA_SUBSCRIPTION_ID", subscription)
+            .env("PRESERVICA_ENTITY_REFS", &refs.joined)
             .env(
-                "PRESERVICA_TRIGGER",
-                delivery.trigger.as_ref().map_or("", TriggerType::as_str),
+                "PRESERVICA_ENTITY_REFS_TRUNCATED",
+                if refs.is_cut() { "1" } else { "0" },
             )
-            .env(
-                "PRESERVICA_SUBSCRIPTION_ID",
-                delivery
-                    .subscription_id
-                    .as_ref()
-                    .map_or("", SubscriptionId::as_str),
-            )
-            .env("PRESERVICA_ENTITY_REFS", refs.join(" "))
+            .env("PRESERVICA_ENTITY_COUNT", refs.total.to_string())
             .env("PRESERVICA_DELIVERY_KEY", job.key.to_hex())
             .env("PRESERVICA_ATTEMPT", job.attempt.to_string())
             // The command has no use for the webhook secret; keep it out of its reach.
@@ -412,6 +440,70 @@ impl Exec {
             }
         }
     }
+}
+
+/// The entity references as the command's environment gets them.
+#[derive(Debug, PartialEq, Eq)]
+struct EnvRefs {
+    /// The first references, separated by spaces.
+    joined: String,
+    /// How many of them are in `joined`.
+    passed: usize,
+    /// How many the delivery has.
+    total: usize,
+}
+
+impl EnvRefs {
+    /// As many whole references as fit in `limit` bytes; the list stops before the first that
+    /// does not fit or cannot be an environment value (a NUL byte), so it is always a prefix.
+    fn new<'a>(refs: impl Iterator<Item = &'a str>, limit: usize) -> EnvRefs {
+        let mut joined = String::new();
+        let mut passed = 0;
+        let mut total = 0;
+        let mut full = false;
+        for reference in refs {
+            total += 1;
+            if full {
+                continue;
+            }
+            let separator = usize::from(!joined.is_empty());
+            let fits = joined.len() + separator + reference.len() <= limit;
+            if !fits || reference.contains('\0') {
+                full = true;
+                continue;
+            }
+            if separator == 1 {
+                joined.push(' ');
+            }
+            joined.push_str(reference);
+            passed += 1;
+        }
+        EnvRefs {
+            joined,
+            passed,
+            total,
+        }
+    }
+
+    /// Whether some references were left out.
+    fn is_cut(&self) -> bool {
+        self.passed < self.total
+    }
+}
+
+/// `value`, or empty (and a log line) when it is too long or cannot be an environment value.
+fn env_value<'a>(job: &Job, name: &str, value: &'a str) -> &'a str {
+    if value.len() <= MAX_ENV_VALUE && !value.contains('\0') {
+        return value;
+    }
+    tracing::warn!(
+        id = job.id,
+        attempt = job.attempt,
+        bytes = value.len(),
+        "{name} is passed empty: the value is longer than {MAX_ENV_VALUE} bytes or holds a NUL \
+         byte; the command finds it in the body on stdin"
+    );
+    ""
 }
 
 /// Kills a process group: the shell and whatever it started.
@@ -510,6 +602,31 @@ mod tests {
             {"subscriptionId":null,"trigger":null,"tenant":null,"timestamp":null,"event":null,"entityType":null,"entityRef":null,"identifiers":[]}
         "#]]
         .assert_eq(&String::from_utf8(lines).unwrap());
+    }
+
+    #[test]
+    fn passes_whole_references_up_to_the_bound_and_says_when_it_cut() {
+        let check = |refs: &[&str], limit: usize, joined: &str, passed: usize| {
+            let got = EnvRefs::new(refs.iter().copied(), limit);
+            assert_eq!(
+                got,
+                EnvRefs {
+                    joined: joined.to_owned(),
+                    passed,
+                    total: refs.len(),
+                },
+                "{refs:?} within {limit}"
+            );
+            assert_eq!(got.is_cut(), passed < refs.len());
+        };
+        check(&[], 10, "", 0);
+        check(&["abc", "de"], 6, "abc de", 2);
+        check(&["abc", "de"], 5, "abc", 1);
+        check(&["abc", "de", "f"], 3, "abc", 1);
+        check(&["abcd", "e"], 3, "", 0);
+        // Once one is left out, so is every later one: the list stays a prefix.
+        check(&["abc", "defgh", "i"], 5, "abc", 1);
+        check(&["a", "b\0c", "d"], 10, "a", 1);
     }
 
     #[test]

@@ -181,3 +181,16 @@ impl Drop for Serve {
         let _ = self.child.wait();
     }
 }
+
+/// Waits until `ready` holds, checking every few milliseconds; panics with `what` after
+/// [`PATIENCE`].
+pub fn poll_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,103 @@
+//! `serve --exec` with the real binary: what the command is given, what it may leave behind,
+//! and how stopping treats it.
+
+mod common;
+
+use std::path::Path;
+
+use common::{SECRET, Serve, cmd, poll_until, write};
+
+/// `serve`'s default `--max-body`.
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// What `serve` puts at most in `PRESERVICA_ENTITY_REFS`.
+const MAX_ENV_REFS: usize = 64 * 1024;
+
+fn send(dir: &Path, url: &str, body: &Path) {
+    cmd(dir)
+        .args(["send", url, "--trigger", "MOVED", "--body"])
+        .arg(body)
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        .assert()
+        .success()
+        .stdout("200 OK\n");
+}
+
+fn inbox_list(dir: &Path, state: &str) -> Vec<serde_json::Value> {
+    let output = cmd(dir)
+        .args([
+            "inbox", "list", "--state", state, "--inbox", "inbox.db", "--json",
+        ])
+        .assert()
+        .success();
+    serde_json::from_slice(&output.get_output().stdout).unwrap()
+}
+
+/// A delivery of as many events as fit in `max` bytes, and its entity references in order.
+fn largest_delivery(max: usize) -> (String, Vec<String>) {
+    let head = r#"{"subscriptionId":"4583e1e6d2c72ed96a1151bc7dfd53c2","timestamp":"2026-01-24T09:15:03.001","tenant":"TEST","version":"7.7","trigger":"MOVED","events":["#;
+    let tail = "]}";
+    let mut body = head.to_owned();
+    let mut refs = Vec::new();
+    loop {
+        let n = refs.len();
+        let reference = format!("{n:08x}-5d3f-4e6a-9b7c-{n:012x}");
+        let event = format!(
+            r#"{}{{"event":"Moved","entityType":"IO","entityRef":"{reference}","identifiers":[]}}"#,
+            if n == 0 { "" } else { "," }
+        );
+        if body.len() + event.len() + tail.len() > max {
+            break;
+        }
+        body.push_str(&event);
+        refs.push(reference);
+    }
+    body.push_str(tail);
+    (body, refs)
+}
+
+#[test]
+fn exec_runs_for_the_largest_delivery_with_a_bounded_reference_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (body, refs) = largest_delivery(DEFAULT_MAX_BODY);
+    assert!(body.len() > DEFAULT_MAX_BODY - 100, "{}", body.len());
+    let file = write(dir.path(), "big.json", &body);
+    let mut serve = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            "inbox.db",
+            "--exec",
+            r#"printf '%s' "$PRESERVICA_ENTITY_REFS" > refs
+               printf '%s %s %s' "$PRESERVICA_ATTEMPT" "${PRESERVICA_ENTITY_REFS_TRUNCATED-unset}" "${PRESERVICA_ENTITY_COUNT-unset}" > meta
+               wc -c > stdin-bytes
+               touch done"#,
+        ],
+        &[],
+    );
+    send(dir.path(), &serve.url, &file);
+    let done = dir.path().join("done");
+    poll_until("the command to finish", || done.exists());
+    serve.wait_stderr("PRESERVICA_ENTITY_REFS_TRUNCATED=1");
+
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    assert_eq!(read("meta"), format!("1 1 {}", refs.len()));
+    assert_eq!(read("stdin-bytes").trim(), body.len().to_string());
+    let passed = read("refs");
+    assert!(passed.len() <= MAX_ENV_REFS, "{} bytes", passed.len());
+    let passed: Vec<&str> = passed.split(' ').collect();
+    assert!(
+        passed.len() < refs.len() && passed[..] == refs[..passed.len()],
+        "the references passed are the first ones of the delivery"
+    );
+    assert!(
+        passed.len() * (refs[0].len() + 1) > MAX_ENV_REFS - refs[0].len() - 1,
+        "as many as fit are passed, not {}",
+        passed.len()
+    );
+
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+    let done = inbox_list(dir.path(), "done");
+    assert_eq!(done.len(), 1, "{done:?}");
+    assert_eq!(done[0]["attempts"], 1, "processed on the first attempt");
+}

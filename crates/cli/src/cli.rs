@@ -356,6 +356,12 @@ pub(crate) struct ServeArgs {
     /// Longest a handler call may run before it is stopped and retried
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub(crate) exec_timeout: Duration,
+    /// On SIGINT or SIGTERM, how long the requests in flight and the running handler calls may
+    /// take to finish; calls still running then are stopped, their commands killed, and their
+    /// deliveries stay pending for the next start. A second signal stops at once the same way
+    /// and exits with 130 after SIGINT, 143 after SIGTERM
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
     /// Download the thumbnail of every asset (IO) event into DIR as REF.EXT (needs
     /// credentials); folder events are skipped
     #[arg(long, value_name = "DIR")]

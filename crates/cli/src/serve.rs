@@ -1,19 +1,21 @@
 //! `serve`: the receiver, its handlers, and the one-command subscription set-up.
 
+use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use preservica_webhook_client::{Client, ThumbnailSize};
 use preservica_webhook_core::{EntityType, Secret, Subscription, SubscriptionId, TriggerType};
 use preservica_webhook_server::{
-    Handler, HandlerError, InboxConfig, Job, Server, ServerConfig, ServerError, TlsFiles,
-    shutdown_signal,
+    Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError, TlsFiles,
 };
 use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, Retention, ServeArgs};
 use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
@@ -68,11 +70,14 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
         }
     }
 
+    let calls = Arc::new(Running::default());
     let handler = CliHandler {
         print: args.exec.is_none() && args.thumbnails.is_none(),
+        running: Arc::clone(&calls),
         exec: args.exec.clone().map(|command| Exec {
             command,
             timeout: args.exec_timeout,
+            running: Arc::clone(&calls),
         }),
         thumbnails: args
             .thumbnails
@@ -100,6 +105,7 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     };
     config.workers = args.workers as usize;
     config.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
+    config.shutdown_grace = args.shutdown_grace;
     config.retry.max_attempts = args.max_attempts;
     config.retry.base_delay = args.retry_delay;
     config.retry.max_delay = config.retry.max_delay.max(args.retry_delay);
@@ -114,7 +120,7 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     };
 
     // Signals are caught from here on, so a stop during subscribing still cleans up.
-    let mut signalled = tokio::spawn(shutdown_signal());
+    let mut signals = Signals::new()?;
     let server = Server::bind(config, handler).await.map_err(server_error)?;
     let listening = format!(
         "listening on {scheme}://{}{}",
@@ -137,7 +143,21 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     }
     if outcome.is_ok() {
         tokio::select! {
-            _ = &mut signalled => tracing::info!("stopping"),
+            signal = signals.next() => {
+                let waiting = plural(calls.calls(), "running handler call", "running handler calls");
+                let lost = if args.in_memory {
+                    "losing their deliveries (--in-memory)"
+                } else {
+                    "leaving their deliveries pending for the next start"
+                };
+                tracing::info!(
+                    "stopping ({}): waiting up to {:?} (--shutdown-grace) for the requests in \
+                     flight and the {waiting} to finish; signal again (Ctrl-C or SIGTERM) to \
+                     stop at once, {lost}",
+                    signal.name(),
+                    args.shutdown_grace,
+                );
+            }
             ended = &mut running => {
                 outcome = match ended {
                     Ok(Ok(())) => Err(anyhow!("the server stopped unexpectedly")),
@@ -147,30 +167,141 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
             }
         }
     }
-    if let (true, Some(client)) = (args.unsubscribe_on_exit, &client) {
-        for id in &made {
-            match client.unsubscribe(id).await {
-                Ok(()) => output::note(&format!("unsubscribed {id}")),
-                Err(err) if err.is_not_found() => {
-                    output::note(&format!("unsubscribed {id} (it was already gone)"));
+    let wait_for_server = !running.is_finished() || outcome.is_ok();
+    let stopping = async {
+        if let (true, Some(client)) = (args.unsubscribe_on_exit, &client) {
+            for id in &made {
+                match client.unsubscribe(id).await {
+                    Ok(()) => output::note(&format!("unsubscribed {id}")),
+                    Err(err) if err.is_not_found() => {
+                        output::note(&format!("unsubscribed {id} (it was already gone)"));
+                    }
+                    Err(err) => {
+                        output::note(&format!(
+                            "error: could not unsubscribe {id}: {:#}",
+                            anyhow::Error::new(err)
+                        ));
+                    }
                 }
-                Err(err) => output::note(&format!(
-                    "error: could not unsubscribe {id}: {:#}",
-                    anyhow::Error::new(err)
-                )),
             }
         }
-    }
-    let _ = stop.send(());
-    if !running.is_finished() || outcome.is_ok() {
-        match running.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => return Err(anyhow::Error::new(err).context("the server failed")),
-            Err(err) if err.is_cancelled() => {}
-            Err(err) => return Err(anyhow::Error::new(err).context("the server failed")),
+        let _ = stop.send(());
+        if wait_for_server {
+            match running.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => return Err(anyhow::Error::new(err).context("the server failed")),
+                Err(err) if err.is_cancelled() => {}
+                Err(err) => return Err(anyhow::Error::new(err).context("the server failed")),
+            }
         }
+        Ok(())
+    };
+    let inbox = (!args.in_memory).then_some(args.inbox.as_path());
+    tokio::select! {
+        stopped = stopping => stopped?,
+        signal = signals.next() => return Ok(force_stop(signal, &calls, inbox)),
     }
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// The second signal: kills the running commands and says what is left for the next start.
+/// Returning drops the runtime and with it every handler call still running.
+fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&Path>) -> ExitCode {
+    let cut = plural(
+        calls.calls(),
+        "running handler call",
+        "running handler calls",
+    );
+    let killed = calls.kill_all();
+    let left = match inbox {
+        Some(path) => match Inbox::open(path).and_then(|inbox| inbox.counts()) {
+            Ok(counts) => format!(
+                "{} left pending in {}, to be handled again at the next start",
+                plural(
+                    usize::try_from(counts.pending).unwrap_or(usize::MAX),
+                    "delivery",
+                    "deliveries"
+                ),
+                path.display()
+            ),
+            Err(err) => format!(
+                "cannot count the deliveries left pending in {} ({:#}); they are handled \
+                 again at the next start (see `preservica-webhook inbox list --state pending`)",
+                path.display(),
+                anyhow::Error::new(err)
+            ),
+        },
+        None => "the inbox was in memory (--in-memory): their deliveries and any still \
+                 waiting are lost"
+            .to_owned(),
+    };
+    tracing::warn!(
+        "stopped at once on a second signal ({}): {cut} cut short, {} killed; {left}",
+        signal.name(),
+        plural(killed, "command", "commands"),
+    );
+    signal.exit_code()
+}
+
+/// `1 delivery`, `2 deliveries`.
+fn plural(count: usize, one: &str, many: &str) -> String {
+    if count == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{count} {many}")
+    }
+}
+
+/// SIGINT and SIGTERM, each listened for from the start, so a second signal is never missed.
+#[derive(Debug)]
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+/// Which signal asked to stop.
+#[derive(Debug, Clone, Copy)]
+enum StopSignal {
+    Interrupt,
+    Terminate,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .with_context(|| format!("cannot listen for {name}, needed to stop cleanly"))
+        };
+        Ok(Signals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) -> StopSignal {
+        tokio::select! {
+            Some(()) = self.interrupt.recv() => StopSignal::Interrupt,
+            Some(()) = self.terminate.recv() => StopSignal::Terminate,
+        }
+    }
+}
+
+impl StopSignal {
+    fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// 128 + the signal's number, as a shell reports a process that signal ended.
+    fn exit_code(self) -> ExitCode {
+        match self {
+            StopSignal::Interrupt => ExitCode::from(130),
+            StopSignal::Terminate => ExitCode::from(143),
+        }
+    }
 }
 
 /// Errors the user fixes in the configuration become configuration errors (exit 2): every
@@ -286,12 +417,14 @@ fn same_url(a: &str, b: &str) -> bool {
 struct CliHandler {
     /// Print each event as a JSON line (the default).
     print: bool,
+    running: Arc<Running>,
     exec: Option<Exec>,
     thumbnails: Option<Thumbnails>,
 }
 
 impl Handler for CliHandler {
     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
+        let _call = self.running.call();
         if let Some(thumbnails) = &self.thumbnails {
             thumbnails.handle(job).await?;
         }
@@ -356,6 +489,7 @@ fn print_events(job: &Job) -> Result<(), HandlerError> {
 struct Exec {
     command: String,
     timeout: Duration,
+    running: Arc<Running>,
 }
 
 impl Exec {
@@ -408,7 +542,9 @@ impl Exec {
         let mut child = command
             .spawn()
             .map_err(|err| HandlerError::new(format!("cannot start sh: {err}")))?;
-        let pid = child.id();
+        // Declared after the child, so dropped before it: the group is killed while the
+        // shell, its leader, is not yet reaped and its id cannot be reused.
+        let group = child.id().map(|pid| self.running.group(pid));
         let stdin = child.stdin.take();
         let body = job.body.clone();
         let feed = tokio::spawn(async move {
@@ -420,6 +556,8 @@ impl Exec {
         });
         let waited = tokio::time::timeout(self.timeout, child.wait()).await;
         feed.abort();
+        // Whatever the command started and left running ends with it.
+        drop(group);
         match waited {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(HandlerError::new(format!(
@@ -429,9 +567,6 @@ impl Exec {
                 "waiting for the command failed: {err}"
             ))),
             Err(_) => {
-                if let Some(pid) = pid {
-                    kill_group(pid).await;
-                }
                 let _ = child.kill().await;
                 Err(HandlerError::new(format!(
                     "the command ran longer than {:?} and was stopped",
@@ -439,6 +574,100 @@ impl Exec {
                 )))
             }
         }
+    }
+}
+
+/// The handler calls running now and the process groups of their commands: shared by the
+/// handler and `serve`, so a forced stop can say what it cuts short and kill the commands.
+#[derive(Debug, Default)]
+struct Running(Mutex<Calls>);
+
+#[derive(Debug, Default)]
+struct Calls {
+    calls: usize,
+    groups: HashSet<u32>,
+}
+
+/// One handler call, counted while it lives.
+#[derive(Debug)]
+struct Call(Arc<Running>);
+
+/// A command's process group (its shell's id), killed when the call that started it ends in
+/// any way: the command exits, it times out, or the call is dropped because the shutdown
+/// grace ran out.
+#[derive(Debug)]
+struct Group {
+    pgid: u32,
+    running: Arc<Running>,
+}
+
+impl Running {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn call(self: &Arc<Self>) -> Call {
+        self.lock().calls += 1;
+        Call(Arc::clone(self))
+    }
+
+    fn group(self: &Arc<Self>, pgid: u32) -> Group {
+        self.lock().groups.insert(pgid);
+        Group {
+            pgid,
+            running: Arc::clone(self),
+        }
+    }
+
+    fn calls(&self) -> usize {
+        self.lock().calls
+    }
+
+    /// Kills every running command's group now; their `Group`s then have nothing left to do.
+    /// Returns how many there were.
+    fn kill_all(&self) -> usize {
+        let groups = std::mem::take(&mut self.lock().groups);
+        for pgid in &groups {
+            kill_group(*pgid);
+        }
+        groups.len()
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut calls = self.0.lock();
+        calls.calls = calls.calls.saturating_sub(1);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let ours = self.running.lock().groups.remove(&self.pgid);
+        if ours {
+            kill_group(self.pgid);
+        }
+    }
+}
+
+/// Kills a process group with SIGKILL: the shell and whatever it started. Synchronous, so it
+/// can run in a destructor.
+fn kill_group(pgid: u32) {
+    // Never 0 or 1: those would address our own group or every process we may signal.
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .filter(|pid| *pid > 1)
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        // Gone already: the command and everything it started have ended.
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(err) => tracing::warn!(
+            "cannot stop the processes of an --exec command (process group {pgid}): {err}; \
+             stop them with `kill -KILL -- -{pgid}`"
+        ),
     }
 }
 
@@ -504,18 +733,6 @@ fn env_value<'a>(job: &Job, name: &str, value: &'a str) -> &'a str {
          byte; the command finds it in the body on stdin"
     );
     ""
-}
-
-/// Kills a process group: the shell and whatever it started.
-async fn kill_group(pid: u32) {
-    let _ = tokio::process::Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{pid}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await;
 }
 
 /// `--thumbnails`: each asset event's thumbnail into a directory.

@@ -4,8 +4,9 @@
 mod common;
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use common::{SECRET, Serve, cmd, poll_until, write};
+use common::{PATIENCE, PidFile, SECRET, Serve, cmd, poll_until, write};
 
 /// `serve`'s default `--max-body`.
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -16,6 +17,15 @@ fn send(dir: &Path, url: &str, body: &Path) {
     cmd(dir)
         .args(["send", url, "--trigger", "MOVED", "--body"])
         .arg(body)
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        .assert()
+        .success()
+        .stdout("200 OK\n");
+}
+
+fn send_one(dir: &Path, url: &str) {
+    cmd(dir)
+        .args(["send", url, "--trigger", "MOVED", "--entity-ref", "ref-1"])
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
         .assert()
         .success()
@@ -100,4 +110,93 @@ fn exec_runs_for_the_largest_delivery_with_a_bounded_reference_list() {
     let done = inbox_list(dir.path(), "done");
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0]["attempts"], 1, "processed on the first attempt");
+}
+
+/// A command that starts two background processes and records every pid, then waits: what
+/// a handler that outlives the shutdown grace looks like.
+const LINGERS: &str = r#"sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> pids
+sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> pids
+echo $$ >> pids
+touch started
+wait"#;
+
+fn assert_all_ended(pids: &PidFile) {
+    assert_eq!(pids.pids().len(), 3, "{:?}", pids.pids());
+    poll_until("the command's processes to end", || pids.alive().is_empty());
+}
+
+#[test]
+fn shutdown_past_the_grace_kills_every_process_of_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = PidFile(dir.path().join("pids"));
+    let mut serve = Serve::start(
+        dir.path(),
+        &[
+            "--in-memory",
+            "--shutdown-grace",
+            "200ms",
+            "--exec",
+            LINGERS,
+        ],
+        &[],
+    );
+    send_one(dir.path(), &serve.url);
+    let started = dir.path().join("started");
+    poll_until("the command to start", || started.exists());
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0), "{:?}", serve.stderr_seen);
+    assert_all_ended(&pids);
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_leaves_the_delivery_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = PidFile(dir.path().join("pids"));
+    let mut serve = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            "inbox.db",
+            "--shutdown-grace",
+            "10m",
+            "--exec",
+            LINGERS,
+        ],
+        &[],
+    );
+    send_one(dir.path(), &serve.url);
+    let started = dir.path().join("started");
+    poll_until("the command to start", || started.exists());
+
+    serve.signal("TERM");
+    let first = serve.wait_stderr("to stop at once");
+    assert!(
+        first.contains("1 running handler call") && first.contains("600s"),
+        "{first}"
+    );
+    let second = Instant::now();
+    serve.signal("TERM");
+    let (code, rest) = serve.wait_exit(PATIENCE);
+    assert!(
+        second.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        second.elapsed()
+    );
+    assert_eq!(code, Some(143), "128 + SIGTERM; stderr: {rest:?}");
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("1 delivery left pending")),
+        "{rest:?}"
+    );
+    assert_all_ended(&pids);
+    let pending = inbox_list(dir.path(), "pending");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+
+    // The next start handles it again.
+    let again = Serve::start(
+        dir.path(),
+        &["--inbox", "inbox.db", "--exec", "echo handled again"],
+        &[],
+    );
+    assert_eq!(again.stdout_line(), "handled again");
 }

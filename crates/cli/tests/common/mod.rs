@@ -194,3 +194,89 @@ pub fn poll_until(what: &str, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE …`; COMM may hold spaces and parentheses, the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z" | "X"))
+}
+
+/// The process ids a test command appends to a file, one a line; those still alive are
+/// killed when dropped, so a failing test leaves nothing running.
+pub struct PidFile(pub PathBuf);
+
+impl PidFile {
+    /// The ids written so far.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.0)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+
+    /// The ids still alive.
+    pub fn alive(&self) -> Vec<u32> {
+        self.pids().into_iter().filter(|pid| alive(*pid)).collect()
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        for pid in self.alive() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Serve {
+    /// The process id of `serve`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`TERM`, `INT`) without waiting for the exit.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits at most `within` for the exit and returns the exit code with the rest of stderr;
+    /// panics (and the drop kills serve) when it is still running then.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = std::time::Instant::now() + within;
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().unwrap() {
+                break exit;
+            }
+            if std::time::Instant::now() >= deadline {
+                let rest: Vec<String> = self.stderr.try_iter().collect();
+                self.stderr_seen.extend(rest);
+                panic!(
+                    "serve still runs {within:?} later; stderr:\n{}",
+                    self.stderr_seen.join("\n")
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // Until the pipe closes; a process that escaped with serve's stderr cannot hold the
+        // test up for longer than PATIENCE.
+        let mut rest = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(PATIENCE) {
+            rest.push(line);
+        }
+        self.stderr_seen.extend(rest.iter().cloned());
+        (exit.code(), rest)
+    }
+}

@@ -350,7 +350,9 @@ pub(crate) struct ServeArgs {
     /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated, at most 64 KiB:
     /// a longer list is cut at a whole reference, PRESERVICA_ENTITY_REFS_TRUNCATED is then 1,
     /// else 0; read the body for all of them), PRESERVICA_ENTITY_COUNT (how many the delivery
-    /// has), PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based)
+    /// has), PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based).
+    /// Its stderr lines go to serve's log with the delivery's inbox id; processes it leaves
+    /// running are killed when it exits
     #[arg(long, value_name = "CMD")]
     pub(crate) exec: Option<String>,
     /// Longest a handler call may run before it is stopped and retried

@@ -14,7 +14,8 @@ use preservica_webhook_server::{
     Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError, TlsFiles,
 };
 use serde::Serialize;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::process::ChildStderr;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, Retention, ServeArgs};
@@ -33,6 +34,12 @@ const MAX_ENV_REFS: usize = 64 * 1024;
 /// The most bytes of the trigger or subscription id put in the environment; real values are
 /// a few dozen bytes, and a longer one is passed empty (it is in the body).
 const MAX_ENV_VALUE: usize = 1024;
+/// The longest line of a command's stderr logged whole; the rest of a longer line is left out,
+/// so a command writing without newlines cannot make serve hold its output in memory.
+const MAX_STDERR_LINE: usize = 4096;
+/// How long, once a command and its process group have ended, its stderr may take to close
+/// (a process that left the group may still hold it).
+const STDERR_DRAIN: Duration = Duration::from_secs(1);
 
 /// `serve`.
 ///
@@ -537,6 +544,8 @@ impl Exec {
             // The command has no use for the webhook secret; keep it out of its reach.
             .env_remove(SECRET_ENV)
             .stdin(Stdio::piped())
+            // Logged line by line with the delivery's id, see `log_stderr`.
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
         let mut child = command
@@ -554,10 +563,19 @@ impl Exec {
                 let _ = stdin.shutdown().await;
             }
         });
+        // Read all along, so a command that writes much never waits for the pipe.
+        let stderr = child
+            .stderr
+            .take()
+            .map(|stderr| AbortOnDrop(tokio::spawn(log_stderr(stderr, job.id, job.attempt))));
         let waited = tokio::time::timeout(self.timeout, child.wait()).await;
         feed.abort();
         // Whatever the command started and left running ends with it.
         drop(group);
+        if let Some(mut stderr) = stderr {
+            // Its last lines are logged before the outcome of the call.
+            let _ = tokio::time::timeout(STDERR_DRAIN, &mut stderr.0).await;
+        }
         match waited {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => Err(HandlerError::new(format!(
@@ -574,6 +592,57 @@ impl Exec {
                 )))
             }
         }
+    }
+}
+
+/// A task that ends with the call that spawned it.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Logs each line of a command's stderr with the delivery's inbox id and the attempt, so the
+/// lines of concurrent calls can be told apart; lines are cut at [`MAX_STDERR_LINE`] bytes
+/// and read as UTF-8, invalid bytes replaced.
+async fn log_stderr(stderr: ChildStderr, id: i64, attempt: u32) {
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut cut = 0;
+    loop {
+        let (used, ended) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => {
+                let newline = chunk.iter().position(|byte| *byte == b'\n');
+                let part = &chunk[..newline.unwrap_or(chunk.len())];
+                let keep = part.len().min(MAX_STDERR_LINE.saturating_sub(line.len()));
+                line.extend_from_slice(&part[..keep]);
+                cut += part.len() - keep;
+                (newline.map_or(chunk.len(), |at| at + 1), newline.is_some())
+            }
+        };
+        reader.consume(used);
+        if ended {
+            log_stderr_line(id, attempt, &line, cut);
+            line.clear();
+            cut = 0;
+        }
+    }
+    if !line.is_empty() || cut > 0 {
+        log_stderr_line(id, attempt, &line, cut);
+    }
+}
+
+fn log_stderr_line(id: i64, attempt: u32, line: &[u8], cut: usize) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = String::from_utf8_lossy(line);
+    if cut == 0 {
+        tracing::info!(id, attempt, line = ?line, "exec stderr");
+    } else {
+        tracing::info!(id, attempt, line = ?line, cut_bytes = cut, "exec stderr (line cut)");
     }
 }
 

@@ -200,3 +200,43 @@ fn a_second_signal_stops_at_once_and_leaves_the_delivery_pending() {
     );
     assert_eq!(again.stdout_line(), "handled again");
 }
+
+#[test]
+fn exec_stderr_lines_are_logged_with_the_delivery_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(
+        dir.path(),
+        &[
+            "--inbox",
+            "inbox.db",
+            "--exec",
+            r#"echo "cannot reach the archive for $PRESERVICA_ENTITY_REFS" >&2
+               head -c 1000000 /dev/zero | tr '\0' x >&2
+               printf '\nlast line without a newline' >&2"#,
+        ],
+        &[],
+    );
+    send_one(dir.path(), &serve.url);
+    let line = serve.wait_stderr("cannot reach the archive for ref-1");
+    assert!(line.contains("exec stderr"), "logged by serve: {line}");
+    let last = serve.wait_stderr("last line without a newline");
+    let long = serve.wait_stderr("exec stderr (line cut)");
+    let mut done = Vec::new();
+    poll_until("the delivery to be done", || {
+        done = inbox_list(dir.path(), "done");
+        !done.is_empty()
+    });
+    let id = format!("id={}", done[0]["id"]);
+    for logged in [&line, &last, &long] {
+        assert!(
+            logged.contains("exec stderr") && logged.contains(&id) && logged.contains("attempt=1"),
+            "{logged}"
+        );
+    }
+    assert!(
+        long.len() < 5000,
+        "a long line is cut: {} bytes",
+        long.len()
+    );
+    assert!(long.contains("cut_bytes="), "{long}");
+}

@@ -46,7 +46,8 @@ Examples:
   preservica-webhook subscribe --url https://hooks.example.org/ --trigger MOVED
   preservica-webhook subscriptions --json
 
-Exit status: 0 ok, 1 the operation failed, 2 usage or configuration error.";
+Exit status: 0 ok, 1 the operation failed, 2 usage or configuration error (130/143: serve
+stopped by a second signal).";
 
 /// The `preservica-webhook` command line.
 #[derive(Debug, Parser)]
@@ -196,7 +197,10 @@ first, then the command runs.
 
 Once listening, serve writes `listening on http://IP:PORT/PATH` to stderr. Deliveries are stored
 in the inbox before they are acknowledged and processed at least once; failed processing is
-retried with backoff, then kept as dead (see `inbox`). SIGINT/SIGTERM stop it gracefully.
+retried with backoff, then kept as dead (see `inbox`). SIGINT/SIGTERM stop it gracefully:
+requests in flight and running handler calls get --shutdown-grace to finish; a second signal
+stops at once, killing the running commands (their deliveries stay pending for the next start)
+and exiting 130 (SIGINT) or 143 (SIGTERM).
 
 Besides the webhook path, the same listener answers GET /healthz (`ok`, for load balancers and
 probes) and GET /metrics (Prometheus/OpenMetrics: deliveries accepted, refused by reason,

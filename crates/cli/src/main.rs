@@ -5,7 +5,8 @@
 //!
 //! - 0: the operation succeeded (also when stdout was closed early, as by `| head`);
 //! - 1: the operation failed (a receiver refused, Preservica answered an error, …);
-//! - 2: usage or configuration error (a bad flag, missing credentials or secret).
+//! - 2: usage or configuration error (a bad flag, missing credentials or secret);
+//! - 130 / 143: `serve` stopped at once by a second SIGINT / SIGTERM during its shutdown.
 //!
 //! Errors are printed to stderr on one line, the whole chain of causes included.
 

@@ -324,9 +324,13 @@ pub(crate) struct ThumbnailArgs {
 /// `serve`.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to listen on: IP:PORT (0.0.0.0:8000 for every interface, [::]:8000 for IPv6),
-    /// localhost:PORT, or PORT alone for 127.0.0.1:PORT; port 0 picks a free port
-    #[arg(value_name = "ADDR", default_value = "127.0.0.1:8000", value_parser = parse_listen_addr)]
+    #[arg(
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8000",
+        value_parser = parse_listen_addr,
+        help = "Address to listen on: IP:PORT (0.0.0.0:8000 for every interface, [::]:8000 for \
+                IPv6), localhost:PORT, or PORT alone for 127.0.0.1:PORT; port 0 picks a free port"
+    )]
     pub(crate) addr: SocketAddr,
     /// The inbox file (SQLite), created if missing
     #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, conflicts_with = "in_memory")]

@@ -4,44 +4,11 @@
 mod common;
 
 use std::error::Error;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use preservica_webhook_server::{Inbox, InboxError, Server, ServerError, Webhook};
 
 use common::*;
-
-/// Every formatted tracing line of this test binary.
-fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        // Global, so events from the inbox's own thread and every runtime thread are caught.
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || Sink(Arc::clone(&sink)))
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        log
-    })
-}
-
-/// A writer appending to the shared buffer.
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn log_text() -> String {
     String::from_utf8(captured().lock().unwrap().clone()).unwrap()

@@ -6,44 +6,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use preservica_webhook_core::{Secret, challenge_response, sign};
 use preservica_webhook_server::{HandlerError, Server};
 
 use common::*;
-
-/// Every formatted tracing line of this test binary.
-fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        // Global, so events from the inbox's own thread and every runtime thread are caught.
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Sink(Arc::clone(&sink)))
-            .try_init()
-            .expect("the only subscriber of this test binary");
-        log
-    })
-}
-
-/// A writer appending to the shared buffer.
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The ways 32 MAC bytes could end up in a line: hex either case, base64, a Debug array.
 fn renderings(mac: &[u8]) -> Vec<String> {

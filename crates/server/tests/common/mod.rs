@@ -4,10 +4,11 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 #![allow(unreachable_pub, reason = "test helpers")]
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use preservica_webhook_core::{Secret, sign};
@@ -327,5 +328,37 @@ where
             "gave up waiting for {what}"
         );
         tokio::task::yield_now().await;
+    }
+}
+
+/// Every formatted tracing line of this test binary, down to trace level; the first call
+/// installs the capturing subscriber.
+pub fn captured() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        // Global, so events from the inbox's own thread and every runtime thread are caught.
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+        log
+    })
+}
+
+/// A writer appending to the shared buffer.
+pub struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

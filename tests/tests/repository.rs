@@ -1,0 +1,20 @@
+//! Repository rules a newcomer relies on.
+
+use std::path::Path;
+
+/// `cargo xtask` must show cargo's progress while it builds xtask: on a cold machine that
+/// build takes minutes, and a quiet alias made `cargo xtask ci` look stuck.
+#[test]
+fn the_xtask_alias_shows_its_build() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let config = std::fs::read_to_string(workspace.join(".cargo/config.toml")).unwrap();
+    let alias = config
+        .lines()
+        .find(|line| line.trim_start().starts_with("xtask"))
+        .expect("an xtask alias in .cargo/config.toml");
+    assert!(alias.contains("--package xtask"), "{alias}");
+    let quiet = alias
+        .split(|c: char| c == '"' || c.is_whitespace())
+        .any(|word| word == "--quiet" || word == "-q");
+    assert!(!quiet, "the alias hides the build: {alias}");
+}

@@ -484,7 +484,7 @@ fn into_response(reply: Reply, close: bool) -> Response<ResponseBody> {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
 
-impl<B> tower::Service<Request<B>> for WebhookService
+impl<B> tower_service::Service<Request<B>> for WebhookService
 where
     B: Body + Send + 'static,
     B::Data: Buf + Send,

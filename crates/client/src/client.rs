@@ -11,6 +11,7 @@ use preservica_webhook_core::{
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, StatusCode};
+use rustls_platform_verifier::BuilderVerifierExt as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -595,10 +596,8 @@ impl ClientBuilder {
             .as_ref()
             .map(|seed| auth::totp(seed.expose()))
             .transpose()?;
-        // reqwest is built without a default crypto provider; install ring once per process
-        // (an error only means a provider is installed already).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config()?)
             .redirect(reqwest::redirect::Policy::custom(same_host_redirects))
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
@@ -619,6 +618,26 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// The TLS settings of every connection the client makes: ring as the crypto provider, given to
+/// this configuration alone rather than installed for the whole process (an application keeps
+/// its own choice of provider), and otherwise what reqwest would choose itself: the platform's
+/// certificate verifier, TLS 1.2 and 1.3, SNI, and ALPN offering HTTP/2 and HTTP/1.1.
+///
+/// # Errors
+/// [`Error::Configuration`] when the platform verifier cannot be set up.
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, Error> {
+    let unusable = |err: rustls::Error| Error::Configuration(format!("cannot set up TLS: {err}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(unusable)?
+        .with_platform_verifier()
+        .map_err(unusable)?
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 impl fmt::Debug for ClientBuilder {

@@ -118,8 +118,8 @@ fn handshake_hint_only_for_statuses_that_suggest_it() {
 
 #[tokio::test]
 async fn only_a_connection_never_made_lets_a_post_be_resent() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
+        .tls_backend_preconfigured(super::tls_config().unwrap())
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();

@@ -75,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
     let two_step = match RECEIVER.decide_head(&request.method, &request.uri, &request.headers) {
         Head::Challenge(reply) => Decision::Challenge(reply),
         Head::Reject(rejection) => Decision::Reject(rejection),
-        Head::ReadBody(signed) => RECEIVER.decide_body(signed, request.body.clone()),
+        Head::ReadBody(signed) => match RECEIVER.decide_body(signed, request.body.clone()) {
+            Ok(verified) => Decision::Accept(verified),
+            Err(rejection) => Decision::Reject(rejection),
+        },
         _ => return,
     };
     assert_eq!(two_step.reply(), decision.reply());

@@ -131,8 +131,12 @@ impl VerifiedDelivery {
     }
 }
 
-/// Why a request is refused. The server turns it into a response through [`Rejection::reply`],
-/// so every refusal has one fixed short body.
+/// Why the protocol refuses a request. The server turns it into a response through
+/// [`Rejection::reply`], so every refusal has one fixed short body.
+///
+/// Only the protocol's own refusals are here. What the transport alone can decide (a body over
+/// the size limit, a body that does not arrive in time, a request the HTTP layer cannot read,
+/// an inbox that cannot store) belongs to the server that moves the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -144,15 +148,6 @@ pub enum Rejection {
     BadChallenge(ChallengeError),
     /// A delivery without a valid signature (401).
     Signature(VerifyError),
-    /// A body over the size limit (413); decided by the server while reading.
-    TooLarge,
-    /// A body that did not arrive in time (408); decided by the server while reading.
-    Timeout,
-    /// A request the HTTP layer could not read (400); decided by the server.
-    Malformed,
-    /// An authentic delivery that could not be stored (503): the server's inbox has failed or
-    /// closed. Preservica gets no 200, so nothing is acknowledged that was not kept.
-    Unavailable,
 }
 
 impl Rejection {
@@ -161,11 +156,8 @@ impl Rejection {
         match self {
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Rejection::BadChallenge(_) | Rejection::Malformed => StatusCode::BAD_REQUEST,
+            Rejection::BadChallenge(_) => StatusCode::BAD_REQUEST,
             Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
-            Rejection::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::Timeout => StatusCode::REQUEST_TIMEOUT,
-            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -176,10 +168,6 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::BadChallenge(err) => err.reason(),
             Rejection::Signature(err) => err.reason(),
-            Rejection::TooLarge => "too_large",
-            Rejection::Timeout => "timeout",
-            Rejection::Malformed => "malformed",
-            Rejection::Unavailable => "inbox_unavailable",
         }
     }
 
@@ -191,10 +179,6 @@ impl Rejection {
             Rejection::BadChallenge(_) => "challenge refused\n",
             Rejection::Signature(VerifyError::Missing) => "signature required\n",
             Rejection::Signature(_) => "signature invalid\n",
-            Rejection::TooLarge => "body too large\n",
-            Rejection::Timeout => "request timeout\n",
-            Rejection::Malformed => "bad request\n",
-            Rejection::Unavailable => "inbox unavailable\n",
         }
     }
 
@@ -355,16 +339,22 @@ impl Receiver {
 
     /// Verifies a signed delivery's complete body: accepts it (parsed, or kept raw with the
     /// parse error when authentic but not valid JSON) or refuses it with 401.
-    pub fn decide_body(&self, request: SignedRequest, body: Bytes) -> Decision {
-        match verify_signature(&self.secrets, &body, &request.signature) {
-            Ok(secret_index) => Decision::Accept(VerifiedDelivery {
-                key: DeliveryKey::of(&body),
-                parsed: Delivery::from_slice(&body),
-                body,
-                secret_index,
-            }),
-            Err(err) => Decision::Reject(Rejection::Signature(err)),
-        }
+    ///
+    /// # Errors
+    /// [`Rejection::Signature`] when no secret signed exactly these bytes.
+    pub fn decide_body(
+        &self,
+        request: SignedRequest,
+        body: Bytes,
+    ) -> Result<VerifiedDelivery, Rejection> {
+        let secret_index = verify_signature(&self.secrets, &body, &request.signature)
+            .map_err(Rejection::Signature)?;
+        Ok(VerifiedDelivery {
+            key: DeliveryKey::of(&body),
+            parsed: Delivery::from_slice(&body),
+            body,
+            secret_index,
+        })
     }
 
     /// Decides what to do with a complete request.
@@ -372,7 +362,10 @@ impl Receiver {
         match self.decide_head(method, uri, headers) {
             Head::Challenge(reply) => Decision::Challenge(reply),
             Head::Reject(rejection) => Decision::Reject(rejection),
-            Head::ReadBody(request) => self.decide_body(request, body),
+            Head::ReadBody(request) => match self.decide_body(request, body) {
+                Ok(verified) => Decision::Accept(verified),
+                Err(rejection) => Decision::Reject(rejection),
+            },
         }
     }
 }

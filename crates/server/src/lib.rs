@@ -68,6 +68,7 @@ mod error;
 mod handler;
 mod inbox;
 mod metrics;
+mod refusal;
 mod server;
 mod service;
 mod store;

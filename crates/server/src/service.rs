@@ -28,6 +28,7 @@ use crate::error::ServerError;
 use crate::handler::Handler;
 use crate::inbox::{DeliveryState, StateCounts};
 use crate::metrics::Metrics;
+use crate::refusal::Refusal;
 use crate::store::{Store, StoreThread, Stored};
 use crate::worker::{WorkerSettings, dispatch};
 
@@ -301,11 +302,11 @@ impl Shared {
                     if matches!(rejection, Rejection::BadChallenge(_)) {
                         self.metrics.challenges_refused.inc();
                     }
-                    let (reply, outcome, close) = self.refuse(&rejection);
+                    let (reply, outcome, close) = self.refuse(&Refusal::Protocol(rejection));
                     (reply, outcome, close || body_left_unread)
                 }
                 Head::ReadBody(signed) => self.delivery(signed, body).await,
-                _ => self.refuse(&Rejection::Malformed),
+                _ => self.refuse(&Refusal::Malformed),
             }
         };
         let latency = started.elapsed();
@@ -342,13 +343,13 @@ impl Shared {
         self.metrics_path.as_deref() == Some(path)
     }
 
-    fn refuse(&self, rejection: &Rejection) -> (Reply, &'static str, bool) {
-        self.metrics.rejected(rejection.reason());
-        let close = matches!(
-            rejection,
-            Rejection::TooLarge | Rejection::Timeout | Rejection::Malformed
-        );
-        (rejection.reply(), rejection.reason(), close)
+    fn refuse(&self, refusal: &Refusal) -> (Reply, &'static str, bool) {
+        self.metrics.rejected(refusal.reason());
+        (
+            refusal.reply(),
+            refusal.reason(),
+            refusal.closes_connection(),
+        )
     }
 
     async fn delivery<B>(&self, signed: SignedRequest, body: B) -> (Reply, &'static str, bool)
@@ -359,13 +360,12 @@ impl Shared {
         let read = tokio::time::timeout(self.body_timeout, read_body(body, self.max_body)).await;
         let bytes = match read {
             Ok(Ok(bytes)) => bytes,
-            Ok(Err(rejection)) => return self.refuse(&rejection),
-            Err(_) => return self.refuse(&Rejection::Timeout),
+            Ok(Err(refusal)) => return self.refuse(&refusal),
+            Err(_) => return self.refuse(&Refusal::Timeout),
         };
         let verified = match self.receiver.decide_body(signed, bytes) {
-            Decision::Accept(verified) => verified,
-            Decision::Reject(rejection) => return self.refuse(&rejection),
-            other => return (other.reply(), "unexpected", false),
+            Ok(verified) => verified,
+            Err(rejection) => return self.refuse(&Refusal::Protocol(rejection)),
         };
         let (body, key, parsed) = verified.into_parts();
         let state = match parsed {
@@ -401,7 +401,7 @@ impl Shared {
                 self.metrics.duplicates.inc();
                 (Reply::accepted(), "duplicate", false)
             }
-            Err(_) => self.refuse(&Rejection::Unavailable),
+            Err(_) => self.refuse(&Refusal::Unavailable),
         }
     }
 
@@ -412,7 +412,7 @@ impl Shared {
 }
 
 /// Reads a body up to `limit` bytes, refusing it as soon as it is larger.
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Rejection>
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Refusal>
 where
     B: Body,
     B::Data: Buf,
@@ -420,21 +420,21 @@ where
     let declared = body.size_hint();
     let declared_too_large = usize::try_from(declared.lower()).map_or(true, |n| n > limit);
     if declared_too_large {
-        return Err(Rejection::TooLarge);
+        return Err(Refusal::TooLarge);
     }
     let mut body = pin!(body);
     let mut first: Option<Bytes> = None;
     let mut more: Option<BytesMut> = None;
     let mut len = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Rejection::Malformed)?;
+        let frame = frame.map_err(|_| Refusal::Malformed)?;
         let Ok(mut data) = frame.into_data() else {
             continue;
         };
         let size = data.remaining();
         len += size;
         if len > limit {
-            return Err(Rejection::TooLarge);
+            return Err(Refusal::TooLarge);
         }
         match (&first, &mut more) {
             (None, _) => first = Some(data.copy_to_bytes(size)),

@@ -6,7 +6,7 @@ use std::process::Output;
 
 use common::{SECRET, cmd};
 use preservica_webhook_core::{
-    Delivery, Secret, TriggerType, challenge_response, expected_challenge_response, verify,
+    Delivery, Secret, TriggerType, challenge_response, insecure_challenge_hmac, verify,
 };
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -209,10 +209,10 @@ impl Respond for Answer {
             ),
             Answer::WrongCode => ResponseTemplate::new(200).set_body_json(serde_json::json!({
                 "challengeCode": "something-else",
-                "challengeResponse": expected_challenge_response(&secret(), &code),
+                "challengeResponse": insecure_challenge_hmac(&secret(), &code),
             })),
             Answer::NotJson => ResponseTemplate::new(200)
-                .set_body_string(expected_challenge_response(&secret(), &code)),
+                .set_body_string(insecure_challenge_hmac(&secret(), &code)),
             Answer::Status(status) => ResponseTemplate::new(*status).set_body_string("nope"),
         }
     }

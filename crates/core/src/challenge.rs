@@ -96,11 +96,15 @@ pub fn check_challenge_code(code: &str) -> Result<(), ChallengeError> {
     Ok(())
 }
 
-/// Lowercase hex of `HMAC-SHA256(secret, code)`, without any check on the code.
+/// Lowercase hex of `HMAC-SHA256(secret, code)`, without any check on the code: the signing
+/// oracle itself.
 ///
-/// This is what a sender (Preservica, or a test of a receiver) expects back; a receiver must
-/// use [`challenge_response`], which refuses oracle codes.
-pub fn expected_challenge_response(secret: &Secret, code: &str) -> String {
+/// Receivers must not use it. Given `code = "preservica-webhook-auth" ‖ body` it returns a valid
+/// delivery signature for `body`, so a receiver that answers challenges with it signs whatever
+/// a stranger asks for (`SECURITY.md` tells the whole story). A receiver answers through
+/// [`challenge_response`], which refuses such codes. This is for the sending side only:
+/// computing what Preservica expects back when testing a receiver, and test tools.
+pub fn insecure_challenge_hmac(secret: &Secret, code: &str) -> String {
     let mut mac = secret.keyed_mac();
     mac.update(code.as_bytes());
     hex::encode(mac.finalize().into_bytes())
@@ -123,7 +127,7 @@ pub fn challenge_response(secret: &Secret, code: &str) -> Result<Vec<u8>, Challe
     check_challenge_code(code)?;
     let answer = ChallengeAnswer {
         challenge_code: code.to_owned(),
-        challenge_response: expected_challenge_response(secret, code),
+        challenge_response: insecure_challenge_hmac(secret, code),
     };
     Ok(serde_json::to_vec(&answer).expect("a struct of two strings serializes"))
 }

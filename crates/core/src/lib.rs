@@ -63,7 +63,7 @@ pub use http;
 
 pub use crate::challenge::{
     AnswerError, CHALLENGE_PARAMETER, ChallengeAnswer, ChallengeError, MAX_CHALLENGE_CODE_LEN,
-    challenge_response, check_challenge_answer, check_challenge_code, expected_challenge_response,
+    challenge_response, check_challenge_answer, check_challenge_code, insecure_challenge_hmac,
 };
 pub use crate::model::{
     DecodeError, Delivery, DeliveryKey, Event, NewSubscription, Subscription, SubscriptionId,

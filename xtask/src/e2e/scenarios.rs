@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use futures_util::{StreamExt, stream};
-use preservica_webhook_core::{Secret, expected_challenge_response, sign};
+use preservica_webhook_core::{Secret, insecure_challenge_hmac, sign};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -661,7 +661,7 @@ impl Suite {
             String::from_utf8(forged.bytes.clone())?
         );
         let leaked = [
-            expected_challenge_response(&secret, &code),
+            insecure_challenge_hmac(&secret, &code),
             sign(&secret, &forged.bytes).to_hex(),
         ];
         for method in [reqwest::Method::POST, reqwest::Method::GET] {

@@ -713,14 +713,14 @@ impl Inner {
                     match retry::retry_after(response.headers(), SystemTime::now()) {
                         Some(wait) if wait > RetryPolicy::MAX_RETRY_AFTER => return Ok(response),
                         Some(wait) => wait,
-                        None => self.retry.backoff(retry, &mut rand::rng()),
+                        None => self.retry.jittered_delay(retry, &mut rand::rng()),
                     }
                 }
                 Err(source) => {
                     if !(can_retry && may_resend(repeat, &source)) {
                         return Err(Error::Transport { operation, source });
                     }
-                    self.retry.backoff(retry, &mut rand::rng())
+                    self.retry.jittered_delay(retry, &mut rand::rng())
                 }
             };
             tracing::debug!(operation, retry, ?wait, "retrying");

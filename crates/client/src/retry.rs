@@ -2,6 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use preservica_webhook_core::Backoff;
 use rand::Rng;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -46,16 +47,18 @@ impl RetryPolicy {
         }
     }
 
+    /// The backoff between attempts: from `base_delay` doubling up to `max_delay`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.base_delay,
+            max: self.max_delay,
+        }
+    }
+
     /// The wait before retry number `retry` (0-based): exponential, capped, with "equal
-    /// jitter" (between half and all of the exponential delay).
-    pub(crate) fn backoff(&self, retry: u32, rng: &mut impl Rng) -> Duration {
-        let exponential = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(retry.min(30)))
-            .min(self.max_delay);
-        let half = exponential / 2;
-        let spread = u64::try_from((exponential - half).as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(rng.random_range(0..=spread))
+    /// jitter" (between half and all of the exponential delay), drawn from `rng`.
+    pub(crate) fn jittered_delay(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+        self.backoff().jittered(retry, rng.random::<f64>())
     }
 }
 
@@ -101,7 +104,7 @@ mod tests {
             (20, 1000),
         ] {
             for _ in 0..50 {
-                let delay = policy.backoff(retry, &mut rng);
+                let delay = policy.jittered_delay(retry, &mut rng);
                 let full = Duration::from_millis(full);
                 assert!(delay >= full / 2 && delay <= full, "{retry}: {delay:?}");
             }

@@ -11,7 +11,9 @@
 //! - the handshake, [`challenge_response`], which refuses the codes that would turn it into a
 //!   signing oracle;
 //! - the [`Receiver`], which turns a request (method, URI, headers, body bytes) into a
-//!   [`Decision`]: answer a challenge, accept a verified delivery, or refuse.
+//!   [`Decision`]: answer a challenge, accept a verified delivery, or refuse;
+//! - the [`Backoff`] the client and the server's workers both wait by between attempts (the
+//!   caller draws the jitter).
 //!
 //! The client and server crates build on it; tests drive it in memory.
 //!
@@ -52,6 +54,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod challenge;
 pub mod model;
 pub mod receiver;
@@ -61,6 +64,7 @@ pub mod wire;
 pub use bytes;
 pub use http;
 
+pub use crate::backoff::Backoff;
 pub use crate::challenge::{
     AnswerError, CHALLENGE_PARAMETER, ChallengeAnswer, ChallengeError, MAX_CHALLENGE_CODE_LEN,
     challenge_response, check_challenge_answer, check_challenge_code, insecure_challenge_hmac,

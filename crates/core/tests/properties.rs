@@ -1,9 +1,14 @@
-//! Property tests: signing round-trips, any single-byte change breaks verification, and the
-//! receiver and the payload parser never panic on arbitrary input.
+//! Property tests: signing round-trips, any single-byte change breaks verification, the
+//! receiver and the payload parser never panic on arbitrary input, and a backoff's wait stays
+//! within its bounds for any attempt and any random draw.
 
 use preservica_webhook_core::bytes::Bytes;
 use preservica_webhook_core::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use preservica_webhook_core::{Decision, Delivery, Receiver, Secret, VerifyError, sign, verify};
+use std::time::Duration;
+
+use preservica_webhook_core::{
+    Backoff, Decision, Delivery, Receiver, Secret, VerifyError, sign, verify,
+};
 use proptest::prelude::*;
 
 fn secret_text() -> impl Strategy<Value = String> {
@@ -12,6 +17,22 @@ fn secret_text() -> impl Strategy<Value = String> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn backoff_waits_between_half_and_all_of_a_capped_doubling(
+        base in any::<u64>(),
+        max in any::<u64>(),
+        retry in any::<u32>(),
+        unit in any::<f64>(),
+    ) {
+        let backoff = Backoff { base: Duration::from_nanos(base), max: Duration::from_nanos(max) };
+        let full = backoff.delay(retry);
+        prop_assert!(full <= backoff.max);
+        prop_assert!(full >= backoff.base.min(backoff.max));
+        prop_assert!(backoff.delay(retry.saturating_add(1)) >= full);
+        let wait = backoff.jittered(retry, unit);
+        prop_assert!(wait >= full / 2 && wait <= full, "{wait:?} of {full:?}");
+    }
 
     #[test]
     fn sign_then_verify_holds(key in secret_text(), body in prop::collection::vec(any::<u8>(), 0..4096)) {

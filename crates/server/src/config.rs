@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use preservica_webhook_core::Secret;
+use preservica_webhook_core::{Backoff, Secret};
 
 /// How a [`Server`](crate::Server) or [`Webhook`](crate::Webhook) runs.
 ///
@@ -150,27 +150,24 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The backoff between attempts: from `base_delay` doubling up to `max_delay`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            base: self.base_delay,
+            max: self.max_delay,
+        }
+    }
+
     /// The delay before retrying after failed attempt `attempt` (1-based), before jitter.
     pub fn delay(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(31);
-        self.base_delay
-            .checked_mul(1u32 << doublings)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        self.backoff().delay(attempt.saturating_sub(1))
     }
 
     /// The delay with jitter: uniformly between half of [`RetryPolicy::delay`] and all of it.
     pub(crate) fn jittered_delay(&self, attempt: u32) -> Duration {
         use rand::Rng as _;
-        let full = self.delay(attempt);
-        let half = full / 2;
-        let spread = u64::try_from((full - half).as_micros()).unwrap_or(u64::MAX);
-        let extra = if spread == 0 {
-            0
-        } else {
-            rand::rng().random_range(0..=spread)
-        };
-        half + Duration::from_micros(extra)
+        self.backoff()
+            .jittered(attempt.saturating_sub(1), rand::rng().random::<f64>())
     }
 }
 

@@ -10,23 +10,57 @@
 //! they get the same refusal, so twenty concurrent calls with a wrong password make one failed
 //! login, not twenty (servers lock accounts after repeated failures).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
 use serde::Deserialize;
+use tokio::sync::{Mutex, MutexGuard};
 use totp_rs::{Algorithm, TOTP};
 
-use crate::client::{Inner, Repeat, TOKEN_HEADER};
+use crate::credentials::Sensitive;
 use crate::error::Error;
+use crate::transport::{self, Repeat, TOKEN_HEADER, Transport};
 
 /// How long a token lives when the login answer does not say (Preservica's usual 15 minutes).
 const DEFAULT_VALID_FOR: Duration = Duration::from_secs(15 * 60);
 
-/// The token state shared by all clones of a client.
+/// Who logs in, and the one access token shared by all clones of a client.
+pub(crate) struct Auth {
+    username: String,
+    password: Sensitive,
+    totp: Option<TOTP>,
+    state: Mutex<AuthState>,
+    /// Finished login attempts; read before waiting for `state`, so a caller can tell that an
+    /// attempt ended while it waited.
+    login_attempts: AtomicU64,
+    unix_time: fn() -> u64,
+}
+
+/// Removes the password and the tokens held now from text a server sent back. It holds the
+/// token lock, so the tokens cannot change while it is in use.
+pub(crate) struct Redactor<'a> {
+    password: &'a str,
+    state: MutexGuard<'a, AuthState>,
+}
+
+impl Redactor<'_> {
+    /// `text` with the password and the access and refresh tokens replaced by `***`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.state
+            .tokens()
+            .into_iter()
+            .flatten()
+            .fold(transport::redact(text, self.password), |text, token| {
+                transport::redact(&text, token)
+            })
+    }
+}
+
+/// The token state.
 #[derive(Default)]
-pub(crate) struct AuthState {
+struct AuthState {
     session: Option<Session>,
     generation: u64,
     tenant: Option<String>,
@@ -73,19 +107,8 @@ impl Refusal {
 }
 
 impl AuthState {
-    pub(crate) fn new(tenant: Option<String>) -> AuthState {
-        AuthState {
-            tenant,
-            ..AuthState::default()
-        }
-    }
-
-    pub(crate) fn tenant(&self) -> Option<&str> {
-        self.tenant.as_deref()
-    }
-
     /// The access and refresh tokens held now, to keep them out of errors.
-    pub(crate) fn tokens(&self) -> [Option<&str>; 2] {
+    fn tokens(&self) -> [Option<&str>; 2] {
         let session = self.session.as_ref();
         [
             session.map(|it| it.token.as_str()),
@@ -157,32 +180,81 @@ pub(crate) fn totp(seed: &str) -> Result<TOTP, Error> {
     Ok(TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes))
 }
 
-impl Inner {
+impl Auth {
+    /// Logs in as `username` with `password` (and `totp` codes when Preservica asks), into
+    /// `tenant` when given; `unix_time` is the clock the two-factor codes are made with.
+    pub(crate) fn new(
+        username: String,
+        password: Sensitive,
+        totp: Option<TOTP>,
+        tenant: Option<String>,
+        unix_time: fn() -> u64,
+    ) -> Auth {
+        Auth {
+            username,
+            password,
+            totp,
+            state: Mutex::new(AuthState {
+                tenant,
+                ..AuthState::default()
+            }),
+            login_attempts: AtomicU64::new(0),
+            unix_time,
+        }
+    }
+
+    /// The user name.
+    pub(crate) fn username(&self) -> &str {
+        &self.username
+    }
+
+    /// Whether a two-factor seed is configured.
+    pub(crate) fn has_two_factor(&self) -> bool {
+        self.totp.is_some()
+    }
+
+    /// The tenant: as configured, or as learned from the last login.
+    pub(crate) async fn tenant(&self) -> Option<String> {
+        self.state.lock().await.tenant.clone()
+    }
+
+    /// A redactor for the secrets held now (waits for a login in progress).
+    pub(crate) async fn redactor(&self) -> Redactor<'_> {
+        Redactor {
+            password: self.password.expose(),
+            state: self.state.lock().await,
+        }
+    }
+
     /// The current token, logging in or renewing first when needed.
-    pub(crate) async fn token(&self) -> Result<Token, Error> {
+    pub(crate) async fn token(&self, transport: &Transport) -> Result<Token, Error> {
         let attempts_seen = self.login_attempts.load(Ordering::SeqCst);
-        let mut state = self.auth.lock().await;
+        let mut state = self.state.lock().await;
         let fresh = state
             .session
             .as_ref()
             .is_some_and(|session| !session.needs_renewal(Instant::now()));
         if !fresh {
             self.refused_while_waiting(&state, attempts_seen)?;
-            self.renew(&mut state).await?;
+            self.renew(transport, &mut state).await?;
         }
         Ok(current(&state))
     }
 
     /// After a 401 with the token of `generation`: one new login for all callers that saw it.
-    pub(crate) async fn renew_after_unauthorized(&self, generation: u64) -> Result<Token, Error> {
+    pub(crate) async fn renew_after_unauthorized(
+        &self,
+        transport: &Transport,
+        generation: u64,
+    ) -> Result<Token, Error> {
         let attempts_seen = self.login_attempts.load(Ordering::SeqCst);
-        let mut state = self.auth.lock().await;
+        let mut state = self.state.lock().await;
         let already_renewed = state.session.is_some() && state.generation != generation;
         if !already_renewed {
             self.refused_while_waiting(&state, attempts_seen)?;
             tracing::debug!("access token refused; logging in again");
             state.session = None;
-            self.login(&mut state).await?;
+            self.login(transport, &mut state).await?;
         }
         Ok(current(&state))
     }
@@ -197,24 +269,28 @@ impl Inner {
     }
 
     /// Renews with the refresh token when there is one, else (or when that fails) logs in.
-    async fn renew(&self, state: &mut AuthState) -> Result<(), Error> {
+    async fn renew(&self, transport: &Transport, state: &mut AuthState) -> Result<(), Error> {
         let Some(old) = state.session.take() else {
-            return self.login(state).await;
+            return self.login(transport, state).await;
         };
         let Some(refresh_token) = old.refresh_token else {
-            return self.login(state).await;
+            return self.login(transport, state).await;
         };
-        match self.refresh(state, &old.token, &refresh_token).await {
+        match self
+            .refresh(transport, state, &old.token, &refresh_token)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(err) => {
                 tracing::debug!(error = %err, "token refresh failed; logging in again");
-                self.login(state).await
+                self.login(transport, state).await
             }
         }
     }
 
     async fn refresh(
         &self,
+        transport: &Transport,
         state: &mut AuthState,
         token: &str,
         refresh_token: &str,
@@ -222,6 +298,7 @@ impl Inner {
         const OPERATION: &str = "refresh the access token";
         let (status, answer) = self
             .post_login_form(
+                transport,
                 OPERATION,
                 "refresh",
                 Repeat::Safe,
@@ -246,14 +323,14 @@ impl Inner {
     }
 
     /// Logs in, recording how the attempt ended for the callers waiting for it.
-    async fn login(&self, state: &mut AuthState) -> Result<(), Error> {
-        let result = self.login_once(state).await;
+    async fn login(&self, transport: &Transport, state: &mut AuthState) -> Result<(), Error> {
+        let result = self.login_once(transport, state).await;
         state.refusal = result.as_ref().err().and_then(Refusal::of);
         self.login_attempts.fetch_add(1, Ordering::SeqCst);
         result
     }
 
-    async fn login_once(&self, state: &mut AuthState) -> Result<(), Error> {
+    async fn login_once(&self, transport: &Transport, state: &mut AuthState) -> Result<(), Error> {
         const OPERATION: &str = "log in";
         let mut form = vec![
             ("username", self.username.as_str()),
@@ -265,7 +342,7 @@ impl Inner {
             None => form.push(("includeUserDetails", "true")),
         }
         let (status, answer) = self
-            .post_login_form(OPERATION, "login", Repeat::Safe, None, &form)
+            .post_login_form(transport, OPERATION, "login", Repeat::Safe, None, &form)
             .await?;
         if status.is_success() && answer.token.is_some() {
             self.start_session(state, answer);
@@ -273,7 +350,7 @@ impl Inner {
             return Ok(());
         }
         match answer.message.as_deref() {
-            Some("needs.2fa") => self.complete_two_factor(state, answer).await,
+            Some("needs.2fa") => self.complete_two_factor(transport, state, answer).await,
             Some("needs.2fa.setup") => Err(Error::TwoFactorNotSetUp),
             message if status.is_client_error() => Err(Error::Authentication {
                 status,
@@ -291,6 +368,7 @@ impl Inner {
 
     async fn complete_two_factor(
         &self,
+        transport: &Transport,
         state: &mut AuthState,
         challenge: LoginAnswer,
     ) -> Result<(), Error> {
@@ -317,7 +395,14 @@ impl Inner {
             form.push(("tenant", tenant));
         }
         let (status, answer) = self
-            .post_login_form(OPERATION, "complete-2fa", Repeat::ConnectOnly, None, &form)
+            .post_login_form(
+                transport,
+                OPERATION,
+                "complete-2fa",
+                Repeat::ConnectOnly,
+                None,
+                &form,
+            )
             .await?;
         if status.is_success() && answer.token.is_some() {
             self.start_session(state, answer);
@@ -340,17 +425,18 @@ impl Inner {
     /// the login-shaped answer with its status.
     async fn post_login_form(
         &self,
+        transport: &Transport,
         operation: &'static str,
         action: &str,
         repeat: Repeat,
         token: Option<&str>,
         form: &[(&str, &str)],
     ) -> Result<(reqwest::StatusCode, LoginAnswer), Error> {
-        let url = self.endpoint(&["api", "accesstoken", action]);
-        let response = self
+        let url = transport.endpoint(&["api", "accesstoken", action]);
+        let response = transport
             .send(operation, repeat, || {
-                let request = self
-                    .http
+                let request = transport
+                    .http()
                     .post(url.clone())
                     .header(ACCEPT, "application/json")
                     .form(form);
@@ -372,7 +458,7 @@ impl Inner {
         response: reqwest::Response,
     ) -> Result<LoginAnswer, Error> {
         let status = response.status();
-        let body = crate::client::read_body(operation, "the login", response).await?;
+        let body = transport::read_body(operation, "the login", response).await?;
         match serde_json::from_slice::<LoginAnswer>(&body) {
             Ok(answer) => Ok(answer),
             Err(err) if status.is_success() => Err(Error::Decode {
@@ -380,10 +466,22 @@ impl Inner {
                 detail: format!("not the expected JSON ({err})"),
             }),
             Err(_) => Ok(LoginAnswer {
-                message: Some(self.redact(&crate::client::message_of(status, &body))),
+                message: Some(self.redact(&transport::message_of(status, &body))),
                 ..LoginAnswer::default()
             }),
         }
+    }
+
+    /// Removes the password from text that came back from the server.
+    fn redact(&self, text: &str) -> String {
+        transport::redact(text, self.password.expose())
+    }
+
+    /// Removes the password and each of `also` (tokens the answer may echo) from `text`.
+    fn redact_with(&self, text: &str, also: &[&str]) -> String {
+        also.iter().fold(self.redact(text), |text, secret| {
+            transport::redact(&text, secret)
+        })
     }
 
     fn start_session(&self, state: &mut AuthState, answer: LoginAnswer) {

@@ -15,28 +15,21 @@ use rustls_platform_verifier::BuilderVerifierExt as _;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use totp_rs::TOTP;
 use url::Url;
 
-use crate::auth::{self, AuthState};
+use crate::auth::{self, Auth};
 use crate::credentials::{Credentials, Sensitive};
 use crate::entity::{self, Entity};
 use crate::error::Error;
-use crate::retry::{self, RetryPolicy};
+use crate::retry::RetryPolicy;
 use crate::thumbnail::{Thumbnail, ThumbnailSize};
-
-/// The header every management API call carries the access token in.
-pub(crate) const TOKEN_HEADER: &str = "Preservica-Access-Token";
+use crate::transport::{Repeat, TOKEN_HEADER, Transport, message_of, read_body, redact};
 
 /// How many subscriptions [`Client::unsubscribe_all`] deletes at once.
 const UNSUBSCRIBE_CONCURRENCY: usize = 4;
 
 /// How much of an error body is kept.
 const MAX_ERROR_BODY: usize = 4096;
-
-/// The largest JSON or XML answer read (a login answer, a subscription list, an entity): a
-/// server that sends more is refused instead of filling memory.
-pub(crate) const MAX_ANSWER_BODY: usize = 16 * 1024 * 1024;
 
 /// An async client for the parts of Preservica's REST API a webhook user needs.
 ///
@@ -96,28 +89,11 @@ impl UserDetails {
     }
 }
 
-/// Whether a request may be sent again after a failure.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Repeat {
-    /// Repeating does no harm (GET, DELETE, login): retry transport errors and 502/503/504.
-    Safe,
-    /// Retry only when the request provably never left (the connection was not made).
-    ConnectOnly,
-}
-
-/// The state shared by clones of a [`Client`].
-pub(crate) struct Inner {
-    pub(crate) http: reqwest::Client,
-    base: Url,
-    retry: RetryPolicy,
-    pub(crate) username: String,
-    pub(crate) password: Sensitive,
-    pub(crate) totp: Option<TOTP>,
-    pub(crate) auth: tokio::sync::Mutex<AuthState>,
-    /// Finished login attempts; read before waiting for `auth`, so a caller can tell that an
-    /// attempt ended while it waited.
-    pub(crate) login_attempts: std::sync::atomic::AtomicU64,
-    pub(crate) unix_time: fn() -> u64,
+/// The state shared by clones of a [`Client`]: how requests are sent, and who they are sent
+/// as.
+struct Inner {
+    transport: Transport,
+    auth: Auth,
 }
 
 impl Client {
@@ -139,12 +115,12 @@ impl Client {
 
     /// The server's base URL.
     pub fn base_url(&self) -> &Url {
-        &self.inner.base
+        self.inner.transport.base()
     }
 
     /// The tenant: as configured, or as learned from the last login.
     pub async fn tenant(&self) -> Option<String> {
-        self.inner.auth.lock().await.tenant().map(str::to_owned)
+        self.inner.auth.tenant().await
     }
 
     /// Subscribes `url` to `trigger` events, signed with `secret`; deliveries carry the
@@ -172,7 +148,10 @@ impl Client {
             include_identifiers: true,
         })
         .map_err(|err| Error::Configuration(format!("cannot encode the subscription: {err}")))?;
-        let endpoint = self.inner.endpoint(&["api", "webhook", "subscriptions"]);
+        let endpoint = self
+            .inner
+            .transport
+            .endpoint(&["api", "webhook", "subscriptions"]);
         let response = self
             .inner
             .call(OPERATION, Repeat::ConnectOnly, |http| {
@@ -221,7 +200,10 @@ impl Client {
     /// when the answer is not a list of subscriptions.
     pub async fn subscriptions(&self) -> Result<Vec<Subscription>, Error> {
         const OPERATION: &str = "list the subscriptions";
-        let endpoint = self.inner.endpoint(&["api", "webhook", "subscriptions"]);
+        let endpoint = self
+            .inner
+            .transport
+            .endpoint(&["api", "webhook", "subscriptions"]);
         let response = self
             .inner
             .call(OPERATION, Repeat::Safe, |http| {
@@ -242,9 +224,10 @@ impl Client {
     /// [`Error::Status`] for other refusals.
     pub async fn unsubscribe(&self, id: &SubscriptionId) -> Result<(), Error> {
         const OPERATION: &str = "unsubscribe";
-        let endpoint = self
-            .inner
-            .endpoint(&["api", "webhook", "subscriptions", id.as_str()]);
+        let endpoint =
+            self.inner
+                .transport
+                .endpoint(&["api", "webhook", "subscriptions", id.as_str()]);
         let response = self
             .inner
             .call(OPERATION, Repeat::Safe, |http| {
@@ -302,7 +285,7 @@ impl Client {
     /// [`Error::Status`] when refused, [`Error::Decode`] for an unexpected answer.
     pub async fn user_details(&self) -> Result<UserDetails, Error> {
         const OPERATION: &str = "read the user's details";
-        let endpoint = self.inner.endpoint(&["api", "user", "details"]);
+        let endpoint = self.inner.transport.endpoint(&["api", "user", "details"]);
         let response = self
             .inner
             .call(OPERATION, Repeat::Safe, |http| {
@@ -344,6 +327,7 @@ impl Client {
         let reference = checked_reference(reference)?;
         let endpoint = self
             .inner
+            .transport
             .endpoint(&["api", "entity", collection, reference]);
         let response = self
             .inner
@@ -433,7 +417,10 @@ impl Client {
     ) -> Result<Option<Response>, Error> {
         const OPERATION: &str = "download the thumbnail";
         let reference = checked_reference(reference)?;
-        let endpoint = self.inner.endpoint(&["api", "content", "thumbnail"]);
+        let endpoint = self
+            .inner
+            .transport
+            .endpoint(&["api", "content", "thumbnail"]);
         let id = format!("sdb:{}|{reference}", kind.as_str());
         let response = self
             .inner
@@ -481,10 +468,10 @@ impl Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("base", &self.inner.base.as_str())
-            .field("username", &self.inner.username)
-            .field("two_factor", &self.inner.totp.is_some())
-            .field("retry", &self.inner.retry)
+            .field("base", &self.inner.transport.base().as_str())
+            .field("username", &self.inner.auth.username())
+            .field("two_factor", &self.inner.auth.has_two_factor())
+            .field("retry", self.inner.transport.retry())
             .finish_non_exhaustive()
     }
 }
@@ -606,15 +593,8 @@ impl ClientBuilder {
             .map_err(|err| Error::Configuration(format!("cannot make the HTTP client: {err}")))?;
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
-                base,
-                retry: self.retry,
-                username,
-                password,
-                totp,
-                auth: tokio::sync::Mutex::new(AuthState::new(self.tenant)),
-                login_attempts: std::sync::atomic::AtomicU64::new(0),
-                unix_time: self.unix_time,
+                transport: Transport::new(http, base, self.retry),
+                auth: Auth::new(username, password, totp, self.tenant, self.unix_time),
             }),
         })
     }
@@ -657,16 +637,6 @@ impl fmt::Debug for ClientBuilder {
 }
 
 impl Inner {
-    /// The base URL with `segments` appended, each percent-encoded as one path segment.
-    pub(crate) fn endpoint(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("the base URL was checked to take paths")
-            .pop_if_empty()
-            .extend(segments);
-        url
-    }
-
     /// Sends an authenticated request: with the current token, and after a 401 once more with
     /// a renewed one (one renewal for all callers that saw the same token refused).
     async fn call(
@@ -675,12 +645,13 @@ impl Inner {
         repeat: Repeat,
         request: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, Error> {
-        let mut token = self.token().await?;
+        let mut token = self.auth.token(&self.transport).await?;
         let mut renewed = false;
         loop {
             let response = self
+                .transport
                 .send(operation, repeat, || {
-                    request(&self.http).header(TOKEN_HEADER, token.value.as_str())
+                    request(self.transport.http()).header(TOKEN_HEADER, token.value.as_str())
                 })
                 .await?;
             if response.status() != StatusCode::UNAUTHORIZED {
@@ -689,55 +660,12 @@ impl Inner {
             if renewed {
                 return Err(Error::Unauthorized { operation });
             }
-            token = self.renew_after_unauthorized(token.generation).await?;
+            token = self
+                .auth
+                .renew_after_unauthorized(&self.transport, token.generation)
+                .await?;
             renewed = true;
         }
-    }
-
-    /// Sends a request, retrying as `repeat` and the retry policy allow.
-    pub(crate) async fn send(
-        &self,
-        operation: &'static str,
-        repeat: Repeat,
-        request: impl Fn() -> RequestBuilder,
-    ) -> Result<Response, Error> {
-        let mut retry = 0;
-        loop {
-            let can_retry = retry < self.retry.max_retries;
-            let wait = match request().send().await {
-                Ok(response) => {
-                    let transient = retry::is_transient(response.status());
-                    if !(can_retry && transient && repeat == Repeat::Safe) {
-                        return Ok(response);
-                    }
-                    match retry::retry_after(response.headers(), SystemTime::now()) {
-                        Some(wait) if wait > RetryPolicy::MAX_RETRY_AFTER => return Ok(response),
-                        Some(wait) => wait,
-                        None => self.retry.jittered_delay(retry, &mut rand::rng()),
-                    }
-                }
-                Err(source) => {
-                    if !(can_retry && may_resend(repeat, &source)) {
-                        return Err(Error::Transport { operation, source });
-                    }
-                    self.retry.jittered_delay(retry, &mut rand::rng())
-                }
-            };
-            tracing::debug!(operation, retry, ?wait, "retrying");
-            tokio::time::sleep(wait).await;
-            retry += 1;
-        }
-    }
-
-    /// Removes the password from text that came back from the server.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        redact(text, self.password.expose())
-    }
-
-    /// Removes the password and each of `also` (tokens the answer may echo) from `text`.
-    pub(crate) fn redact_with(&self, text: &str, also: &[&str]) -> String {
-        also.iter()
-            .fold(self.redact(text), |text, secret| redact(&text, secret))
     }
 
     /// Reads at most [`MAX_ERROR_BODY`] bytes of a refused answer into an [`Error::Status`],
@@ -756,12 +684,11 @@ impl Inner {
             }
         }
         body.truncate(READ);
-        let state = self.auth.lock().await;
-        let tokens: Vec<&str> = state.tokens().into_iter().flatten().collect();
-        let mut text = self.redact_with(&String::from_utf8_lossy(&body), &tokens);
+        let redactor = self.auth.redactor().await;
+        let mut text = redactor.redact(&String::from_utf8_lossy(&body));
         truncate_at_char(&mut text, MAX_ERROR_BODY);
         // The message is decoded from JSON, where a secret may have been escaped: redact again.
-        let message = self.redact_with(&message_of(status, text.as_bytes()), &tokens);
+        let message = redactor.redact(&message_of(status, text.as_bytes()));
         Error::Status {
             operation,
             status,
@@ -790,35 +717,6 @@ fn same_host_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redi
     attempt.follow()
 }
 
-/// Whether a request that failed without an answer may be sent again: a safe one after any
-/// transport failure, any other only when the connection was never made.
-fn may_resend(repeat: Repeat, error: &reqwest::Error) -> bool {
-    let never_sent = error.is_connect();
-    match repeat {
-        Repeat::Safe => never_sent || error.is_timeout() || error.is_request(),
-        Repeat::ConnectOnly => never_sent,
-    }
-}
-
-/// The message of a refused answer: its JSON `message` (or `error`), else the start of the
-/// body, else the status's reason.
-pub(crate) fn message_of(status: StatusCode, body: &[u8]) -> String {
-    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) {
-        let message = ["message", "error", "errorMessage", "detail"]
-            .iter()
-            .find_map(|key| fields.get(*key).and_then(Value::as_str));
-        if let Some(message) = message {
-            return message.to_owned();
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let line = text.lines().map(str::trim).find(|it| !it.is_empty());
-    match line {
-        Some(line) => line.chars().take(300).collect(),
-        None => status.canonical_reason().unwrap_or("no message").to_owned(),
-    }
-}
-
 /// What a refused subscribe probably means.
 fn handshake_hint(status: StatusCode) -> Option<&'static str> {
     let suggests_handshake = match status.as_u16() {
@@ -840,38 +738,6 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         what,
         detail: err.to_string(),
     })
-}
-
-/// Reads a whole answer of at most [`MAX_ANSWER_BODY`] bytes.
-pub(crate) async fn read_body(
-    operation: &'static str,
-    what: &'static str,
-    response: Response,
-) -> Result<Vec<u8>, Error> {
-    let too_large = || Error::Decode {
-        what,
-        detail: format!(
-            "the answer is larger than {} MiB, more than any answer Preservica sends",
-            MAX_ANSWER_BODY / (1024 * 1024)
-        ),
-    };
-    let announced = response.content_length().unwrap_or(0);
-    if usize::try_from(announced)
-        .ok()
-        .is_none_or(|len| len > MAX_ANSWER_BODY)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|source| Error::Transport { operation, source })?;
-        if chunk.len() > MAX_ANSWER_BODY - body.len() {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Copies a response body to `out` chunk by chunk.
@@ -981,13 +847,6 @@ fn truncate_at_char(text: &mut String, max: usize) {
         end -= 1;
     }
     text.truncate(end);
-}
-
-fn redact(text: &str, secret: &str) -> String {
-    if secret.is_empty() {
-        return text.to_owned();
-    }
-    text.replace(secret, "***")
 }
 
 fn system_unix_time() -> u64 {

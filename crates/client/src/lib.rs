@@ -61,6 +61,7 @@ mod entity;
 mod error;
 mod retry;
 mod thumbnail;
+mod transport;
 
 pub use crate::client::{Client, ClientBuilder, UnsubscribeAll, UserDetails};
 pub use crate::credentials::{

@@ -5,6 +5,7 @@ use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use super::*;
+use crate::transport::may_resend;
 
 /// RFC 6238's SHA-1 test seed ("12345678901234567890") in base32; at unix time 59 its
 /// six-digit code is 287082.
@@ -78,6 +79,7 @@ fn endpoints_encode_each_segment() {
         .unwrap();
     let url = client
         .inner
+        .transport
         .endpoint(&["api", "entity", "information-objects", "a/b c"]);
     assert_eq!(
         url.as_str(),

@@ -633,7 +633,7 @@ mod tests {
             {"key": dead, "state": "dead", "lastError": "exit status 3"},
         ]);
         let line = |body: &str| {
-            serde_json::json!({"id": 1, "key": traffic::key(body.as_bytes()), "body": body})
+            serde_json::json!({"id": "1", "key": traffic::key(body.as_bytes()), "body": body})
                 .to_string()
         };
         let export = format!("{}\n{}\n", line(&done_body), line(&dead_body));

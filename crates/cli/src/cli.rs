@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use preservica_webhook_core::{EntityType, KNOWN_TRIGGERS, TriggerType};
+use preservica_webhook_server::DeliveryId;
 
 /// The default inbox file of `serve` and `inbox`.
 pub(crate) const DEFAULT_INBOX: &str = "preservica-webhook.db";
@@ -438,7 +439,7 @@ pub(crate) enum InboxCommand {
     Show {
         /// The delivery's id (from `inbox list`)
         #[arg(value_name = "ID")]
-        id: i64,
+        id: DeliveryId,
         /// Reformat a JSON body for reading (and show a non-UTF-8 body as hex) instead of
         /// printing the bytes as received
         #[arg(long)]
@@ -452,7 +453,7 @@ pub(crate) enum InboxCommand {
             required_unless_present = "dead",
             conflicts_with = "dead"
         )]
-        id: Option<i64>,
+        id: Option<DeliveryId>,
         /// Every dead delivery
         #[arg(long)]
         dead: bool,
@@ -728,7 +729,7 @@ mod tests {
             Some(args.inbox.clone()),
             match server.inbox {
                 preservica_webhook_server::InboxConfig::Sqlite(path) => Some(path),
-                preservica_webhook_server::InboxConfig::InMemory => None,
+                _ => None,
             }
         );
     }

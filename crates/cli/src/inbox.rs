@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use preservica_webhook_server::{DeliveryState, Inbox, InboxEntry, StateFilter};
+use preservica_webhook_server::{DeliveryId, DeliveryState, Inbox, InboxEntry, StateFilter};
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
 use crate::config::config_error;
@@ -24,8 +24,8 @@ pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitC
     })?;
     match &args.command {
         InboxCommand::List { state } => list(global, &inbox, *state),
-        InboxCommand::Show { id, pretty } => show(global, &inbox, *id, *pretty),
-        InboxCommand::Retry { id, dead } => retry(global, &inbox, *id, *dead),
+        InboxCommand::Show { id, pretty } => show(global, &inbox, id, *pretty),
+        InboxCommand::Retry { id, dead } => retry(global, &inbox, id.as_ref(), *dead),
         InboxCommand::Export => {
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let count = inbox.export(&mut out)?;
@@ -103,7 +103,12 @@ fn one_line(text: &str) -> String {
     }
 }
 
-fn show(global: &GlobalArgs, inbox: &Inbox, id: i64, pretty: bool) -> anyhow::Result<ExitCode> {
+fn show(
+    global: &GlobalArgs,
+    inbox: &Inbox,
+    id: &DeliveryId,
+    pretty: bool,
+) -> anyhow::Result<ExitCode> {
     let entry = inbox.get(id)?.ok_or_else(|| {
         anyhow!("no delivery {id} in the inbox; see `preservica-webhook inbox list`")
     })?;
@@ -158,7 +163,7 @@ fn pretty_body(body: &[u8], text: Option<&str>) -> String {
 fn retry(
     global: &GlobalArgs,
     inbox: &Inbox,
-    id: Option<i64>,
+    id: Option<&DeliveryId>,
     dead: bool,
 ) -> anyhow::Result<ExitCode> {
     if dead {

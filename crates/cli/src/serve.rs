@@ -11,7 +11,8 @@ use anyhow::{Context as _, anyhow};
 use preservica_webhook_client::{Client, ThumbnailSize};
 use preservica_webhook_core::{EntityType, Secret, Subscription, SubscriptionId, TriggerType};
 use preservica_webhook_server::{
-    Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError, TlsFiles,
+    DeliveryId, Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError,
+    TlsFiles,
 };
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
@@ -505,7 +506,7 @@ impl Exec {
         let refs = EnvRefs::new(delivery.entity_refs(), MAX_ENV_REFS);
         if refs.is_cut() {
             tracing::info!(
-                id = job.id,
+                id = %job.id,
                 attempt = job.attempt,
                 passed = refs.passed,
                 total = refs.total,
@@ -564,10 +565,13 @@ impl Exec {
             }
         });
         // Read all along, so a command that writes much never waits for the pipe.
-        let stderr = child
-            .stderr
-            .take()
-            .map(|stderr| AbortOnDrop(tokio::spawn(log_stderr(stderr, job.id, job.attempt))));
+        let stderr = child.stderr.take().map(|stderr| {
+            AbortOnDrop(tokio::spawn(log_stderr(
+                stderr,
+                job.id.clone(),
+                job.attempt,
+            )))
+        });
         let waited = tokio::time::timeout(self.timeout, child.wait()).await;
         feed.abort();
         // Whatever the command started and left running ends with it.
@@ -608,7 +612,7 @@ impl Drop for AbortOnDrop {
 /// Logs each line of a command's stderr with the delivery's inbox id and the attempt, so the
 /// lines of concurrent calls can be told apart; lines are cut at [`MAX_STDERR_LINE`] bytes
 /// and read as UTF-8, invalid bytes replaced.
-async fn log_stderr(stderr: ChildStderr, id: i64, attempt: u32) {
+async fn log_stderr(stderr: ChildStderr, id: DeliveryId, attempt: u32) {
     let mut reader = tokio::io::BufReader::new(stderr);
     let mut line = Vec::new();
     let mut cut = 0;
@@ -626,23 +630,23 @@ async fn log_stderr(stderr: ChildStderr, id: i64, attempt: u32) {
         };
         reader.consume(used);
         if ended {
-            log_stderr_line(id, attempt, &line, cut);
+            log_stderr_line(&id, attempt, &line, cut);
             line.clear();
             cut = 0;
         }
     }
     if !line.is_empty() || cut > 0 {
-        log_stderr_line(id, attempt, &line, cut);
+        log_stderr_line(&id, attempt, &line, cut);
     }
 }
 
-fn log_stderr_line(id: i64, attempt: u32, line: &[u8], cut: usize) {
+fn log_stderr_line(id: &DeliveryId, attempt: u32, line: &[u8], cut: usize) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = String::from_utf8_lossy(line);
     if cut == 0 {
-        tracing::info!(id, attempt, line = ?line, "exec stderr");
+        tracing::info!(%id, attempt, line = ?line, "exec stderr");
     } else {
-        tracing::info!(id, attempt, line = ?line, cut_bytes = cut, "exec stderr (line cut)");
+        tracing::info!(%id, attempt, line = ?line, cut_bytes = cut, "exec stderr (line cut)");
     }
 }
 
@@ -795,7 +799,7 @@ fn env_value<'a>(job: &Job, name: &str, value: &'a str) -> &'a str {
         return value;
     }
     tracing::warn!(
-        id = job.id,
+        id = %job.id,
         attempt = job.attempt,
         bytes = value.len(),
         "{name} is passed empty: the value is longer than {MAX_ENV_VALUE} bytes or holds a NUL \
@@ -860,7 +864,7 @@ mod tests {
 
     fn job(body: &str) -> Job {
         Job {
-            id: 1,
+            id: DeliveryId::from(1),
             key: DeliveryKey::of(body.as_bytes()),
             body: bytes::Bytes::copy_from_slice(body.as_bytes()),
             delivery: Delivery::from_slice(body.as_bytes()).unwrap(),

@@ -226,7 +226,7 @@ fn exec_stderr_lines_are_logged_with_the_delivery_id() {
         done = inbox_list(dir.path(), "done");
         !done.is_empty()
     });
-    let id = format!("id={}", done[0]["id"]);
+    let id = format!("id={}", done[0]["id"].as_str().unwrap());
     for logged in [&line, &last, &long] {
         assert!(
             logged.contains("exec stderr") && logged.contains(&id) && logged.contains("attempt=1"),

@@ -95,7 +95,7 @@ fn inbox_commands_on_a_filled_inbox() {
     expect![[r#"
         [
           {
-            "id": 1,
+            "id": "1",
             "key": "<redacted>",
             "state": "done",
             "receivedAt": "<redacted>",
@@ -109,7 +109,7 @@ fn inbox_commands_on_a_filled_inbox() {
             ]
           },
           {
-            "id": 2,
+            "id": "2",
             "key": "<redacted>",
             "state": "dead",
             "receivedAt": "<redacted>",
@@ -123,7 +123,7 @@ fn inbox_commands_on_a_filled_inbox() {
             ]
           },
           {
-            "id": 3,
+            "id": "3",
             "key": "<redacted>",
             "state": "undecodable",
             "receivedAt": "<redacted>",
@@ -182,7 +182,7 @@ fn inbox_commands_on_a_filled_inbox() {
         .success()
         .stdout("re-queued delivery 2\n");
     let pending = inbox(dir.path(), &["list", "--state", "pending", "--json"]).success();
-    assert_eq!(json(&pending)[0]["id"], 2);
+    assert_eq!(json(&pending)[0]["id"], "2");
     inbox(dir.path(), &["retry", "--dead"])
         .success()
         .stdout("re-queued 0 dead deliveries\n");

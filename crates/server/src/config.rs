@@ -2,9 +2,12 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use preservica_webhook_core::{Backoff, Secret};
+
+use crate::store::Store;
 
 /// How a [`Server`](crate::Server) or [`Webhook`](crate::Webhook) runs.
 ///
@@ -77,8 +80,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-/// Where deliveries are stored.
+/// Where deliveries are stored: one of the ready-made stores, or your own.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum InboxConfig {
     /// A SQLite database file, created if missing: durable, readable by `Inbox::open` from
     /// another process while the server runs.
@@ -92,6 +96,10 @@ pub enum InboxConfig {
     /// Memory only: everything not yet processed is lost when the process stops. For tests
     /// and for users who choose it; never the default.
     InMemory,
+    /// A store of your own (a database shared by several receivers, a message broker): see
+    /// the [`store`](crate::store) module for what it must do. The server calls
+    /// [`Store::close`] on it when it shuts down.
+    Custom(Arc<dyn Store>),
 }
 
 /// How failed handler calls are retried: exponential backoff with jitter.

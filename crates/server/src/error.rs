@@ -45,9 +45,10 @@ pub enum ServerError {
 
 /// Why an inbox operation failed.
 ///
-/// Each message names the file and says what to do; the cause (the operating system's or
-/// SQLite's reason) is the error's [`source`](std::error::Error::source), never repeated in its
-/// own message, so a chain printed `error: cause: cause` says each thing once.
+/// The error of the [`store`](crate::store) seam and of [`Inbox`](crate::Inbox). Each message
+/// names the file and says what to do; the cause (the operating system's or SQLite's reason)
+/// is the error's [`source`](std::error::Error::source), never repeated in its own message,
+/// so a chain printed `error: cause: cause` says each thing once.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InboxError {
@@ -113,9 +114,12 @@ pub enum InboxError {
         .0.display()
     )]
     InUse(PathBuf),
-    /// SQLite failed on an inbox that was open.
-    #[error("the inbox database failed")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The store failed on an inbox that was open: the database, the disk, the network.
+    /// The message is the store's own (for SQLite, `the inbox database could not …` with
+    /// SQLite's reason as its source). A store of your own makes one with
+    /// [`InboxError::backend`].
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     /// The inbox was closed (the server is shutting down).
     #[error("the inbox is closed; the server is shutting down")]
     Closed,
@@ -136,7 +140,13 @@ impl InboxError {
             | InboxError::Unreadable { .. }
             | InboxError::NotAnInbox { .. }
             | InboxError::InUse(_) => true,
-            InboxError::Sqlite(_) | InboxError::Closed | InboxError::Io(_) => false,
+            InboxError::Backend(_) | InboxError::Closed | InboxError::Io(_) => false,
         }
+    }
+
+    /// A store's own failure, as [`InboxError::Backend`]. Its message should say what the
+    /// store could not do, with the underlying reason as its source.
+    pub fn backend(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> InboxError {
+        InboxError::Backend(err.into())
     }
 }

@@ -7,6 +7,8 @@ use std::future::Future;
 use bytes::Bytes;
 use preservica_webhook_core::{Delivery, DeliveryKey};
 
+use crate::store::DeliveryId;
+
 /// The user's processing, called at least once per verified, decodable delivery.
 ///
 /// Calls happen after the delivery is stored and acknowledged, on a pool of workers
@@ -38,8 +40,8 @@ pub trait Handler: Send + Sync + 'static {
 /// A stored delivery handed to the handler.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The inbox id.
-    pub id: i64,
+    /// The delivery's id in the inbox (`inbox show <id>`).
+    pub id: DeliveryId,
     /// The redelivery key (SHA-256 of the body).
     pub key: DeliveryKey,
     /// The raw body, exactly as received and verified.

@@ -1,14 +1,15 @@
 //! The durable inbox: every verified delivery, its state and its processing history.
 //!
-//! The server writes to it through one writer (see the `store` module); [`Inbox`] opens the
-//! same SQLite file from anywhere else — another process included — to list, show, re-queue
-//! and export deliveries while the server runs. SQLite's write-ahead log lets both read and
-//! write at once; writes wait for each other through a busy timeout.
+//! A server writes to its store through the [`store`](crate::store) seam; for the SQLite
+//! inbox, [`Inbox`] opens the same file from anywhere else — another process included — to
+//! list, show, re-queue and export deliveries while the server runs. SQLite's write-ahead log
+//! lets both read and write at once; writes wait for each other through a busy timeout.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -17,6 +18,8 @@ use preservica_webhook_core::Delivery;
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, params};
 
 use crate::error::InboxError;
+use crate::store::sqlite::{Failure, delivery_id, rowid};
+use crate::store::{BoxFuture, DeliveryId, InboxAdmin};
 
 /// What became of a stored delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,8 +47,8 @@ pub enum StateFilter {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboxEntry {
-    /// The inbox id.
-    pub id: i64,
+    /// The delivery's id in its store.
+    pub id: DeliveryId,
     /// The redelivery key (SHA-256 of the body), lowercase hex.
     pub key: String,
     /// Its state.
@@ -94,9 +97,12 @@ pub struct StateCounts {
 /// let requeued = inbox.retry_dead()?;
 /// # Ok::<(), preservica_webhook_server::InboxError>(())
 /// ```
+///
+/// It is the SQLite inbox's [`InboxAdmin`] too; through that trait its calls run on the
+/// calling thread, waiting for the database like the methods here.
 #[derive(Debug)]
 pub struct Inbox {
-    conn: Connection,
+    conn: Mutex<Connection>,
 }
 
 /// Why a state name did not parse.
@@ -160,6 +166,12 @@ impl Inbox {
             return Err(InboxError::NotFound(path.to_owned()));
         }
         warn_if_shared(path);
+        Inbox::open_quietly(path)
+    }
+
+    /// [`Inbox::open`] without the permission warnings (a server's own store, which warned
+    /// when it started).
+    pub(crate) fn open_quietly(path: &Path) -> Result<Inbox, InboxError> {
         let at = |err| sqlite_failed(path, err);
         let conn = Connection::open_with_flags(
             path,
@@ -176,101 +188,119 @@ impl Inbox {
                 version,
             });
         }
-        Ok(Inbox { conn })
+        Ok(Inbox {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The deliveries in a state (or all), oldest first.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be read.
+    /// [`InboxError::Backend`] when the database cannot be read.
     pub fn list(&self, filter: StateFilter) -> Result<Vec<InboxEntry>, InboxError> {
+        let conn = self.conn();
         let entries = match filter {
             StateFilter::All => {
                 let sql = format!("SELECT {COLUMNS} FROM deliveries ORDER BY id");
-                let mut stmt = self.conn.prepare(&sql)?;
-                stmt.query_map([], entry_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
+                conn.prepare(&sql).and_then(|mut stmt| {
+                    stmt.query_map([], entry_from_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
             }
             StateFilter::Only(state) => {
                 let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE state = ?1 ORDER BY id");
-                let mut stmt = self.conn.prepare(&sql)?;
-                stmt.query_map([state.as_str()], entry_from_row)?
-                    .collect::<Result<Vec<_>, _>>()?
+                conn.prepare(&sql).and_then(|mut stmt| {
+                    stmt.query_map([state.as_str()], entry_from_row)?
+                        .collect::<Result<Vec<_>, _>>()
+                })
             }
         };
-        Ok(entries)
+        Ok(entries.map_err(|err| Failure::new("list deliveries", err))?)
     }
 
     /// One delivery by id.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be read.
-    pub fn get(&self, id: i64) -> Result<Option<InboxEntry>, InboxError> {
+    /// [`InboxError::Backend`] when the database cannot be read.
+    pub fn get(&self, id: &DeliveryId) -> Result<Option<InboxEntry>, InboxError> {
+        let Some(id) = rowid(id) else {
+            return Ok(None);
+        };
         let sql = format!("SELECT {COLUMNS} FROM deliveries WHERE id = ?1");
-        Ok(self.conn.query_row(&sql, [id], entry_from_row).optional()?)
+        let entry = self
+            .conn()
+            .query_row(&sql, [id], entry_from_row)
+            .optional()
+            .map_err(|err| Failure::new("read a delivery", err))?;
+        Ok(entry)
     }
 
     /// Re-queues a dead letter: it becomes pending, due now, with its attempts reset.
     /// Returns `false` when there is no dead delivery with that id.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be written.
-    pub fn retry(&self, id: i64) -> Result<bool, InboxError> {
-        let now = now_millis();
-        let changed = self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
-             updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
-            params![now, id],
-        )?;
+    /// [`InboxError::Backend`] when the database cannot be written.
+    pub fn retry(&self, id: &DeliveryId) -> Result<bool, InboxError> {
+        self.retry_at(id, now_millis())
+    }
+
+    pub(crate) fn retry_at(&self, id: &DeliveryId, now: i64) -> Result<bool, InboxError> {
+        let Some(id) = rowid(id) else {
+            return Ok(false);
+        };
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+                 updated_at = ?1 WHERE id = ?2 AND state = 'dead'",
+                params![now, id],
+            )
+            .map_err(|err| Failure::new("re-queue a delivery", err))?;
         Ok(changed == 1)
     }
 
     /// Re-queues every dead letter; returns how many.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be written.
+    /// [`InboxError::Backend`] when the database cannot be written.
     pub fn retry_dead(&self) -> Result<usize, InboxError> {
-        let now = now_millis();
-        Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
-             updated_at = ?1 WHERE state = 'dead'",
-            [now],
-        )?)
+        self.retry_dead_at(now_millis())
     }
 
-    /// Writes every stored delivery, oldest first, one JSON object per line:
+    pub(crate) fn retry_dead_at(&self, now: i64) -> Result<usize, InboxError> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, \
+                 updated_at = ?1 WHERE state = 'dead'",
+                [now],
+            )
+            .map_err(|err| Failure::new("re-queue dead deliveries", err))?;
+        Ok(changed)
+    }
+
+    /// Writes every stored delivery, oldest first, one JSON object per line (see
+    /// [`write_export_line`](crate::store::write_export_line)):
     /// `{"id","key","state","receivedAt","body"}` with the raw body as a JSON string, or
     /// `"bodyBase64"` instead of `"body"` when it is not UTF-8. Returns how many.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be read, [`InboxError::Io`] when `out`
+    /// [`InboxError::Backend`] when the database cannot be read, [`InboxError::Io`] when `out`
     /// cannot be written.
     pub fn export(&self, out: &mut dyn Write) -> Result<usize, InboxError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, key, state, received_at, body FROM deliveries ORDER BY id")?;
-        let mut rows = stmt.query([])?;
+        let failed = |err| Failure::new("export deliveries", err);
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, key, state, received_at, body FROM deliveries ORDER BY id")
+            .map_err(failed)?;
+        let mut rows = stmt.query([]).map_err(failed)?;
         let mut count = 0;
-        while let Some(row) = rows.next()? {
-            let id: i64 = row.get(0)?;
-            let key: Vec<u8> = row.get(1)?;
-            let state: String = row.get(2)?;
-            let received_at: i64 = row.get(3)?;
-            let body: Vec<u8> = row.get(4)?;
-            let mut line = serde_json::Map::new();
-            line.insert("id".into(), id.into());
-            line.insert("key".into(), hex_lower(&key).into());
-            line.insert("state".into(), state.into());
-            line.insert("receivedAt".into(), rfc3339(received_at).into());
-            match String::from_utf8(body) {
-                Ok(text) => line.insert("body".into(), text.into()),
-                Err(err) => line.insert(
-                    "bodyBase64".into(),
-                    base64::engine::general_purpose::STANDARD
-                        .encode(err.as_bytes())
-                        .into(),
-                ),
-            };
+        while let Some(row) = rows.next().map_err(failed)? {
+            let line = export_line(row).map_err(failed)?;
             serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             count += 1;
@@ -282,10 +312,70 @@ impl Inbox {
     /// How many deliveries are in each state.
     ///
     /// # Errors
-    /// [`InboxError::Sqlite`] when the database cannot be read.
+    /// [`InboxError::Backend`] when the database cannot be read.
     pub fn counts(&self) -> Result<StateCounts, InboxError> {
-        Ok(counts(&self.conn)?)
+        Ok(counts(&self.conn()).map_err(|err| Failure::new("count deliveries", err))?)
     }
+}
+
+impl InboxAdmin for Inbox {
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+        Box::pin(std::future::ready(Inbox::list(self, filter)))
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+        Box::pin(async move { Inbox::get(self, id) })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, InboxError>> {
+        Box::pin(async move { self.retry_at(id, now) })
+    }
+
+    fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        Box::pin(async move { self.retry_dead_at(now) })
+    }
+
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+    ) -> BoxFuture<'a, Result<usize, InboxError>> {
+        Box::pin(async move { Inbox::export(self, out) })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+        Box::pin(async move { Inbox::counts(self) })
+    }
+}
+
+/// One export line from a row of `id, key, state, received_at, body`.
+fn export_line(row: &Row<'_>) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
+    let id: i64 = row.get(0)?;
+    let key: Vec<u8> = row.get(1)?;
+    let state: String = row.get(2)?;
+    let received_at: i64 = row.get(3)?;
+    let body: Vec<u8> = row.get(4)?;
+    let mut line = serde_json::Map::new();
+    line.insert("id".into(), delivery_id(id).to_string().into());
+    line.insert("key".into(), hex_lower(&key).into());
+    line.insert("state".into(), state.into());
+    line.insert("receivedAt".into(), rfc3339(received_at).into());
+    match String::from_utf8(body) {
+        Ok(text) => line.insert("body".into(), text.into()),
+        Err(err) => line.insert(
+            "bodyBase64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(err.as_bytes())
+                .into(),
+        ),
+    };
+    Ok(line)
 }
 
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -379,7 +469,7 @@ pub(crate) fn sqlite_failed(path: &Path, err: rusqlite::Error) -> InboxError {
 /// code says (`file is not a database` and `Error code 26: file is not a database`), so the
 /// code is not given as a further cause.
 #[derive(Debug)]
-struct SqliteCause(rusqlite::Error);
+pub(crate) struct SqliteCause(pub(crate) rusqlite::Error);
 
 impl fmt::Display for SqliteCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -474,7 +564,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
     let attempts: i64 = row.get(4)?;
     let next_attempt_at: Option<i64> = row.get(5)?;
     Ok(entry(
-        row.get(0)?,
+        delivery_id(row.get(0)?),
         &key,
         state,
         row.get(3)?,
@@ -487,7 +577,7 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
 
 #[allow(clippy::too_many_arguments, reason = "one argument per stored column")]
 pub(crate) fn entry(
-    id: i64,
+    id: DeliveryId,
     key: &[u8],
     state: DeliveryState,
     received_at: i64,
@@ -588,7 +678,7 @@ mod tests {
         )
         .unwrap();
         let inbox = Inbox::open(&path).unwrap();
-        let entry = inbox.get(1).unwrap().unwrap();
+        let entry = inbox.get(&DeliveryId::from(1)).unwrap().unwrap();
         assert_eq!(entry.key, "01".repeat(32));
         assert_eq!(entry.received_at, "2023-11-14T22:13:20.123Z");
         assert_eq!(entry.trigger.as_deref(), Some("MOVED"));
@@ -598,13 +688,14 @@ mod tests {
         assert_eq!(json["state"], "dead");
         assert_eq!(json["lastError"], "gone");
         assert!(json.get("body").is_none());
-        assert!(inbox.get(3).unwrap().is_none());
+        assert!(inbox.get(&DeliveryId::from(3)).unwrap().is_none());
 
         assert_eq!(inbox.retry_dead().unwrap(), 2);
         let pending = inbox
             .list(StateFilter::Only(DeliveryState::Pending))
             .unwrap();
-        assert_eq!(pending.iter().map(|it| it.id).collect::<Vec<_>>(), [1, 2]);
+        let ids: Vec<String> = pending.iter().map(|it| it.id.to_string()).collect();
+        assert_eq!(ids, ["1", "2"]);
         assert_eq!(pending[0].attempts, 0);
         assert!(pending[0].next_attempt_at.is_some());
         assert_eq!(inbox.retry_dead().unwrap(), 0);

@@ -40,7 +40,7 @@
 //!   clients that write their whole body before reading: the server drains what they still
 //!   send, bounded by [`ServerConfig::max_body`] and one second, before closing;
 //! - a body that matches none of the secrets gets 401; an authentic one is committed to the
-//!   inbox (SQLite in WAL mode with `synchronous=FULL`; concurrent deliveries share one
+//!   inbox (for SQLite: WAL mode with `synchronous=FULL`; concurrent deliveries share one
 //!   transaction and one disk sync) and only then answered 200;
 //! - the same body again is answered 200 and not processed again; an authentic body that is
 //!   not JSON is kept as `undecodable` and never handed to the handler.
@@ -62,6 +62,12 @@
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the
 //! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`].
+//!
+//! Where deliveries are kept is a seam of its own, the [`store`] module: the receiver stores
+//! through [`store::Intake`], the workers claim leased work and complete it through
+//! [`store::WorkQueue`], and the inbox's administration goes through [`store::InboxAdmin`].
+//! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate has;
+//! [`InboxConfig::Custom`] runs the server on a store of your own.
 
 mod config;
 mod error;
@@ -71,7 +77,7 @@ mod metrics;
 mod refusal;
 mod server;
 mod service;
-mod store;
+pub mod store;
 mod worker;
 
 pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles};
@@ -80,3 +86,4 @@ pub use crate::handler::{Handler, HandlerError, Job};
 pub use crate::inbox::{DeliveryState, Inbox, InboxEntry, StateCounts, StateFilter, UnknownState};
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
+pub use crate::store::DeliveryId;

@@ -23,13 +23,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServerConfig;
-use crate::error::ServerError;
+use crate::config::{InboxConfig, ServerConfig};
+use crate::error::{InboxError, ServerError};
 use crate::handler::Handler;
-use crate::inbox::{DeliveryState, StateCounts};
+use crate::inbox::{self, DeliveryState, StateCounts};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
-use crate::store::{Store, StoreThread, Stored};
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{NewDelivery, Store, Stored};
 use crate::worker::{WorkerSettings, dispatch};
 
 /// The receiver with its inbox and workers, for mounting in an application of your own.
@@ -47,7 +49,7 @@ use crate::worker::{WorkerSettings, dispatch};
 /// struct Print;
 /// impl Handler for Print {
 ///     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
-///         tracing::info!(id = job.id, "delivery");
+///         tracing::info!(id = %job.id, "delivery");
 ///         Ok(())
 ///     }
 /// }
@@ -65,7 +67,6 @@ use crate::worker::{WorkerSettings, dispatch};
 #[derive(Debug)]
 pub struct Webhook {
     shared: Arc<Shared>,
-    store_thread: Option<StoreThread>,
     workers: Option<JoinHandle<()>>,
     stop: CancellationToken,
 }
@@ -108,7 +109,7 @@ pub type ResponseBody = Full<Bytes>;
 #[derive(Debug)]
 pub(crate) struct Shared {
     receiver: Receiver,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) metrics: Metrics,
     pub(crate) wake: Notify,
     max_body: usize,
@@ -165,9 +166,6 @@ impl Webhook {
             let _ = workers.await;
         }
         self.shared.store.close().await;
-        if let Some(thread) = self.store_thread.take() {
-            thread.join().await;
-        }
         tracing::info!("inbox closed");
     }
 }
@@ -182,7 +180,6 @@ impl Drop for Webhook {
 #[derive(Debug)]
 pub(crate) struct Opened {
     shared: Arc<Shared>,
-    store_thread: StoreThread,
     settings: WorkerSettings,
 }
 
@@ -203,10 +200,9 @@ impl Opened {
         let inbox = config.inbox.clone();
         let metrics = Metrics::new();
         let commits = metrics.inbox_commits.clone();
-        let (store, store_thread) =
-            tokio::task::spawn_blocking(move || Store::open(&inbox, commits))
-                .await
-                .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
+        let store = tokio::task::spawn_blocking(move || open_store(inbox, commits))
+            .await
+            .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
         let shared = Arc::new(Shared {
             receiver,
             store,
@@ -219,7 +215,6 @@ impl Opened {
         });
         Ok(Opened {
             shared,
-            store_thread,
             settings: WorkerSettings {
                 workers: config.workers,
                 handler_timeout: config.handler_timeout,
@@ -244,7 +239,6 @@ impl Opened {
         ));
         Webhook {
             shared: self.shared,
-            store_thread: Some(self.store_thread),
             workers: Some(workers),
             stop,
         }
@@ -386,7 +380,8 @@ impl Shared {
         body: Bytes,
         state: DeliveryState,
     ) -> (Reply, &'static str, bool) {
-        match self.store.insert(key, body, state).await {
+        let delivery = NewDelivery { key, body, state };
+        match self.store.store(delivery, inbox::now_millis()).await {
             Ok(Stored::New(_)) if state == DeliveryState::Undecodable => {
                 self.metrics.accepted.inc();
                 self.metrics.undecodable.inc();
@@ -401,13 +396,43 @@ impl Shared {
                 self.metrics.duplicates.inc();
                 (Reply::accepted(), "duplicate", false)
             }
-            Err(_) => self.refuse(&Refusal::Unavailable),
+            Err(err) => {
+                tracing::error!(error = %Chain(&err), "the inbox could not store a delivery");
+                self.refuse(&Refusal::Unavailable)
+            }
         }
     }
 
     async fn render_metrics(&self) -> String {
         let counts: Option<StateCounts> = self.store.counts().await.ok();
         self.metrics.render(counts)
+    }
+}
+
+/// Opens the configured store (blocking: it may create files and start threads).
+fn open_store(
+    inbox: InboxConfig,
+    commits: prometheus_client::metrics::counter::Counter,
+) -> Result<Arc<dyn Store>, InboxError> {
+    Ok(match inbox {
+        InboxConfig::Sqlite(path) => Arc::new(SqliteStore::open(&path, commits)?),
+        InboxConfig::InMemory => Arc::new(MemoryStore::new(commits)),
+        InboxConfig::Custom(store) => store,
+    })
+}
+
+/// An error and its causes on one line, `error: cause: cause`, for the log.
+pub(crate) struct Chain<'a>(pub(crate) &'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }
 

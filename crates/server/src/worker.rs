@@ -2,28 +2,30 @@
 //! retrying failures with backoff until they succeed or become dead letters.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use preservica_webhook_core::Delivery;
-use tokio::task::{Id, JoinError, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;
 use crate::handler::{Handler, HandlerError, Job};
 use crate::inbox::now_millis;
-use crate::service::Shared;
-use crate::store::{Claimed, Outcome};
+use crate::service::{Chain, Shared};
+use crate::store::{Claimed, DeliveryId, Outcome};
 
 /// How often the inbox is polled when nothing wakes the workers (deliveries re-queued by
 /// another process are picked up within this).
 const POLL: Duration = Duration::from_secs(1);
 /// How often processed deliveries past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How long a claimed delivery's lease outlasts the handler timeout: time to record the
+/// outcome. A call is cut at the timeout, so a lease ends only when its worker is gone.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
 
 /// What the workers need to know.
 #[derive(Debug, Clone)]
@@ -46,7 +48,8 @@ pub(crate) async fn dispatch<H: Handler>(
     // commit (a later claim is applied after it), so outcomes of concurrent calls share inbox
     // commits and neither this loop nor a worker slot waits for a disk sync.
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut jobs: HashMap<Id, i64> = HashMap::new();
+    let lease = settings.handler_timeout.saturating_add(LEASE_MARGIN);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -54,18 +57,22 @@ pub(crate) async fn dispatch<H: Handler>(
         let free = settings.workers.saturating_sub(running.len());
         if free > 0 {
             let now = now_millis();
-            let skip = jobs.values().copied().collect();
-            if let Ok(claim) = shared.store.claim(now, free, skip).await {
+            let claimed = shared
+                .store
+                .claim(now, free, now.saturating_add(lease_ms))
+                .await;
+            if let Err(err) = &claimed {
+                tracing::error!(error = %Chain(err), "the inbox could not hand out deliveries");
+            }
+            if let Ok(claim) = claimed {
                 for claimed in claim.due {
-                    let id = claimed.id;
-                    let task = running.spawn(process(
+                    running.spawn(process(
                         Arc::clone(&shared),
                         Arc::clone(&handler),
                         settings.handler_timeout,
                         settings.retry.clone(),
                         claimed,
                     ));
-                    jobs.insert(task.id(), id);
                 }
                 if let Some(next) = claim.next_due {
                     let until = u64::try_from(next.saturating_sub(now)).unwrap_or(0);
@@ -76,23 +83,19 @@ pub(crate) async fn dispatch<H: Handler>(
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
-                forget(&mut jobs, joined);
-            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(wait) => {}
             _ = prune.tick() => prune_old(&shared, settings.retention).await,
         }
         // Every call that has ended frees its slot now, so the next claim fills them all in
         // one round trip instead of one per ended call.
-        while let Some(joined) = running.try_join_next_with_id() {
-            forget(&mut jobs, joined);
-        }
+        while running.try_join_next().is_some() {}
     }
     let deadline = Instant::now() + settings.shutdown_grace;
     while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
-            Ok(Some(joined)) => forget(&mut jobs, joined),
+        match tokio::time::timeout_at(deadline, running.join_next()).await {
+            Ok(Some(_)) => {}
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -105,14 +108,6 @@ pub(crate) async fn dispatch<H: Handler>(
             }
         }
     }
-}
-
-fn forget(jobs: &mut HashMap<Id, i64>, joined: Result<(Id, ()), JoinError>) {
-    let task = match joined {
-        Ok((task, ())) => task,
-        Err(err) => err.id(),
-    };
-    jobs.remove(&task);
 }
 
 /// Calls the handler for one delivery and records the outcome.
@@ -132,15 +127,12 @@ async fn process<H: Handler>(
                 std::error::Error::source(&err).map_or_else(String::new, |it| format!(": {it}"));
             let error = format!("the stored body is not a valid delivery{detail}");
             shared.metrics.dead_lettered.inc();
-            let _ = shared
-                .store
-                .finish_queued(id, attempt, Outcome::Dead { error })
-                .await;
+            complete(&shared, id, attempt, Outcome::Dead { error }).await;
             return;
         }
     };
     let job = Job {
-        id,
+        id: id.clone(),
         key: claimed.key,
         body: claimed.body,
         delivery,
@@ -158,22 +150,33 @@ async fn process<H: Handler>(
             timeout.as_millis()
         ))),
     };
-    let outcome = outcome(&shared, &retry, id, attempt, result);
-    let _ = shared.store.finish_queued(id, attempt, outcome).await;
+    let outcome = outcome(&shared, &retry, &id, attempt, result);
+    complete(&shared, id, attempt, outcome).await;
+}
+
+/// Records an outcome; one that cannot be recorded leaves the delivery to run again.
+async fn complete(shared: &Shared, id: DeliveryId, attempt: u32, outcome: Outcome) {
+    let completed = shared
+        .store
+        .complete(id, attempt, outcome, now_millis())
+        .await;
+    if let Err(err) = completed {
+        tracing::error!(error = %Chain(&err), "the inbox could not record a handler outcome");
+    }
 }
 
 /// Counts and logs a call's result and decides what becomes of the delivery.
 fn outcome(
     shared: &Shared,
     retry: &RetryPolicy,
-    id: i64,
+    id: &DeliveryId,
     attempt: u32,
     result: Result<(), HandlerError>,
 ) -> Outcome {
     let err = match result {
         Ok(()) => {
             shared.metrics.handler_successes.inc();
-            tracing::debug!(id, attempt, "delivery processed");
+            tracing::debug!(%id, attempt, "delivery processed");
             return Outcome::Done;
         }
         Err(err) => err,
@@ -183,7 +186,7 @@ fn outcome(
     if give_up {
         shared.metrics.dead_lettered.inc();
         tracing::warn!(
-            id,
+            %id,
             attempt,
             error = err.message(),
             "delivery is a dead letter"
@@ -196,7 +199,7 @@ fn outcome(
     let delay = retry.jittered_delay(attempt);
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     tracing::info!(
-        id,
+        %id,
         attempt,
         retry_in_ms = delay_ms,
         error = err.message(),
@@ -214,10 +217,10 @@ async fn prune_old(shared: &Shared, retention: Option<Duration>) {
     };
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let before = now_millis().saturating_sub(retention_ms);
-    if let Ok(pruned) = shared.store.prune(before).await
-        && pruned > 0
-    {
-        tracing::info!(pruned, "pruned processed deliveries past their retention");
+    match shared.store.prune(before).await {
+        Ok(0) => {}
+        Ok(pruned) => tracing::info!(pruned, "pruned processed deliveries past their retention"),
+        Err(err) => tracing::error!(error = %Chain(&err), "the inbox could not prune"),
     }
 }
 

@@ -297,15 +297,15 @@ async fn makes_a_dead_letter_of_an_always_failing_delivery_and_retries_it_on_req
     assert_eq!(inbox.counts().unwrap().dead, 1);
 
     healed.store(true, Ordering::SeqCst);
-    assert!(inbox.retry(dead[0].id).unwrap());
+    assert!(inbox.retry(&dead[0].id).unwrap());
     assert!(
-        !inbox.retry(dead[0].id).unwrap(),
+        !inbox.retry(&dead[0].id).unwrap(),
         "only dead letters are re-queued"
     );
     let call = next_call(&mut calls).await;
     assert_eq!((call.attempt, call.ok), (1, true));
     server.stop().await;
-    let entry = inbox.get(dead[0].id).unwrap().unwrap();
+    let entry = inbox.get(&dead[0].id).unwrap().unwrap();
     assert_eq!(entry.state, DeliveryState::Done);
 }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use preservica_webhook_core::{Secret, sign};
 use preservica_webhook_server::{
-    Handler, HandlerError, InboxConfig, Job, RetryPolicy, Server, ServerConfig, ServerError,
+    DeliveryId, Handler, HandlerError, InboxConfig, Job, RetryPolicy, Server, ServerConfig,
+    ServerError,
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -42,7 +43,7 @@ pub fn body(n: usize) -> Vec<u8> {
 /// One handler call, reported after it returns.
 #[derive(Debug, Clone)]
 pub struct Call {
-    pub id: i64,
+    pub id: DeliveryId,
     pub attempt: u32,
     pub body: Vec<u8>,
     pub ok: bool,
@@ -54,7 +55,7 @@ type Script = dyn Fn(&Job) -> Result<(), HandlerError> + Send + Sync;
 pub struct Scripted {
     script: Arc<Script>,
     calls: mpsc::UnboundedSender<Call>,
-    started: Option<mpsc::UnboundedSender<i64>>,
+    started: Option<mpsc::UnboundedSender<DeliveryId>>,
     delay: Option<Duration>,
     count: Arc<AtomicU32>,
 }
@@ -82,7 +83,7 @@ impl Scripted {
     }
 
     /// Reports each call's start, then takes `delay` before answering.
-    pub fn slow(mut self, delay: Duration) -> (Scripted, mpsc::UnboundedReceiver<i64>) {
+    pub fn slow(mut self, delay: Duration) -> (Scripted, mpsc::UnboundedReceiver<DeliveryId>) {
         let (started, rx) = mpsc::unbounded_channel();
         self.started = Some(started);
         self.delay = Some(delay);
@@ -98,14 +99,14 @@ impl Handler for Scripted {
     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
         self.count.fetch_add(1, Ordering::SeqCst);
         if let Some(started) = &self.started {
-            let _ = started.send(job.id);
+            let _ = started.send(job.id.clone());
         }
         if let Some(delay) = self.delay {
             tokio::time::sleep(delay).await;
         }
         let result = (self.script)(job);
         let _ = self.calls.send(Call {
-            id: job.id,
+            id: job.id.clone(),
             attempt: job.attempt,
             body: job.body.to_vec(),
             ok: result.is_ok(),

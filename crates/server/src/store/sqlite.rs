@@ -1,15 +1,18 @@
-//! The server's side of the inbox: one writer thread that owns the database and commits
-//! queued writes in groups (one transaction and one disk sync per batch).
+//! The SQLite store ([`InboxConfig::Sqlite`](crate::InboxConfig::Sqlite)): one writer thread
+//! that owns the database and commits queued writes in groups (one transaction and one disk
+//! sync per batch).
 //!
 //! Requests and workers talk to it through a channel; each command carries a oneshot for its
 //! answer. Writes are answered once the batch holding them is committed; claims are answered
 //! at once, in queue order, and never hand out a delivery stored in the uncommitted batch.
-//! The in-memory store applies the same batches with the same code, one command at a time
-//! under a lock in the caller's task, so both modes behave alike without a thread hand-off
-//! per request.
+//! Leases live in the writer's memory: one server holds the inbox (its lock file), so a crash
+//! ends every lease with the process. The administrator's reads and re-queues use a
+//! connection of their own, as [`Inbox`] does from another process, off the writer's path.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
+use std::fmt;
 use std::fs::{File, TryLockError};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -21,88 +24,44 @@ use prometheus_client::metrics::counter::Counter;
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::InboxConfig;
 use crate::error::InboxError;
-use crate::inbox::{self, DeliveryState, StateCounts};
+use crate::inbox::{self, DeliveryState, Inbox, InboxEntry, SqliteCause, StateCounts, StateFilter};
+use crate::store::{
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
+    WorkQueue,
+};
 
 /// The most commands applied in one transaction.
 const MAX_BATCH: usize = 256;
 /// How many commands may wait for the writer before senders wait too.
 const QUEUE: usize = 4096;
 
-/// A handle on the writer thread (or the in-memory store); cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct Store {
-    inner: Inner,
-}
-
-#[derive(Debug, Clone)]
-enum Inner {
-    /// The database's writer thread.
-    Thread(mpsc::Sender<Command>),
-    /// The in-memory store, applied by the caller under a lock: it never waits for a disk,
-    /// and handing each command to another thread cost more than applying it.
-    Memory(Arc<Mutex<Memory>>),
-}
-
+/// A handle on the writer thread.
 #[derive(Debug)]
-struct Memory {
-    backend: MemoryBackend,
-    batch: Vec<Command>,
-    written: Vec<Written>,
-    commits: Counter,
-    closed: bool,
+pub(crate) struct SqliteStore {
+    tx: mpsc::Sender<Command>,
+    /// The writer thread, joined at [`Store::close`].
+    thread: Mutex<Option<JoinHandle<()>>>,
+    path: PathBuf,
 }
 
-/// The writer thread, to join when closing (none for the in-memory store).
-#[derive(Debug)]
-pub(crate) struct StoreThread(Option<JoinHandle<()>>);
+/// What failed in the database, shared by every command of the batch it failed.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure(Arc<(&'static str, SqliteCause)>);
 
-/// The store could not do what was asked (the error is logged where it happened).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Unavailable;
-
-/// What an insert did.
+/// What an insert did, by rowid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stored {
-    /// Stored now, with this id.
+enum Inserted {
     New(i64),
-    /// The same body was stored before, with this id.
     Duplicate(i64),
 }
 
-/// A pending delivery handed out for processing.
-#[derive(Debug)]
-pub(crate) struct Claimed {
-    pub(crate) id: i64,
-    pub(crate) key: DeliveryKey,
-    pub(crate) body: Bytes,
-    pub(crate) attempts: u32,
-}
-
-/// Due deliveries, and when the next one not yet due is due.
-#[derive(Debug, Default)]
-pub(crate) struct Claim {
-    pub(crate) due: Vec<Claimed>,
-    pub(crate) next_due: Option<i64>,
-}
-
-/// How a handler call ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    Done,
-    Retry { at: i64, error: String },
-    Dead { error: String },
-}
-
-type Reply<T> = oneshot::Sender<Result<T, Unavailable>>;
+type Reply<T> = oneshot::Sender<Result<T, InboxError>>;
 
 #[derive(Debug)]
 enum Command {
     Insert {
-        key: DeliveryKey,
-        body: Bytes,
-        state: DeliveryState,
+        delivery: NewDelivery,
         now: i64,
         reply: Reply<Stored>,
     },
@@ -120,7 +79,7 @@ enum Command {
     Claim {
         now: i64,
         limit: usize,
-        skip: Vec<i64>,
+        lease_until: i64,
         reply: Reply<Claim>,
     },
     Counts {
@@ -129,154 +88,194 @@ enum Command {
     Close,
 }
 
-impl Store {
-    /// Opens the inbox and starts its writer thread.
-    /// Opens the inbox and starts its writer thread, which counts its commits in `commits`.
-    pub(crate) fn open(
-        config: &InboxConfig,
-        commits: Counter,
-    ) -> Result<(Store, StoreThread), InboxError> {
-        match config {
-            InboxConfig::Sqlite(path) => {
-                let (tx, rx) = mpsc::channel(QUEUE);
-                let backend = SqliteBackend::open(path)?;
-                let thread = spawn(backend, rx, commits)?;
-                Ok((
-                    Store {
-                        inner: Inner::Thread(tx),
-                    },
-                    StoreThread(Some(thread)),
-                ))
-            }
-            InboxConfig::InMemory => {
-                let memory = Memory {
-                    backend: MemoryBackend::default(),
-                    batch: Vec::with_capacity(1),
-                    written: Vec::with_capacity(1),
-                    commits,
-                    closed: false,
-                };
-                Ok((
-                    Store {
-                        inner: Inner::Memory(Arc::new(Mutex::new(memory))),
-                    },
-                    StoreThread(None),
-                ))
-            }
-        }
+impl SqliteStore {
+    /// Opens (creating if needed) the inbox file and starts its writer thread, which counts
+    /// its commits in `commits`.
+    pub(crate) fn open(path: &Path, commits: Counter) -> Result<SqliteStore, InboxError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let backend = SqliteBackend::open(path)?;
+        let thread = spawn(backend, rx, commits)?;
+        Ok(SqliteStore {
+            tx,
+            thread: Mutex::new(Some(thread)),
+            path: path.to_owned(),
+        })
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Unavailable> {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, InboxError> {
         let (reply, answer) = oneshot::channel();
-        self.send(make(reply)).await?;
-        answer.await.map_err(|_| Unavailable)?
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| InboxError::Closed)?;
+        answer.await.map_err(|_| InboxError::Closed)?
     }
 
-    async fn send(&self, command: Command) -> Result<(), Unavailable> {
-        match &self.inner {
-            Inner::Thread(tx) => tx.send(command).await.map_err(|_| Unavailable),
-            Inner::Memory(memory) => {
-                let mut memory = memory.lock().unwrap_or_else(PoisonError::into_inner);
-                if memory.closed {
-                    return Err(Unavailable);
-                }
-                let Memory {
-                    backend,
-                    batch,
-                    written,
-                    commits,
-                    closed,
-                } = &mut *memory;
-                batch.push(command);
-                *closed = apply(backend, batch, written, commits);
-                Ok(())
-            }
-        }
-    }
-
-    /// Stores a verified delivery; answers once it is committed.
-    pub(crate) async fn insert(
+    /// Runs `apply` on an administrator's connection of its own, off the async threads.
+    fn admin<T: Send + 'static>(
         &self,
-        key: DeliveryKey,
-        body: Bytes,
-        state: DeliveryState,
-    ) -> Result<Stored, Unavailable> {
-        let now = inbox::now_millis();
-        self.ask(|reply| Command::Insert {
-            key,
-            body,
-            state,
-            now,
-            reply,
+        apply: impl FnOnce(&Inbox) -> Result<T, InboxError> + Send + 'static,
+    ) -> BoxFuture<'_, Result<T, InboxError>> {
+        let path = self.path.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || apply(&Inbox::open_quietly(&path)?))
+                .await
+                .map_err(|err| InboxError::backend(std::io::Error::other(err)))?
         })
-        .await
-    }
-
-    /// Queues how a handler call ended without waiting for its commit. Commands are applied
-    /// in the order they are queued, so any claim queued after this one sees the outcome; if
-    /// the commit fails the delivery stays pending and runs again (at least once).
-    pub(crate) async fn finish_queued(
-        &self,
-        id: i64,
-        attempt: u32,
-        outcome: Outcome,
-    ) -> Result<(), Unavailable> {
-        let now = inbox::now_millis();
-        let (reply, _unread) = oneshot::channel();
-        self.send(Command::Finish {
-            id,
-            attempt,
-            outcome,
-            now,
-            reply,
-        })
-        .await
-    }
-
-    /// Deletes processed deliveries last updated before `before`.
-    pub(crate) async fn prune(&self, before: i64) -> Result<usize, Unavailable> {
-        self.ask(|reply| Command::Prune { before, reply }).await
-    }
-
-    /// Up to `limit` pending deliveries due at `now`, leaving out `skip` (already running).
-    pub(crate) async fn claim(
-        &self,
-        now: i64,
-        limit: usize,
-        skip: Vec<i64>,
-    ) -> Result<Claim, Unavailable> {
-        self.ask(|reply| Command::Claim {
-            now,
-            limit,
-            skip,
-            reply,
-        })
-        .await
-    }
-
-    /// How many deliveries are in each state.
-    pub(crate) async fn counts(&self) -> Result<StateCounts, Unavailable> {
-        self.ask(|reply| Command::Counts { reply }).await
-    }
-
-    /// Asks the writer to finish its queue and close the database.
-    pub(crate) async fn close(&self) {
-        let _ = self.send(Command::Close).await;
     }
 }
 
-impl StoreThread {
-    /// Waits for the writer thread to finish (after [`Store::close`] or the last handle is
-    /// dropped).
-    pub(crate) async fn join(self) {
-        if let Some(thread) = self.0 {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
+impl Intake for SqliteStore {
+    fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
+        Box::pin(self.ask(move |reply| Command::Insert {
+            delivery,
+            now,
+            reply,
+        }))
+    }
+}
+
+impl WorkQueue for SqliteStore {
+    fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Claim, InboxError>> {
+        Box::pin(self.ask(move |reply| Command::Claim {
+            now,
+            limit,
+            lease_until,
+            reply,
+        }))
+    }
+
+    /// Queues the outcome without waiting for its commit. Commands are applied in the order
+    /// they are queued, so any claim queued after this one sees the outcome; if the commit
+    /// fails the delivery stays pending and runs again (at least once).
+    fn complete(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: Outcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), InboxError>> {
+        Box::pin(async move {
+            let Some(id) = rowid(&id) else {
+                return Ok(());
+            };
+            let (reply, _unread) = oneshot::channel();
+            self.tx
+                .send(Command::Finish {
+                    id,
+                    attempt,
+                    outcome,
+                    now,
+                    reply,
+                })
+                .await
+                .map_err(|_| InboxError::Closed)
+        })
+    }
+
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        Box::pin(self.ask(move |reply| Command::Prune { before, reply }))
+    }
+}
+
+impl InboxAdmin for SqliteStore {
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+        self.admin(move |inbox| inbox.list(filter))
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+        let id = id.clone();
+        self.admin(move |inbox| inbox.get(&id))
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, InboxError>> {
+        let id = id.clone();
+        self.admin(move |inbox| inbox.retry_at(&id, now))
+    }
+
+    fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        self.admin(move |inbox| inbox.retry_dead_at(now))
+    }
+
+    /// Streams the deliveries from the database on the calling thread (`out` is borrowed).
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+    ) -> BoxFuture<'a, Result<usize, InboxError>> {
+        Box::pin(async move { Inbox::open_quietly(&self.path)?.export(out) })
+    }
+
+    /// Counted by the writer between batches, as every write before it is applied.
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+        Box::pin(self.ask(|reply| Command::Counts { reply }))
+    }
+}
+
+impl Store for SqliteStore {
+    /// Asks the writer to finish its queue and close the database, and waits for it.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.tx.send(Command::Close).await;
+            let thread = self
+                .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        })
+    }
+}
+
+/// The rowid a [`DeliveryId`] of this store stands for; `None` for an id it never gave.
+pub(crate) fn rowid(id: &DeliveryId) -> Option<i64> {
+    id.as_u64().and_then(|n| i64::try_from(n).ok())
+}
+
+/// The [`DeliveryId`] of a rowid (always positive).
+pub(crate) fn delivery_id(rowid: i64) -> DeliveryId {
+    DeliveryId::from(u64::try_from(rowid).unwrap_or(0))
+}
+
+impl Failure {
+    pub(crate) fn new(what: &'static str, err: rusqlite::Error) -> Failure {
+        Failure(Arc::new((what, SqliteCause(err))))
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the inbox database could not {}", self.0.0)
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0.1)
+    }
+}
+
+impl From<Failure> for InboxError {
+    fn from(failure: Failure) -> InboxError {
+        InboxError::backend(failure)
     }
 }
 
 fn spawn(
-    backend: impl Backend,
+    backend: SqliteBackend,
     rx: mpsc::Receiver<Command>,
     commits: Counter,
 ) -> Result<JoinHandle<()>, InboxError> {
@@ -285,46 +284,14 @@ fn spawn(
         .spawn(move || run(backend, rx, &commits))?)
 }
 
-/// What the writer thread needs from a database.
-trait Backend: Send + 'static {
-    fn begin(&mut self) -> rusqlite::Result<()>;
-    fn commit(&mut self) -> rusqlite::Result<()>;
-    fn rollback(&mut self);
-    fn insert(
-        &mut self,
-        key: &DeliveryKey,
-        body: &Bytes,
-        state: DeliveryState,
-        now: i64,
-    ) -> rusqlite::Result<Stored>;
-    fn finish(
-        &mut self,
-        id: i64,
-        attempt: u32,
-        outcome: &Outcome,
-        now: i64,
-    ) -> rusqlite::Result<usize>;
-    fn prune(&mut self, before: i64) -> rusqlite::Result<usize>;
-    /// Up to `limit` due pending deliveries with ids below `below` (those stored in the open
-    /// transaction have higher ids, and are not handed out before they are committed).
-    fn claim(
-        &mut self,
-        now: i64,
-        limit: usize,
-        skip: &[i64],
-        below: i64,
-    ) -> rusqlite::Result<Claim>;
-    fn counts(&mut self) -> rusqlite::Result<StateCounts>;
-}
-
 /// A write applied in the current transaction, answered after the commit.
 #[derive(Debug)]
 enum Written {
-    Insert(Reply<Stored>, Result<Stored, Unavailable>),
-    Count(Reply<usize>, Result<usize, Unavailable>),
+    Insert(Reply<Stored>, Result<Inserted, Failure>),
+    Count(Reply<usize>, Result<usize, Failure>),
 }
 
-fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Counter) {
+fn run(mut backend: SqliteBackend, mut rx: mpsc::Receiver<Command>, commits: &Counter) {
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_BATCH);
     let mut written: Vec<Written> = Vec::with_capacity(MAX_BATCH);
     let mut closing = false;
@@ -347,7 +314,7 @@ fn run(mut backend: impl Backend, mut rx: mpsc::Receiver<Command>, commits: &Cou
 /// Applies a batch of commands in one transaction and answers them; true when one asked to
 /// close.
 fn apply(
-    backend: &mut impl Backend,
+    backend: &mut SqliteBackend,
     batch: &mut Vec<Command>,
     written: &mut Vec<Written>,
     commits: &Counter,
@@ -355,7 +322,9 @@ fn apply(
     let mut closing = false;
     let has_writes = batch.iter().any(Command::is_write);
     let began = if has_writes {
-        backend.begin().map_err(|err| log_failure("begin", &err))
+        backend
+            .begin()
+            .map_err(|err| log(&Failure::new("begin a transaction", err)))
     } else {
         Ok(())
     };
@@ -366,18 +335,16 @@ fn apply(
     for command in batch.drain(..) {
         match command {
             Command::Insert {
-                key,
-                body,
-                state,
+                delivery,
                 now,
                 reply,
             } => {
-                let result = began.and_then(|()| {
+                let result = began.clone().and_then(|()| {
                     backend
-                        .insert(&key, &body, state, now)
-                        .map_err(|err| log_failure("store a delivery", &err))
+                        .insert(&delivery.key, &delivery.body, delivery.state, now)
+                        .map_err(|err| Failure::new("store a delivery", err))
                 });
-                if let Ok(Stored::New(id)) = result {
+                if let Ok(Inserted::New(id)) = result {
                     uncommitted_from = uncommitted_from.min(id);
                 }
                 written.push(Written::Insert(reply, result));
@@ -389,33 +356,37 @@ fn apply(
                 now,
                 reply,
             } => {
-                let result = began.and_then(|()| {
+                let result = began.clone().and_then(|()| {
                     backend
                         .finish(id, attempt, &outcome, now)
-                        .map_err(|err| log_failure("record a handler outcome", &err))
+                        .map_err(|err| Failure::new("record a handler outcome", err))
                 });
+                // Nobody waits for this answer: say it here.
+                if let Err(failure) = &result {
+                    log(failure);
+                }
                 written.push(Written::Count(reply, result));
             }
             Command::Prune { before, reply } => {
-                let result = began.and_then(|()| {
+                let result = began.clone().and_then(|()| {
                     backend
                         .prune(before)
-                        .map_err(|err| log_failure("prune", &err))
+                        .map_err(|err| Failure::new("prune", err))
                 });
                 written.push(Written::Count(reply, result));
             }
             Command::Claim {
                 now,
                 limit,
-                skip,
+                lease_until,
                 reply,
             } => {
                 // Sees the outcomes queued before it (applied above, in this transaction);
                 // if the commit then fails, those deliveries are pending again and are
                 // claimed later: at least once.
                 let result = backend
-                    .claim(now, limit, &skip, uncommitted_from)
-                    .map_err(|err| log_failure("claim deliveries", &err));
+                    .claim(now, limit, lease_until, uncommitted_from)
+                    .map_err(|err| Failure::new("claim deliveries", err).into());
                 let _ = reply.send(result);
             }
             Command::Close => closing = true,
@@ -423,39 +394,51 @@ fn apply(
         }
     }
     let committed = match (has_writes, began) {
-        (false, _) => true,
-        (true, Err(Unavailable)) => false,
+        (false, _) => Ok(()),
+        (true, Err(failure)) => Err(failure),
         (true, Ok(())) => match backend.commit() {
             Ok(()) => {
                 commits.inc();
-                true
+                Ok(())
             }
             Err(err) => {
-                log_failure("commit", &err);
                 backend.rollback();
-                false
+                Err(log(&Failure::new("commit", err)))
             }
         },
     };
     for write in written.drain(..) {
         match write {
             Written::Insert(reply, result) => {
-                let _ =
-                    reply.send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+                let result = result.and_then(|inserted| {
+                    committed.clone()?;
+                    Ok(match inserted {
+                        Inserted::New(id) => Stored::New(delivery_id(id)),
+                        Inserted::Duplicate(id) => Stored::Duplicate(delivery_id(id)),
+                    })
+                });
+                let _ = reply.send(result.map_err(InboxError::from));
             }
             Written::Count(reply, result) => {
-                let _ =
-                    reply.send(result.and_then(|it| committed.then_some(it).ok_or(Unavailable)));
+                let result = result.and_then(|count| committed.clone().map(|()| count));
+                let _ = reply.send(result.map_err(InboxError::from));
             }
         }
     }
     for reply in reads {
         let result = backend
             .counts()
-            .map_err(|err| log_failure("count deliveries", &err));
+            .map_err(|err| Failure::new("count deliveries", err).into());
         let _ = reply.send(result);
     }
     closing
+}
+
+/// Logs a failure that concerns the whole batch (or a command nobody waits for); each
+/// caller waiting for an answer is told too, and logs what it meant to do.
+fn log(failure: &Failure) -> Failure {
+    tracing::error!(error = %failure, cause = %failure.0.1, "the inbox failed");
+    failure.clone()
 }
 
 impl Command {
@@ -467,13 +450,10 @@ impl Command {
     }
 }
 
-fn log_failure(what: &str, err: &rusqlite::Error) -> Unavailable {
-    tracing::error!(error = %err, "the inbox could not {what}");
-    Unavailable
-}
-
 struct SqliteBackend {
     conn: Connection,
+    /// Claimed deliveries' lease deadlines by rowid, until their outcome is recorded.
+    leases: HashMap<i64, i64>,
     /// Dropped with the backend, which stops the checkpoint thread.
     _checkpoints: Checkpointer,
     /// Held while the server runs, so a second server cannot process the same inbox. Declared
@@ -494,6 +474,7 @@ impl SqliteBackend {
         let checkpoints = Checkpointer::start(path)?;
         Ok(SqliteBackend {
             conn,
+            leases: HashMap::new(),
             _checkpoints: checkpoints,
             _lock: lock,
         })
@@ -649,7 +630,7 @@ fn names(_path: &Path, _file: &File) -> std::io::Result<bool> {
     Ok(true)
 }
 
-impl Backend for SqliteBackend {
+impl SqliteBackend {
     fn begin(&mut self) -> rusqlite::Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")
     }
@@ -670,7 +651,7 @@ impl Backend for SqliteBackend {
         body: &Bytes,
         state: DeliveryState,
         now: i64,
-    ) -> rusqlite::Result<Stored> {
+    ) -> rusqlite::Result<Inserted> {
         let next = (state == DeliveryState::Pending).then_some(now);
         let mut insert = self.conn.prepare_cached(
             "INSERT INTO deliveries (key, state, received_at, updated_at, next_attempt_at, body) \
@@ -684,13 +665,13 @@ impl Backend for SqliteBackend {
             &body[..]
         ])?;
         if inserted == 1 {
-            return Ok(Stored::New(self.conn.last_insert_rowid()));
+            return Ok(Inserted::New(self.conn.last_insert_rowid()));
         }
         let mut find = self
             .conn
             .prepare_cached("SELECT id FROM deliveries WHERE key = ?1")?;
         let id = find.query_row([&key.as_bytes()[..]], |row| row.get(0))?;
-        Ok(Stored::Duplicate(id))
+        Ok(Inserted::Duplicate(id))
     }
 
     fn finish(
@@ -700,6 +681,7 @@ impl Backend for SqliteBackend {
         outcome: &Outcome,
         now: i64,
     ) -> rusqlite::Result<usize> {
+        self.leases.remove(&id);
         let (state, next, error) = match outcome {
             Outcome::Done => (DeliveryState::Done, None, None),
             Outcome::Retry { at, error } => {
@@ -722,15 +704,19 @@ impl Backend for SqliteBackend {
         stmt.execute([before])
     }
 
+    /// Up to `limit` due pending deliveries not under a running lease, with ids below `below`
+    /// (those stored in the open transaction have higher ids, and are not handed out before
+    /// they are committed), each leased until `lease_until`.
     fn claim(
         &mut self,
         now: i64,
         limit: usize,
-        skip: &[i64],
+        lease_until: i64,
         below: i64,
     ) -> rusqlite::Result<Claim> {
+        self.leases.retain(|_, until| *until > now);
         let mut claim = Claim::default();
-        let wanted = i64::try_from(limit + skip.len()).unwrap_or(i64::MAX);
+        let wanted = i64::try_from(limit + self.leases.len()).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, key, body, attempts FROM deliveries \
              WHERE state = 'pending' AND next_attempt_at <= ?1 AND id < ?3 \
@@ -742,7 +728,7 @@ impl Backend for SqliteBackend {
                 break;
             }
             let id: i64 = row.get(0)?;
-            if skip.contains(&id) {
+            if self.leases.contains_key(&id) {
                 continue;
             }
             let key: Vec<u8> = row.get(1)?;
@@ -752,18 +738,28 @@ impl Backend for SqliteBackend {
                 continue;
             };
             claim.due.push(Claimed {
-                id,
+                id: delivery_id(id),
                 key: key_from_bytes(key),
                 body: Bytes::from(body),
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             });
         }
         drop(rows);
+        for claimed in &claim.due {
+            if let Some(id) = rowid(&claimed.id) {
+                self.leases.insert(id, lease_until);
+            }
+        }
         let mut next = self.conn.prepare_cached(
             "SELECT MIN(next_attempt_at) FROM deliveries \
              WHERE state = 'pending' AND next_attempt_at > ?1",
         )?;
-        claim.next_due = next.query_row([now], |row| row.get(0))?;
+        let next_due: Option<i64> = next.query_row([now], |row| row.get(0))?;
+        let lease_ends = self.leases.values().copied().min();
+        claim.next_due = match (next_due, lease_ends) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         Ok(claim)
     }
 
@@ -782,221 +778,20 @@ fn key_from_bytes(bytes: [u8; 32]) -> DeliveryKey {
     DeliveryKey::from_hex(&text).unwrap_or_else(|_| DeliveryKey::of(&[]))
 }
 
-#[derive(Debug)]
-struct MemoryRow {
-    key: DeliveryKey,
-    body: Bytes,
-    state: DeliveryState,
-    attempts: u32,
-    next_attempt_at: Option<i64>,
-    updated_at: i64,
-}
-
-#[derive(Debug, Default)]
-struct MemoryBackend {
-    rows: BTreeMap<i64, MemoryRow>,
-    keys: HashMap<DeliveryKey, i64>,
-    /// Pending rows by `(next_attempt_at, id)`, so a claim reads only what it hands out.
-    pending: BTreeSet<(i64, i64)>,
-    last_id: i64,
-}
-
-impl Backend for MemoryBackend {
-    fn begin(&mut self) -> rusqlite::Result<()> {
-        Ok(())
-    }
-
-    fn commit(&mut self) -> rusqlite::Result<()> {
-        Ok(())
-    }
-
-    fn rollback(&mut self) {}
-
-    fn insert(
-        &mut self,
-        key: &DeliveryKey,
-        body: &Bytes,
-        state: DeliveryState,
-        now: i64,
-    ) -> rusqlite::Result<Stored> {
-        if let Some(id) = self.keys.get(key) {
-            return Ok(Stored::Duplicate(*id));
-        }
-        self.last_id += 1;
-        let id = self.last_id;
-        self.keys.insert(*key, id);
-        let next_attempt_at = (state == DeliveryState::Pending).then_some(now);
-        if let Some(at) = next_attempt_at {
-            self.pending.insert((at, id));
-        }
-        self.rows.insert(
-            id,
-            MemoryRow {
-                key: *key,
-                // A copy: the request's bytes are a slice of the connection's read buffer,
-                // which a stored slice would keep alive whole.
-                body: Bytes::copy_from_slice(body),
-                state,
-                attempts: 0,
-                next_attempt_at,
-                updated_at: now,
-            },
-        );
-        Ok(Stored::New(id))
-    }
-
-    fn finish(
-        &mut self,
-        id: i64,
-        attempt: u32,
-        outcome: &Outcome,
-        now: i64,
-    ) -> rusqlite::Result<usize> {
-        let Some(row) = self.rows.get_mut(&id) else {
-            return Ok(0);
-        };
-        if row.state != DeliveryState::Pending {
-            return Ok(0);
-        }
-        if let Some(at) = row.next_attempt_at {
-            self.pending.remove(&(at, id));
-        }
-        row.attempts = attempt;
-        row.updated_at = now;
-        (row.state, row.next_attempt_at) = match outcome {
-            Outcome::Done => (DeliveryState::Done, None),
-            Outcome::Retry { at, .. } => (DeliveryState::Pending, Some(*at)),
-            Outcome::Dead { .. } => (DeliveryState::Dead, None),
-        };
-        if let Some(at) = row.next_attempt_at {
-            self.pending.insert((at, id));
-        }
-        Ok(1)
-    }
-
-    fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
-        let old: Vec<i64> = self
-            .rows
-            .iter()
-            .filter(|(_, row)| row.state == DeliveryState::Done && row.updated_at < before)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &old {
-            if let Some(row) = self.rows.remove(id) {
-                self.keys.remove(&row.key);
-            }
-        }
-        Ok(old.len())
-    }
-
-    fn claim(
-        &mut self,
-        now: i64,
-        limit: usize,
-        skip: &[i64],
-        below: i64,
-    ) -> rusqlite::Result<Claim> {
-        let mut claim = Claim::default();
-        let later = now.saturating_add(1);
-        for &(_, id) in self.pending.range(..(later, i64::MIN)) {
-            if claim.due.len() == limit {
-                break;
-            }
-            if id >= below || skip.contains(&id) {
-                continue;
-            }
-            if let Some(row) = self.rows.get(&id) {
-                claim.due.push(Claimed {
-                    id,
-                    key: row.key,
-                    body: row.body.clone(),
-                    attempts: row.attempts,
-                });
-            }
-        }
-        claim.next_due = self
-            .pending
-            .range((later, i64::MIN)..)
-            .next()
-            .map(|&(at, _)| at);
-        Ok(claim)
-    }
-
-    fn counts(&mut self) -> rusqlite::Result<StateCounts> {
-        let mut counts = StateCounts::default();
-        for row in self.rows.values() {
-            counts.add(Some(row.state), 1);
-        }
-        Ok(counts)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inbox::Inbox;
-
-    /// Counts commits, to see how writes are grouped.
-    struct Counting<B> {
-        inner: B,
-        commits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    }
-
-    impl<B: Backend> Backend for Counting<B> {
-        fn begin(&mut self) -> rusqlite::Result<()> {
-            self.inner.begin()
-        }
-        fn commit(&mut self) -> rusqlite::Result<()> {
-            self.commits
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.commit()
-        }
-        fn rollback(&mut self) {
-            self.inner.rollback();
-        }
-        fn insert(
-            &mut self,
-            key: &DeliveryKey,
-            body: &Bytes,
-            state: DeliveryState,
-            now: i64,
-        ) -> rusqlite::Result<Stored> {
-            self.inner.insert(key, body, state, now)
-        }
-        fn finish(
-            &mut self,
-            id: i64,
-            attempt: u32,
-            outcome: &Outcome,
-            now: i64,
-        ) -> rusqlite::Result<usize> {
-            self.inner.finish(id, attempt, outcome, now)
-        }
-        fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
-            self.inner.prune(before)
-        }
-        fn claim(
-            &mut self,
-            now: i64,
-            limit: usize,
-            skip: &[i64],
-            below: i64,
-        ) -> rusqlite::Result<Claim> {
-            self.inner.claim(now, limit, skip, below)
-        }
-        fn counts(&mut self) -> rusqlite::Result<StateCounts> {
-            self.inner.counts()
-        }
-    }
 
     fn insert_command(
         body: &'static [u8],
-    ) -> (Command, oneshot::Receiver<Result<Stored, Unavailable>>) {
+    ) -> (Command, oneshot::Receiver<Result<Stored, InboxError>>) {
         let (reply, answer) = oneshot::channel();
         let command = Command::Insert {
-            key: DeliveryKey::of(body),
-            body: Bytes::from_static(body),
-            state: DeliveryState::Pending,
+            delivery: NewDelivery::new(
+                DeliveryKey::of(body),
+                Bytes::from_static(body),
+                DeliveryState::Pending,
+            ),
             now: 1_000,
             reply,
         };
@@ -1007,11 +802,8 @@ mod tests {
     fn commits_queued_inserts_in_one_transaction_and_spots_duplicates_within_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox.db");
-        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let backend = Counting {
-            inner: SqliteBackend::open(&path).unwrap(),
-            commits: commits.clone(),
-        };
+        let commits = Counter::default();
+        let backend = SqliteBackend::open(&path).unwrap();
         let (tx, rx) = mpsc::channel(QUEUE);
         let bodies: Vec<&'static [u8]> = (0..100)
             .map(|n| &*Box::leak(format!("{{\"n\":{n}}}").into_bytes().into_boxed_slice()))
@@ -1023,14 +815,14 @@ mod tests {
             answers.push(answer);
         }
         drop(tx);
-        run(backend, rx, &Counter::default());
-        assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        run(backend, rx, &commits);
+        assert_eq!(commits.get(), 1);
         let results: Vec<Stored> = answers
             .into_iter()
             .map(|mut answer| answer.try_recv().unwrap().unwrap())
             .collect();
         assert!(results[..100].iter().all(|it| matches!(it, Stored::New(_))));
-        assert_eq!(results[100], Stored::Duplicate(1));
+        assert_eq!(results[100], Stored::Duplicate(DeliveryId::from(1)));
         let inbox = Inbox::open(&path).unwrap();
         assert_eq!(inbox.counts().unwrap().pending, 100);
     }
@@ -1046,7 +838,7 @@ mod tests {
         tx.try_send(Command::Claim {
             now: 1_000,
             limit: 10,
-            skip: Vec::new(),
+            lease_until: 2_000,
             reply,
         })
         .unwrap();
@@ -1062,82 +854,9 @@ mod tests {
         );
 
         let mut backend = SqliteBackend::open(&path).unwrap();
-        let claim = backend.claim(1_000, 10, &[], i64::MAX).unwrap();
-        assert_eq!(claim.due.iter().map(|it| it.id).collect::<Vec<_>>(), [id]);
-    }
-
-    fn exercise(backend: &mut dyn Backend) {
-        let mut ids = Vec::new();
-        for (n, state) in [
-            DeliveryState::Pending,
-            DeliveryState::Pending,
-            DeliveryState::Pending,
-            DeliveryState::Pending,
-            DeliveryState::Undecodable,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let body = Bytes::from(format!("body {n}"));
-            let Stored::New(id) = backend
-                .insert(&DeliveryKey::of(&body), &body, state, 100)
-                .unwrap()
-            else {
-                panic!("new body stored as a duplicate");
-            };
-            ids.push(id);
-        }
-        // Claims: due, oldest first, leaving out running ones; never undecodable.
-        let claim = backend.claim(100, 10, &[ids[1]], i64::MAX).unwrap();
-        let claimed: Vec<i64> = claim.due.iter().map(|it| it.id).collect();
-        assert_eq!(claimed, [ids[0], ids[2], ids[3]]);
-        assert_eq!(claim.next_due, None);
-        let claim = backend.claim(100, 10, &[], ids[2]).unwrap();
-        let claimed: Vec<i64> = claim.due.iter().map(|it| it.id).collect();
-        assert_eq!(
-            claimed,
-            [ids[0], ids[1]],
-            "ids from `below` on are left out"
-        );
-
-        backend.finish(ids[0], 1, &Outcome::Done, 200).unwrap();
-        let retry = Outcome::Retry {
-            at: 500,
-            error: "later".into(),
-        };
-        backend.finish(ids[1], 1, &retry, 200).unwrap();
-        let dead = Outcome::Dead {
-            error: "never".into(),
-        };
-        backend.finish(ids[2], 3, &dead, 200).unwrap();
-        assert_eq!(
-            backend.finish(ids[2], 4, &Outcome::Done, 300).unwrap(),
-            0,
-            "only pending deliveries take outcomes"
-        );
-        let claim = backend.claim(300, 10, &[], i64::MAX).unwrap();
-        assert_eq!(
-            claim.due.iter().map(|it| it.id).collect::<Vec<_>>(),
-            [ids[3]]
-        );
-        assert_eq!(claim.next_due, Some(500));
-        let claim = backend.claim(500, 10, &[], i64::MAX).unwrap();
-        let due: Vec<(i64, u32)> = claim.due.iter().map(|it| (it.id, it.attempts)).collect();
-        assert_eq!(due, [(ids[3], 0), (ids[1], 1)]);
-
-        // Pruning removes processed deliveries only, and only old ones.
-        assert_eq!(backend.prune(200).unwrap(), 0);
-        assert_eq!(backend.prune(201).unwrap(), 1);
-        let counts = backend.counts().unwrap();
-        assert_eq!(
-            counts,
-            StateCounts {
-                pending: 2,
-                done: 0,
-                dead: 1,
-                undecodable: 1
-            }
-        );
+        let claim = backend.claim(1_000, 10, 2_000, i64::MAX).unwrap();
+        let claimed: Vec<DeliveryId> = claim.due.into_iter().map(|it| it.id).collect();
+        assert_eq!(claimed, [id]);
     }
 
     #[test]
@@ -1245,13 +964,5 @@ mod tests {
         drop(lock);
         assert_eq!(lock_path.exists(), !cfg!(unix));
         drop(InboxLock::take(&inbox).unwrap());
-    }
-
-    #[test]
-    fn sqlite_and_memory_stores_claim_finish_and_prune_alike() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut sqlite = SqliteBackend::open(&dir.path().join("inbox.db")).unwrap();
-        exercise(&mut sqlite);
-        exercise(&mut MemoryBackend::default());
     }
 }

@@ -1,0 +1,458 @@
+//! The storage seam: where verified deliveries are kept, how workers take them, how an
+//! administrator looks into them.
+//!
+//! Three traits, one per user of the inbox:
+//!
+//! - [`Intake`] — the receiver's side: store a verified delivery, or say it is a duplicate,
+//!   and answer only once the delivery is durable (the 200 Preservica gets means "stored");
+//! - [`WorkQueue`] — the workers' side: claim due deliveries under a *lease* (a deadline after
+//!   which a delivery whose worker vanished may be handed to another), then complete each with
+//!   an [`Outcome`];
+//! - [`InboxAdmin`] — the operator's side: list, show, re-queue one or every dead letter,
+//!   export, count.
+//!
+//! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
+//! crate has two: the SQLite file ([`InboxConfig::Sqlite`](crate::InboxConfig::Sqlite), one
+//! writer thread that commits queued writes in groups) and memory only
+//! ([`InboxConfig::InMemory`](crate::InboxConfig::InMemory)). Your own — a database shared by
+//! several receivers, a message broker — is passed as
+//! [`InboxConfig::Custom`](crate::InboxConfig::Custom).
+//!
+//! # Shape of the methods
+//!
+//! Every method returns a [`BoxFuture`] that is `Send`, so a store can be held as
+//! `Arc<dyn Store>` and chosen at run time from configuration, and the server's types stay
+//! free of a store type parameter. (A trait method returning `impl Future` cannot be called
+//! through `dyn`.) The box costs one small allocation per call, beside a request's others and
+//! far below the disk sync each stored delivery waits for.
+//!
+//! Time is passed in, as `now` in milliseconds since the Unix epoch, so an implementation
+//! never reads the clock and tests drive it by hand. Errors are [`InboxError`]s; a backend's
+//! own failure goes in [`InboxError::Backend`] (see [`InboxError::backend`]).
+//!
+//! # Implementing a store
+//!
+//! A store keeps, for each delivery, its [`DeliveryKey`] (unique: a second store of the same
+//! key is a [`Stored::Duplicate`]), its body, its [`DeliveryState`], the number of finished
+//! attempts, when it is next due, and its last error. A pending delivery is due from its
+//! due time on, unless a lease on it is still running.
+//!
+//! ```
+//! use std::sync::Mutex;
+//!
+//! use preservica_webhook_server::store::{
+//!     BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store,
+//!     Stored, WorkQueue,
+//! };
+//! use preservica_webhook_server::{DeliveryState, InboxEntry, InboxError, StateCounts, StateFilter};
+//!
+//! /// Deliveries in a vector: (delivery, attempts, due at, leased until, last error).
+//! #[derive(Debug, Default)]
+//! struct VecStore(Mutex<Vec<(NewDelivery, u32, i64, i64, Option<String>)>>);
+//!
+//! fn id(index: usize) -> DeliveryId {
+//!     DeliveryId::from(index as u64 + 1)
+//! }
+//!
+//! impl Intake for VecStore {
+//!     fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
+//!         let mut rows = self.0.lock().unwrap();
+//!         let stored = match rows.iter().position(|row| row.0.key == delivery.key) {
+//!             Some(index) => Stored::Duplicate(id(index)),
+//!             None => {
+//!                 rows.push((delivery, 0, now, i64::MIN, None));
+//!                 Stored::New(id(rows.len() - 1))
+//!             }
+//!         };
+//!         Box::pin(async move { Ok(stored) })
+//!     }
+//! }
+//!
+//! impl WorkQueue for VecStore {
+//!     fn claim(&self, now: i64, limit: usize, lease_until: i64) -> BoxFuture<'_, Result<Claim, InboxError>> {
+//!         let mut rows = self.0.lock().unwrap();
+//!         let mut claim = Claim::default();
+//!         for (index, row) in rows.iter_mut().enumerate() {
+//!             let due = row.0.state == DeliveryState::Pending && row.2 <= now && row.3 <= now;
+//!             if due && claim.due.len() < limit {
+//!                 row.3 = lease_until;
+//!                 let (key, body, attempts) = (row.0.key, row.0.body.clone(), row.1);
+//!                 claim.due.push(Claimed { id: id(index), key, body, attempts });
+//!             }
+//!         }
+//!         Box::pin(async move { Ok(claim) })
+//!     }
+//!
+//!     fn complete(&self, id: DeliveryId, attempt: u32, outcome: Outcome, _now: i64) -> BoxFuture<'_, Result<(), InboxError>> {
+//!         let mut rows = self.0.lock().unwrap();
+//!         let index = id.as_u64().and_then(|n| usize::try_from(n).ok()).and_then(|n| n.checked_sub(1));
+//!         if let Some(row) = index.and_then(|index| rows.get_mut(index)) {
+//!             (row.1, row.3) = (attempt, i64::MIN);
+//!             match outcome {
+//!                 Outcome::Done => row.0.state = DeliveryState::Done,
+//!                 Outcome::Retry { at, error } => (row.2, row.4) = (at, Some(error)),
+//!                 Outcome::Dead { error } => (row.0.state, row.4) = (DeliveryState::Dead, Some(error)),
+//!             }
+//!         }
+//!         Box::pin(async { Ok(()) })
+//!     }
+//! }
+//!
+//! impl InboxAdmin for VecStore {
+//!     // A real store lists its entries; this one keeps the example short.
+//!     fn list(&self, _filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+//!         Box::pin(async { Ok(Vec::new()) })
+//!     }
+//!     fn get<'a>(&'a self, _id: &'a DeliveryId) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+//!         Box::pin(async { Ok(None) })
+//!     }
+//!     fn retry<'a>(&'a self, _id: &'a DeliveryId, _now: i64) -> BoxFuture<'a, Result<bool, InboxError>> {
+//!         Box::pin(async { Ok(false) })
+//!     }
+//!     fn retry_dead(&self, _now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+//!         Box::pin(async { Ok(0) })
+//!     }
+//!     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+//!         Box::pin(async { Ok(StateCounts::default()) })
+//!     }
+//! }
+//!
+//! impl Store for VecStore {}
+//!
+//! // Run a server on it:
+//! let mut config = preservica_webhook_server::ServerConfig::new(Vec::new());
+//! config.inbox = preservica_webhook_server::InboxConfig::Custom(std::sync::Arc::new(VecStore::default()));
+//! ```
+
+pub(crate) mod memory;
+pub(crate) mod sqlite;
+
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use bytes::Bytes;
+use preservica_webhook_core::DeliveryKey;
+
+use crate::error::InboxError;
+use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+
+/// The future every store method returns: `Send`, so a store can be held as `Arc<dyn Store>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A stored delivery's id: opaque, given by the store, shown by `inbox list` and taken by
+/// `inbox show` and `inbox retry`.
+///
+/// Any non-empty text without whitespace; a decimal number (as the SQLite inbox's ids are)
+/// is kept without an allocation. Two ids are equal when their text is.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Repr {
+    Number(u64),
+    Text(Box<str>),
+}
+
+/// Why a text is not a [`DeliveryId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a delivery id is a non-empty text without whitespace, as `inbox list` shows it")]
+pub struct InvalidDeliveryId;
+
+/// A verified delivery to store, as the receiver hands it to [`Intake::store`].
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// The redelivery key (SHA-256 of the body): a store keeps one delivery per key.
+    pub key: DeliveryKey,
+    /// The body exactly as received and verified. It may be a slice of a larger buffer: a
+    /// store that keeps it in memory copies it (`Bytes::copy_from_slice`).
+    pub body: Bytes,
+    /// [`DeliveryState::Pending`] (to be handled, due at once) or
+    /// [`DeliveryState::Undecodable`] (authentic but not a delivery: kept, never claimed).
+    pub state: DeliveryState,
+}
+
+/// What [`Intake::store`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored now, with this id.
+    New(DeliveryId),
+    /// A delivery with the same key was stored before, with this id; nothing changed.
+    Duplicate(DeliveryId),
+}
+
+/// A delivery handed to a worker by [`WorkQueue::claim`].
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Its id, to [`WorkQueue::complete`] it with.
+    pub id: DeliveryId,
+    /// Its redelivery key.
+    pub key: DeliveryKey,
+    /// Its body, exactly as stored.
+    pub body: Bytes,
+    /// How many attempts have finished before this one.
+    pub attempts: u32,
+}
+
+/// What one [`WorkQueue::claim`] handed out, and when to ask again.
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    /// Due deliveries, now leased to the caller; oldest due first.
+    pub due: Vec<Claimed>,
+    /// When the next pending delivery not handed out falls due (ms since the Unix epoch), if
+    /// the store knows; the workers ask again then, or at their next poll.
+    pub next_due: Option<i64>,
+}
+
+/// How a handler call ended, for [`WorkQueue::complete`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler succeeded: the delivery is done.
+    Done,
+    /// It failed and is retried: pending again, due at `at` (ms since the Unix epoch).
+    Retry {
+        /// When it is next due.
+        at: i64,
+        /// The handler's error, kept as the last error.
+        error: String,
+    },
+    /// It failed for good: a dead letter, until re-queued.
+    Dead {
+        /// The handler's error, kept as the last error.
+        error: String,
+    },
+}
+
+/// The receiver's side of a store.
+pub trait Intake: Send + Sync {
+    /// Stores a verified delivery at `now`, or reports the delivery stored before under the
+    /// same key.
+    ///
+    /// The future resolves only once the delivery is durable, as durable as the store gets:
+    /// the receiver answers Preservica 200 on it, and Preservica does not send it again.
+    ///
+    /// # Errors
+    /// Any failure to store it; the receiver answers 503 and Preservica retries later.
+    fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>>;
+}
+
+/// The workers' side of a store.
+///
+/// A claimed delivery is leased to the claimer until `lease_until`: no claim hands it out
+/// again before then, unless it is completed with [`Outcome::Retry`]. A store shared by
+/// several receivers thus hands a crashed worker's delivery to another once its lease runs
+/// out. Handling is at least once: a delivery whose outcome is lost runs again.
+pub trait WorkQueue: Send + Sync {
+    /// Up to `limit` pending deliveries due at `now` and not under a running lease, oldest due
+    /// first, each now leased until `lease_until`.
+    ///
+    /// # Errors
+    /// Any failure to read or lease them; the workers try again at their next poll.
+    fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Claim, InboxError>>;
+
+    /// Records how attempt `attempt` (1-based; the delivery's attempt count becomes it) of a
+    /// claimed delivery ended, at `now`, and ends its lease. A delivery that is no longer
+    /// pending (re-queued or removed meanwhile) is left as it is.
+    ///
+    /// The future may resolve before the outcome is durable, once every later claim sees it:
+    /// an outcome lost in a crash leaves the delivery pending, so it runs again.
+    ///
+    /// # Errors
+    /// Any failure to record it; the delivery then runs again once its lease ends.
+    fn complete(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: Outcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), InboxError>>;
+
+    /// Removes done deliveries last changed before `before` (ms since the Unix epoch); returns
+    /// how many. Pending, dead and undecodable deliveries are never pruned. The default keeps
+    /// everything.
+    ///
+    /// # Errors
+    /// Any failure to remove them; the workers try again at the next prune.
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        let _ = before;
+        Box::pin(async { Ok(0) })
+    }
+}
+
+/// The operator's side of a store: what the `inbox` commands do.
+pub trait InboxAdmin: Send + Sync {
+    /// The deliveries in a state (or all), oldest first.
+    ///
+    /// # Errors
+    /// Any failure to read them.
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>>;
+
+    /// One delivery by id; `None` when there is none.
+    ///
+    /// # Errors
+    /// Any failure to read it.
+    fn get<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>>;
+
+    /// Re-queues a dead letter at `now`: pending, due at once, its attempts reset. `false` when
+    /// there is no dead delivery with that id.
+    ///
+    /// # Errors
+    /// Any failure to change it.
+    fn retry<'a>(&'a self, id: &'a DeliveryId, now: i64)
+    -> BoxFuture<'a, Result<bool, InboxError>>;
+
+    /// Re-queues every dead letter at `now`; returns how many.
+    ///
+    /// # Errors
+    /// Any failure to change them.
+    fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>>;
+
+    /// Writes every stored delivery, oldest first, one JSON object per line (see
+    /// [`write_export_line`]); returns how many. The default lists them all first; a store
+    /// with many deliveries streams them instead.
+    ///
+    /// # Errors
+    /// Any failure to read them; [`InboxError::Io`] when `out` cannot be written.
+    fn export<'a>(
+        &'a self,
+        out: &'a mut (dyn Write + Send),
+    ) -> BoxFuture<'a, Result<usize, InboxError>> {
+        Box::pin(async move {
+            let entries = self.list(StateFilter::All).await?;
+            for entry in &entries {
+                write_export_line(entry, out)?;
+            }
+            out.flush()?;
+            Ok(entries.len())
+        })
+    }
+
+    /// How many deliveries are in each state (the metrics' inbox gauges).
+    ///
+    /// # Errors
+    /// Any failure to count them.
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>>;
+}
+
+/// A whole store: what a server runs on.
+pub trait Store: Intake + WorkQueue + InboxAdmin + fmt::Debug {
+    /// Finishes what is queued and lets go of the store's resources; called once when the
+    /// server shuts down, after the workers stopped. Calls after it may fail with
+    /// [`InboxError::Closed`]. The default does nothing.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Writes one export line for `entry`: `{"id","key","state","receivedAt","body"}` with the raw
+/// body as a JSON string, or `"bodyBase64"` instead of `"body"` when it is not UTF-8.
+///
+/// # Errors
+/// [`InboxError::Io`] when `out` cannot be written.
+pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), InboxError> {
+    use base64::Engine as _;
+    let mut line = serde_json::Map::new();
+    line.insert("id".into(), entry.id.as_str().into());
+    line.insert("key".into(), entry.key.clone().into());
+    line.insert("state".into(), entry.state.as_str().into());
+    line.insert("receivedAt".into(), entry.received_at.clone().into());
+    match std::str::from_utf8(&entry.body) {
+        Ok(text) => line.insert("body".into(), text.into()),
+        Err(_) => line.insert(
+            "bodyBase64".into(),
+            base64::engine::general_purpose::STANDARD
+                .encode(&entry.body)
+                .into(),
+        ),
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+impl DeliveryId {
+    /// The id as text, as `inbox list` shows it.
+    pub fn as_str(&self) -> std::borrow::Cow<'_, str> {
+        match &self.0 {
+            Repr::Number(n) => std::borrow::Cow::Owned(n.to_string()),
+            Repr::Text(text) => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
+    /// The id as a number, when it is one (a decimal without leading zeros).
+    pub fn as_u64(&self) -> Option<u64> {
+        match self.0 {
+            Repr::Number(n) => Some(n),
+            Repr::Text(_) => None,
+        }
+    }
+}
+
+impl From<u64> for DeliveryId {
+    fn from(n: u64) -> DeliveryId {
+        DeliveryId(Repr::Number(n))
+    }
+}
+
+impl FromStr for DeliveryId {
+    type Err = InvalidDeliveryId;
+
+    fn from_str(s: &str) -> Result<DeliveryId, InvalidDeliveryId> {
+        if s.is_empty() || s.chars().any(char::is_whitespace) {
+            return Err(InvalidDeliveryId);
+        }
+        let canonical = s == "0" || !s.starts_with('0');
+        match s.parse::<u64>() {
+            Ok(n) if canonical && s.bytes().all(|b| b.is_ascii_digit()) => Ok(DeliveryId::from(n)),
+            _ => Ok(DeliveryId(Repr::Text(s.into()))),
+        }
+    }
+}
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Repr::Number(n) => n.fmt(f),
+            Repr::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl fmt::Debug for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeliveryId({self})")
+    }
+}
+
+impl serde::Serialize for DeliveryId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeliveryId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DeliveryId, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl NewDelivery {
+    /// A delivery to store.
+    pub fn new(key: DeliveryKey, body: Bytes, state: DeliveryState) -> NewDelivery {
+        NewDelivery { key, body, state }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+use bytes::Bytes;
+use preservica_webhook_core::DeliveryKey;
+use prometheus_client::metrics::counter::Counter;
+
+use super::memory::MemoryStore;
+use super::sqlite::SqliteStore;
+use super::*;
+
+fn check_id(text: &str, number: Option<u64>) {
+    let id: DeliveryId = text.parse().unwrap();
+    assert_eq!(id.to_string(), text);
+    assert_eq!(id.as_u64(), number, "{text}");
+    assert_eq!(serde_json::to_value(&id).unwrap(), text);
+}
+
+#[test]
+fn delivery_ids_keep_their_text_and_numbers_are_numbers() {
+    check_id("1", Some(1));
+    check_id("0", Some(0));
+    check_id("18446744073709551615", Some(u64::MAX));
+    check_id("007", None);
+    check_id("+7", None);
+    check_id("01HZX3K9Q2", None);
+    check_id("18446744073709551616", None);
+    assert_eq!("".parse::<DeliveryId>(), Err(InvalidDeliveryId));
+    assert_eq!("a b".parse::<DeliveryId>(), Err(InvalidDeliveryId));
+    assert_eq!(DeliveryId::from(42), "42".parse().unwrap());
+}
+
+async fn store(store: &dyn Store, body: &str, state: DeliveryState, now: i64) -> DeliveryId {
+    let body = Bytes::from(body.to_owned());
+    let delivery = NewDelivery::new(DeliveryKey::of(&body), body, state);
+    match store.store(delivery, now).await.unwrap() {
+        Stored::New(id) => id,
+        Stored::Duplicate(id) => panic!("a new body was stored as a duplicate of {id}"),
+    }
+}
+
+fn ids(claim: &Claim) -> Vec<DeliveryId> {
+    claim.due.iter().map(|it| it.id.clone()).collect()
+}
+
+/// Everything a store does, through the seam only.
+async fn exercise(inbox: &dyn Store) {
+    let mut all = Vec::new();
+    for n in 0..4 {
+        all.push(store(inbox, &format!("body {n}"), DeliveryState::Pending, 100).await);
+    }
+    let undecodable = store(inbox, "not json", DeliveryState::Undecodable, 100).await;
+    let again = NewDelivery::new(
+        DeliveryKey::of(b"body 0"),
+        Bytes::from_static(b"body 0"),
+        DeliveryState::Pending,
+    );
+    assert_eq!(
+        inbox.store(again, 150).await.unwrap(),
+        Stored::Duplicate(all[0].clone())
+    );
+
+    // Claims hand out due deliveries, oldest first, never undecodable ones, and lease them.
+    let claim = inbox.claim(100, 2, 1_000).await.unwrap();
+    assert_eq!(ids(&claim), all[..2]);
+    let claim = inbox.claim(100, 10, 1_000).await.unwrap();
+    assert_eq!(
+        ids(&claim),
+        all[2..],
+        "leased deliveries were handed out again"
+    );
+    assert!(inbox.claim(999, 10, 2_000).await.unwrap().due.is_empty());
+
+    inbox
+        .complete(all[0].clone(), 1, Outcome::Done, 200)
+        .await
+        .unwrap();
+    let retry = Outcome::Retry {
+        at: 500,
+        error: "later".into(),
+    };
+    inbox.complete(all[1].clone(), 1, retry, 200).await.unwrap();
+    let dead = Outcome::Dead {
+        error: "never".into(),
+    };
+    inbox.complete(all[2].clone(), 3, dead, 200).await.unwrap();
+    inbox
+        .complete(all[2].clone(), 4, Outcome::Done, 300)
+        .await
+        .unwrap();
+    // Outcomes may be recorded after `complete` answers; a count waits for those queued.
+    inbox.counts().await.unwrap();
+    let entry = inbox.get(&all[2]).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.state, entry.attempts, entry.last_error.as_deref()),
+        (DeliveryState::Dead, 3, Some("never")),
+        "only pending deliveries take outcomes"
+    );
+
+    // A retry is due at its time; a lease that ran out frees its delivery for another.
+    let claim = inbox.claim(600, 10, 2_000).await.unwrap();
+    assert_eq!(ids(&claim), [all[1].clone()]);
+    assert_eq!(claim.due[0].attempts, 1);
+    let claim = inbox.claim(1_000, 10, 3_000).await.unwrap();
+    assert_eq!(
+        ids(&claim),
+        [all[3].clone()],
+        "an expired lease kept its delivery"
+    );
+    inbox
+        .complete(all[1].clone(), 2, Outcome::Done, 1_000)
+        .await
+        .unwrap();
+    inbox
+        .complete(all[3].clone(), 1, Outcome::Done, 1_000)
+        .await
+        .unwrap();
+    inbox.counts().await.unwrap();
+
+    // The administrator's side.
+    let dead: Vec<DeliveryId> = inbox
+        .list(StateFilter::Only(DeliveryState::Dead))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|it| it.id)
+        .collect();
+    assert_eq!(dead, [all[2].clone()]);
+    assert!(
+        !inbox.retry(&all[0], 2_000).await.unwrap(),
+        "done is not dead"
+    );
+    assert!(inbox.retry(&all[2], 2_000).await.unwrap());
+    assert_eq!(inbox.retry_dead(2_000).await.unwrap(), 0);
+    let entry = inbox.get(&all[2]).await.unwrap().unwrap();
+    assert_eq!((entry.state, entry.attempts), (DeliveryState::Pending, 0));
+    assert!(inbox.get(&"nope".parse().unwrap()).await.unwrap().is_none());
+    let listed: Vec<DeliveryId> = inbox
+        .list(StateFilter::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|it| it.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [&all[..], std::slice::from_ref(&undecodable)].concat()
+    );
+    let mut out = Vec::new();
+    assert_eq!(inbox.export(&mut out).await.unwrap(), 5);
+    let first: serde_json::Value =
+        serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(first["id"], all[0].to_string());
+    assert_eq!(first["body"], "body 0");
+
+    // Pruning removes done deliveries only, and only old ones.
+    assert_eq!(inbox.prune(200).await.unwrap(), 0);
+    assert_eq!(inbox.prune(1_001).await.unwrap(), 3);
+    assert_eq!(
+        inbox.counts().await.unwrap(),
+        StateCounts {
+            pending: 1,
+            done: 0,
+            dead: 0,
+            undecodable: 1
+        }
+    );
+    inbox.close().await;
+    let body = Bytes::from_static(b"late");
+    let late = NewDelivery::new(DeliveryKey::of(&body), body, DeliveryState::Pending);
+    assert!(matches!(
+        inbox.store(late, 3_000).await,
+        Err(InboxError::Closed)
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_and_memory_stores_do_the_same_through_the_seam() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let sqlite = SqliteStore::open(&path, Counter::default()).unwrap();
+    exercise(&sqlite).await;
+    exercise(&MemoryStore::new(Counter::default())).await;
+}

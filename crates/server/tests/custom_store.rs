@@ -1,0 +1,320 @@
+//! A store of the user's own, written against the public seam only, under a real server:
+//! what a backend outside this crate (a shared database, a broker) has to do, and that the
+//! receiver and workers need nothing else.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use preservica_webhook_core::DeliveryKey;
+use preservica_webhook_server::store::{
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
+    WorkQueue,
+};
+use preservica_webhook_server::{
+    DeliveryState, HandlerError, InboxConfig, InboxEntry, InboxError, StateCounts, StateFilter,
+};
+
+use common::*;
+
+/// Deliveries in a vector, with ids of its own kind (`d-1`, `d-2`, …), recording what it was
+/// asked.
+#[derive(Debug, Default)]
+struct VecStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    rows: Vec<Row>,
+    /// Every `store` call's answer.
+    stored: Vec<Stored>,
+    /// Every claim's `(now, lease_until)`.
+    leases: Vec<(i64, i64)>,
+    /// Every outcome, with its delivery and attempt.
+    outcomes: Vec<(DeliveryId, u32, Outcome)>,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Row {
+    id: DeliveryId,
+    key: DeliveryKey,
+    body: Bytes,
+    state: DeliveryState,
+    attempts: u32,
+    due: i64,
+    leased_until: i64,
+    last_error: Option<String>,
+}
+
+impl VecStore {
+    fn with<T: Send + 'static>(
+        &self,
+        apply: impl FnOnce(&mut State) -> Result<T, InboxError>,
+    ) -> BoxFuture<'_, Result<T, InboxError>> {
+        let mut state = self.state.lock().unwrap();
+        let result = if state.closed {
+            Err(InboxError::Closed)
+        } else {
+            apply(&mut state)
+        };
+        Box::pin(async move { result })
+    }
+
+    fn snapshot<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        read(&self.state.lock().unwrap())
+    }
+}
+
+impl Intake for VecStore {
+    fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
+        self.with(move |state| {
+            let stored = match state.rows.iter().find(|row| row.key == delivery.key) {
+                Some(row) => Stored::Duplicate(row.id.clone()),
+                None => {
+                    let id: DeliveryId = format!("d-{}", state.rows.len() + 1).parse().unwrap();
+                    state.rows.push(Row {
+                        id: id.clone(),
+                        key: delivery.key,
+                        body: Bytes::copy_from_slice(&delivery.body),
+                        state: delivery.state,
+                        attempts: 0,
+                        due: now,
+                        leased_until: i64::MIN,
+                        last_error: None,
+                    });
+                    Stored::New(id)
+                }
+            };
+            state.stored.push(stored.clone());
+            Ok(stored)
+        })
+    }
+}
+
+impl WorkQueue for VecStore {
+    fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Claim, InboxError>> {
+        self.with(move |state| {
+            state.leases.push((now, lease_until));
+            let mut claim = Claim::default();
+            for row in &mut state.rows {
+                let due = row.state == DeliveryState::Pending
+                    && row.due <= now
+                    && row.leased_until <= now;
+                if due && claim.due.len() < limit {
+                    row.leased_until = lease_until;
+                    claim.due.push(Claimed {
+                        id: row.id.clone(),
+                        key: row.key,
+                        body: row.body.clone(),
+                        attempts: row.attempts,
+                    });
+                } else if row.state == DeliveryState::Pending && row.due > now {
+                    claim.next_due = Some(claim.next_due.map_or(row.due, |it| it.min(row.due)));
+                }
+            }
+            Ok(claim)
+        })
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: Outcome,
+        _now: i64,
+    ) -> BoxFuture<'_, Result<(), InboxError>> {
+        self.with(move |state| {
+            state.outcomes.push((id.clone(), attempt, outcome.clone()));
+            let Some(row) = state.rows.iter_mut().find(|row| row.id == id) else {
+                return Ok(());
+            };
+            row.attempts = attempt;
+            row.leased_until = i64::MIN;
+            match outcome {
+                Outcome::Done => row.state = DeliveryState::Done,
+                Outcome::Retry { at, error } => (row.due, row.last_error) = (at, Some(error)),
+                Outcome::Dead { error } => {
+                    (row.state, row.last_error) = (DeliveryState::Dead, Some(error));
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+impl InboxAdmin for VecStore {
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+        // The entries' display fields are the crate's to fill; this store lists ids only.
+        let _ = filter;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn get<'a>(
+        &'a self,
+        _id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, InboxError>> {
+        self.with(move |state| {
+            let Some(row) = state
+                .rows
+                .iter_mut()
+                .find(|row| row.id == *id && row.state == DeliveryState::Dead)
+            else {
+                return Ok(false);
+            };
+            (row.state, row.attempts, row.due) = (DeliveryState::Pending, 0, now);
+            Ok(true)
+        })
+    }
+
+    fn retry_dead(&self, _now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+        self.with(|state| {
+            let mut counts = StateCounts::default();
+            for row in &state.rows {
+                match row.state {
+                    DeliveryState::Pending => counts.pending += 1,
+                    DeliveryState::Done => counts.done += 1,
+                    DeliveryState::Dead => counts.dead += 1,
+                    DeliveryState::Undecodable => counts.undecodable += 1,
+                }
+            }
+            Ok(counts)
+        })
+    }
+}
+
+impl Store for VecStore {
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.state.lock().unwrap().closed = true;
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test]
+async fn a_server_runs_on_a_store_of_its_users_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(VecStore::default());
+    let mut config = config(&dir);
+    config.inbox = InboxConfig::Custom(store.clone());
+    config.handler_timeout = Duration::from_secs(5);
+    let failing = body(2);
+    let down = Arc::new(AtomicBool::new(true));
+    let archive = down.clone();
+    let (handler, mut calls) = Scripted::new(move |job| {
+        if job.body[..] == failing[..] && archive.load(Ordering::SeqCst) {
+            Err(HandlerError::new("the archive is down"))
+        } else {
+            Ok(())
+        }
+    });
+    let server = Running::start(config, handler).await;
+    let client = client();
+    let url = server.url("/");
+
+    // Stored, then handled and completed.
+    assert_eq!(deliver(&client, &url, &secret(), &body(1)).await, 200);
+    let call = next_call(&mut calls).await;
+    assert_eq!(
+        (call.id.to_string().as_str(), call.attempt, call.ok),
+        ("d-1", 1, true)
+    );
+    // A redelivery is answered 200, reported a duplicate by the store, and not handled again.
+    assert_eq!(deliver(&client, &url, &secret(), &body(1)).await, 200);
+    // A failing handler: retried with backoff, then a dead letter.
+    assert_eq!(deliver(&client, &url, &secret(), &body(2)).await, 200);
+    for attempt in 1..=3 {
+        let call = next_call(&mut calls).await;
+        assert_eq!(
+            (call.id.to_string().as_str(), call.attempt, call.ok),
+            ("d-2", attempt, false)
+        );
+    }
+    let outcomes = eventually("the dead letter to be recorded", || async {
+        let outcomes = store.snapshot(|state| state.outcomes.clone());
+        (outcomes.len() == 4).then_some(outcomes)
+    })
+    .await;
+    let d1: DeliveryId = "d-1".parse().unwrap();
+    let d2: DeliveryId = "d-2".parse().unwrap();
+    assert_eq!(outcomes[0], (d1.clone(), 1, Outcome::Done));
+    assert!(
+        matches!(&outcomes[1], (id, 1, Outcome::Retry { error, .. }) if *id == d2 && error == "the archive is down"),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[2], (id, 2, Outcome::Retry { .. }) if *id == d2),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[3],
+        (
+            d2.clone(),
+            3,
+            Outcome::Dead {
+                error: "the archive is down".into()
+            }
+        )
+    );
+    assert_eq!(
+        store.snapshot(|state| state.stored.clone()),
+        [
+            Stored::New(d1.clone()),
+            Stored::Duplicate(d1),
+            Stored::New(d2.clone())
+        ]
+    );
+    // Every claim leased its deliveries for at least the handler timeout.
+    let leases = store.snapshot(|state| state.leases.clone());
+    assert!(!leases.is_empty());
+    assert!(
+        leases.iter().all(|(now, until)| until - now >= 5_000),
+        "{leases:?}"
+    );
+    // The metrics count what the store counts.
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("preservica_webhook_dead_letters 1"),
+        "{metrics}"
+    );
+
+    // Re-queued through the seam, it runs again, as the `inbox retry` command would make it.
+    down.store(false, Ordering::SeqCst);
+    assert!(store.retry(&d2, 0).await.unwrap());
+    let call = next_call(&mut calls).await;
+    assert_eq!((call.id, call.attempt, call.ok), (d2, 1, true));
+
+    server.stop().await;
+    assert!(
+        store.snapshot(|state| state.closed),
+        "the server did not close its store"
+    );
+    assert!(calls.try_recv().is_err(), "a delivery was handled twice");
+}

@@ -264,6 +264,10 @@ pub trait WorkQueue: Send + Sync {
     /// The future may resolve before the outcome is durable, once every later claim sees it:
     /// an outcome lost in a crash leaves the delivery pending, so it runs again.
     ///
+    /// `attempt` also tells claims of one delivery apart: a store shared by several receivers
+    /// can ignore an outcome whose `attempt` is not one more than the delivery's count, which
+    /// comes from a worker whose lease ran out while another took the delivery over.
+    ///
     /// # Errors
     /// Any failure to record it; the delivery then runs again once its lease ends.
     fn complete(

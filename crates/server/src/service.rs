@@ -23,15 +23,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{InboxConfig, ServerConfig};
-use crate::error::{InboxError, ServerError};
+use crate::config::ServerConfig;
+use crate::error::{Chain, ServerError};
 use crate::handler::Handler;
 use crate::inbox::{self, DeliveryState, StateCounts};
 use crate::metrics::Metrics;
 use crate::refusal::Refusal;
-use crate::store::memory::MemoryStore;
-use crate::store::sqlite::SqliteStore;
-use crate::store::{NewDelivery, Store, Stored};
+use crate::store::{self, NewDelivery, Store, Stored};
 use crate::worker::{WorkerSettings, dispatch};
 
 /// The receiver with its inbox and workers, for mounting in an application of your own.
@@ -200,7 +198,7 @@ impl Opened {
         let inbox = config.inbox.clone();
         let metrics = Metrics::new();
         let commits = metrics.inbox_commits.clone();
-        let store = tokio::task::spawn_blocking(move || open_store(inbox, commits))
+        let store = tokio::task::spawn_blocking(move || store::open(inbox, commits))
             .await
             .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
         let shared = Arc::new(Shared {
@@ -406,33 +404,6 @@ impl Shared {
     async fn render_metrics(&self) -> String {
         let counts: Option<StateCounts> = self.store.counts().await.ok();
         self.metrics.render(counts)
-    }
-}
-
-/// Opens the configured store (blocking: it may create files and start threads).
-fn open_store(
-    inbox: InboxConfig,
-    commits: prometheus_client::metrics::counter::Counter,
-) -> Result<Arc<dyn Store>, InboxError> {
-    Ok(match inbox {
-        InboxConfig::Sqlite(path) => Arc::new(SqliteStore::open(&path, commits)?),
-        InboxConfig::InMemory => Arc::new(MemoryStore::new(commits)),
-        InboxConfig::Custom(store) => store,
-    })
-}
-
-/// An error and its causes on one line, `error: cause: cause`, for the log.
-pub(crate) struct Chain<'a>(pub(crate) &'a dyn std::error::Error);
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

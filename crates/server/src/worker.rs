@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;
+use crate::error::Chain;
 use crate::handler::{Handler, HandlerError, Job};
 use crate::inbox::now_millis;
-use crate::service::{Chain, Shared};
+use crate::service::Shared;
 use crate::store::{Claimed, DeliveryId, Outcome};
 
 /// How often the inbox is polled when nothing wakes the workers (deliveries re-queued by

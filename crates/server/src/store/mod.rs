@@ -12,11 +12,10 @@
 //!   export, count.
 //!
 //! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
-//! crate has two: the SQLite file ([`InboxConfig::Sqlite`](crate::InboxConfig::Sqlite), one
-//! writer thread that commits queued writes in groups) and memory only
-//! ([`InboxConfig::InMemory`](crate::InboxConfig::InMemory)). Your own — a database shared by
-//! several receivers, a message broker — is passed as
-//! [`InboxConfig::Custom`](crate::InboxConfig::Custom).
+//! crate has two: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
+//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]). Your own — a
+//! database shared by several receivers, a message broker — is passed as
+//! [`InboxConfig::Custom`].
 //!
 //! # Shape of the methods
 //!
@@ -132,10 +131,13 @@ use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
+use prometheus_client::metrics::counter::Counter;
 
+use crate::config::InboxConfig;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 
@@ -382,6 +384,16 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
     serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
+}
+
+/// Opens the configured store, counting the SQLite store's commits (or the memory store's
+/// writes) in `commits`. Blocking: it may create files and start threads.
+pub(crate) fn open(inbox: InboxConfig, commits: Counter) -> Result<Arc<dyn Store>, InboxError> {
+    Ok(match inbox {
+        InboxConfig::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path, commits)?),
+        InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
+        InboxConfig::Custom(store) => store,
+    })
 }
 
 impl DeliveryId {

@@ -36,8 +36,15 @@ struct State {
     leases: Vec<(i64, i64)>,
     /// Every outcome, with its delivery and attempt.
     outcomes: Vec<(DeliveryId, u32, Outcome)>,
+    /// Whether `store` fails, as a database out of reach would.
+    unreachable: bool,
     closed: bool,
 }
+
+/// The store's own error: what it could not do, with the cause as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared inbox database is out of reach")]
+struct Unreachable(#[source] std::io::Error);
 
 #[derive(Debug)]
 struct Row {
@@ -73,6 +80,10 @@ impl VecStore {
 impl Intake for VecStore {
     fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
         self.with(move |state| {
+            if state.unreachable {
+                let cause = std::io::Error::other("connection refused");
+                return Err(InboxError::backend(Unreachable(cause)));
+            }
             let stored = match state.rows.iter().find(|row| row.key == delivery.key) {
                 Some(row) => Stored::Duplicate(row.id.clone()),
                 None => {
@@ -317,4 +328,40 @@ async fn a_server_runs_on_a_store_of_its_users_own() {
         "the server did not close its store"
     );
     assert!(calls.try_recv().is_err(), "a delivery was handled twice");
+}
+
+#[tokio::test]
+async fn a_store_that_fails_gets_preservica_to_send_again_and_its_cause_logged() {
+    let log = captured();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(VecStore::default());
+    store.state.lock().unwrap().unreachable = true;
+    let mut config = config(&dir);
+    config.inbox = InboxConfig::Custom(store.clone());
+    let (handler, mut calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let client = client();
+
+    // 503: not stored, so Preservica delivers it again later.
+    assert_eq!(
+        deliver(&client, &server.url("/"), &secret(), &body(1)).await,
+        503
+    );
+    let text = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("the inbox could not store a delivery"))
+        .unwrap_or_else(|| panic!("no log line for the failure: {text}"));
+    assert!(
+        line.contains("the shared inbox database is out of reach: connection refused"),
+        "{line}"
+    );
+    // Once the store is back, the redelivery is stored and handled.
+    store.state.lock().unwrap().unreachable = false;
+    assert_eq!(
+        deliver(&client, &server.url("/"), &secret(), &body(1)).await,
+        200
+    );
+    assert!(next_call(&mut calls).await.ok);
+    server.stop().await;
 }

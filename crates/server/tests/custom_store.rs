@@ -12,7 +12,7 @@ use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
 use preservica_webhook_server::store::{
     BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    WorkQueue,
+    StoredDelivery, WorkQueue,
 };
 use preservica_webhook_server::{
     DeliveryState, HandlerError, InboxConfig, InboxEntry, InboxError, StateCounts, StateFilter,
@@ -52,10 +52,26 @@ struct Row {
     key: DeliveryKey,
     body: Bytes,
     state: DeliveryState,
+    received_at: i64,
     attempts: u32,
     due: i64,
     leased_until: i64,
     last_error: Option<String>,
+}
+
+impl Row {
+    fn entry(&self) -> InboxEntry {
+        InboxEntry::from(StoredDelivery {
+            id: self.id.clone(),
+            key: self.key,
+            body: self.body.clone(),
+            state: self.state,
+            received_at: self.received_at,
+            attempts: self.attempts,
+            next_attempt_at: (self.state == DeliveryState::Pending).then_some(self.due),
+            last_error: self.last_error.clone(),
+        })
+    }
 }
 
 impl VecStore {
@@ -93,6 +109,7 @@ impl Intake for VecStore {
                         key: delivery.key,
                         body: Bytes::copy_from_slice(&delivery.body),
                         state: delivery.state,
+                        received_at: now,
                         attempts: 0,
                         due: now,
                         leased_until: i64::MIN,
@@ -165,16 +182,20 @@ impl WorkQueue for VecStore {
 
 impl InboxAdmin for VecStore {
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
-        // The entries' display fields are the crate's to fill; this store lists ids only.
-        let _ = filter;
-        Box::pin(async { Ok(Vec::new()) })
+        self.with(move |state| {
+            let listed = state.rows.iter().filter(|row| match filter {
+                StateFilter::All => true,
+                StateFilter::Only(wanted) => row.state == wanted,
+            });
+            Ok(listed.map(Row::entry).collect())
+        })
     }
 
     fn get<'a>(
         &'a self,
-        _id: &'a DeliveryId,
+        id: &'a DeliveryId,
     ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
-        Box::pin(async { Ok(None) })
+        self.with(move |state| Ok(state.rows.iter().find(|row| row.id == *id).map(Row::entry)))
     }
 
     fn retry<'a>(
@@ -301,6 +322,29 @@ async fn a_server_runs_on_a_store_of_its_users_own() {
     assert!(
         leases.iter().all(|(now, until)| until - now >= 5_000),
         "{leases:?}"
+    );
+    // The administrator's view, as `inbox list --state dead` and `inbox show d-2` give it.
+    let dead = store
+        .list(StateFilter::Only(DeliveryState::Dead))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let json = serde_json::to_value(&dead[0]).unwrap();
+    assert_eq!(json["id"], "d-2");
+    assert_eq!(json["state"], "dead");
+    assert_eq!(json["attempts"], 3);
+    assert_eq!(json["lastError"], "the archive is down");
+    assert_eq!(json["trigger"], "MOVED");
+    assert_eq!(json["entityRefs"], serde_json::json!(["ref-2"]));
+    let shown = store.get(&d2).await.unwrap().unwrap();
+    assert_eq!(shown.body, body(2));
+    let mut export = Vec::new();
+    assert_eq!(store.export(&mut export).await.unwrap(), 2);
+    let first: serde_json::Value =
+        serde_json::from_slice(export.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        (&first["id"], &first["state"]),
+        (&"d-1".into(), &"done".into())
     );
     // The metrics count what the store counts.
     let metrics = client

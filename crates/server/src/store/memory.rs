@@ -10,10 +10,10 @@ use preservica_webhook_core::DeliveryKey;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::error::InboxError;
-use crate::inbox::{self, DeliveryState, InboxEntry, StateCounts, StateFilter};
+use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
     BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    WorkQueue,
+    StoredDelivery, WorkQueue,
 };
 
 /// Deliveries in memory; lost when the process ends.
@@ -302,15 +302,15 @@ impl Memory {
 
 impl Row {
     fn entry(&self, id: u64) -> InboxEntry {
-        inbox::entry(
-            DeliveryId::from(id),
-            &self.key.as_bytes()[..],
-            self.state,
-            self.received_at,
-            self.attempts,
-            self.next_attempt_at,
-            self.last_error.clone(),
-            self.body.clone(),
-        )
+        InboxEntry::from(StoredDelivery {
+            id: DeliveryId::from(id),
+            key: self.key,
+            body: self.body.clone(),
+            state: self.state,
+            received_at: self.received_at,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error.clone(),
+        })
     }
 }

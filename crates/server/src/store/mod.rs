@@ -98,7 +98,8 @@
 //! }
 //!
 //! impl InboxAdmin for VecStore {
-//!     // A real store lists its entries; this one keeps the example short.
+//!     // A real store lists its entries, each `InboxEntry::from(StoredDelivery { .. })`;
+//!     // this one keeps the example short.
 //!     fn list(&self, _filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
 //!         Box::pin(async { Ok(Vec::new()) })
 //!     }
@@ -206,6 +207,29 @@ pub struct Claim {
     /// When the next pending delivery not handed out falls due (ms since the Unix epoch), if
     /// the store knows; the workers ask again then, or at their next poll.
     pub next_due: Option<i64>,
+}
+
+/// A delivery as a store keeps it, with its processing state: turned into the
+/// [`InboxEntry`] that [`InboxAdmin::list`] and [`InboxAdmin::get`] give (and `inbox list`
+/// prints) with `InboxEntry::from`, which also reads the trigger and entities from the body.
+#[derive(Debug, Clone)]
+pub struct StoredDelivery {
+    /// Its id.
+    pub id: DeliveryId,
+    /// Its redelivery key.
+    pub key: DeliveryKey,
+    /// Its body, exactly as received.
+    pub body: Bytes,
+    /// Its state.
+    pub state: DeliveryState,
+    /// When it was received (ms since the Unix epoch).
+    pub received_at: i64,
+    /// How many attempts have finished.
+    pub attempts: u32,
+    /// When a pending delivery is next due (ms since the Unix epoch).
+    pub next_attempt_at: Option<i64>,
+    /// The last handler error.
+    pub last_error: Option<String>,
 }
 
 /// How a handler call ended, for [`WorkQueue::complete`].
@@ -460,6 +484,21 @@ impl<'de> serde::Deserialize<'de> for DeliveryId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<DeliveryId, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl From<StoredDelivery> for InboxEntry {
+    fn from(stored: StoredDelivery) -> InboxEntry {
+        crate::inbox::entry(
+            stored.id,
+            &stored.key.as_bytes()[..],
+            stored.state,
+            stored.received_at,
+            stored.attempts,
+            stored.next_attempt_at,
+            stored.last_error,
+            stored.body,
+        )
     }
 }
 

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-/// Runs fmt, clippy, the test suite, the docs build and then the end-to-end suite.
+/// Runs fmt, clippy, the server without its optional features, the test suite, the docs
+/// build and then the end-to-end suite.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         bail!("`cargo xtask ci` takes no arguments (got {extra:?})");
     }
     let root = workspace_root();
-    let steps: [Step<'_>; 4] = [
+    let steps: [Step<'_>; 5] = [
         ("fmt", &["fmt", "--all", "--check"], &[]),
         (
             "clippy",
@@ -24,6 +25,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 "--",
                 "-D",
                 "warnings",
+            ],
+            &[],
+        ),
+        (
+            "features",
+            &[
+                "check",
+                "--package",
+                "preservica-webhook-server",
+                "--no-default-features",
+                "--locked",
             ],
             &[],
         ),

@@ -68,6 +68,10 @@
 //! [`store::WorkQueue`], and the inbox's administration goes through [`store::InboxAdmin`].
 //! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate has;
 //! [`InboxConfig::Custom`] runs the server on a store of your own.
+//!
+//! Cargo features: `tls` (default) gives the ready [`Server`] HTTPS with rustls and ring; without
+//! it the crate has no TLS dependency and a configuration with [`TlsFiles`] is refused at start
+//! (run behind a proxy that terminates HTTPS, or mount [`WebhookService`] in a server of your own).
 
 mod config;
 mod error;
@@ -78,6 +82,7 @@ mod refusal;
 mod server;
 mod service;
 pub mod store;
+mod tls;
 mod worker;
 
 pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles};

@@ -12,7 +12,6 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,18 +23,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ServerConfig, TlsFiles};
+use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::handler::Handler;
 use crate::service::{Opened, RemoteAddr, Routes, Shared};
+use crate::tls::Tls;
 
 /// How long a connection answered before its body was read is drained before it is closed
 /// (see the module documentation).
@@ -48,7 +45,7 @@ pub struct Server<H: Handler> {
     config: ServerConfig,
     listener: TcpListener,
     local_addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
     opened: Opened,
     handler: H,
 }
@@ -73,7 +70,7 @@ impl<H: Handler> Server<H> {
     /// [`ServerError::Inbox`] when the inbox cannot be opened, [`ServerError::Bind`] when the
     /// address cannot be bound.
     pub async fn bind(config: ServerConfig, handler: H) -> Result<Server<H>, ServerError> {
-        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let opened = Opened::open(&config).await?;
         let listener =
             TcpListener::bind(config.addr)
@@ -176,7 +173,7 @@ impl<H: Handler> Server<H> {
             tokio::spawn(async move {
                 match tls {
                     None => connection.serve(stream).await,
-                    Some(acceptor) => connection.serve_tls(&acceptor, stream).await,
+                    Some(tls) => connection.serve_tls(&tls, stream).await,
                 }
                 drop((permit, open));
             });
@@ -226,10 +223,10 @@ enum Drained {
 }
 
 impl Connection {
-    async fn serve_tls(self, acceptor: &TlsAcceptor, stream: tokio::net::TcpStream) {
+    async fn serve_tls(self, tls: &Tls, stream: tokio::net::TcpStream) {
         let peer = self.peer;
         let handshake =
-            tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(stream)).await;
+            tokio::time::timeout(self.limits.handshake_timeout, tls.accept(stream)).await;
         match handshake {
             Ok(Ok(stream)) => self.serve(stream).await,
             Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
@@ -377,40 +374,4 @@ pub async fn shutdown_signal() {
         () = interrupt => tracing::info!("interrupted"),
         () = terminate => tracing::info!("terminated"),
     }
-}
-
-fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, ServerError> {
-    let certs = load_certs(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|err| ServerError::Tls {
-        what: "key",
-        path: files.key.clone(),
-        message: err.to_string(),
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|err| ServerError::Tls {
-            what: "certificate",
-            path: files.cert.clone(),
-            message: err.to_string(),
-        })?;
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(tls)))
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServerError> {
-    let failed = |message: String| ServerError::Tls {
-        what: "certificate",
-        path: path.to_owned(),
-        message,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| failed(err.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| failed(err.to_string()))?;
-    if certs.is_empty() {
-        return Err(failed("no PEM certificate in the file".to_owned()));
-    }
-    Ok(certs)
 }

@@ -524,6 +524,7 @@ async fn serves_health_and_metrics_that_move_with_traffic() {
     server.stop().await;
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn serves_https_with_a_pem_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -560,6 +561,7 @@ async fn serves_https_with_a_pem_certificate_and_key() {
     server.stop().await;
 }
 
+#[cfg(feature = "tls")]
 /// A TLS client trusting the certificate in `cert`.
 fn tls_connector(cert: &std::path::Path) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject as _;
@@ -805,6 +807,7 @@ async fn answers_every_early_refusal_to_clients_that_write_their_body_before_rea
     server.stop().await;
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn answers_401_over_https_to_clients_that_write_their_body_before_reading() {
     let dir = tempfile::tempdir().unwrap();

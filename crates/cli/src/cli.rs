@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use preservica_webhook_core::{EntityType, KNOWN_TRIGGERS, TriggerType};
+use preservica_webhook_core::{EntityRef, EntityType, KNOWN_TRIGGERS, TriggerType};
 use preservica_webhook_server::DeliveryId;
 
 /// The default inbox file of `serve` and `inbox`.
@@ -294,7 +294,7 @@ pub(crate) struct UnsubscribeArgs {
 pub(crate) struct AssetArgs {
     /// The asset's reference (a UUID)
     #[arg(value_name = "REF")]
-    pub(crate) reference: String,
+    pub(crate) reference: EntityRef,
 }
 
 /// Thumbnail sizes.
@@ -313,7 +313,7 @@ pub(crate) enum Size {
 pub(crate) struct ThumbnailArgs {
     /// The asset's reference (a UUID)
     #[arg(value_name = "REF")]
-    pub(crate) reference: String,
+    pub(crate) reference: EntityRef,
     /// Image size
     #[arg(long, value_enum, default_value_t = Size::Large)]
     pub(crate) size: Size,

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use preservica_webhook_client::{Client, ThumbnailSize};
-use preservica_webhook_core::{EntityType, Secret, Subscription, SubscriptionId, TriggerType};
+use preservica_webhook_core::{
+    EntityRef, EntityType, Secret, Subscription, SubscriptionId, TriggerType,
+};
 use preservica_webhook_server::{
     DeliveryId, Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError,
     TlsFiles,
@@ -21,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, Retention, ServeArgs};
 use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
-use crate::manage::{check_reference, client, download_thumbnail};
+use crate::manage::{client, download_thumbnail};
 use crate::output;
 
 /// How much longer than `--exec-timeout` the server waits before abandoning a handler call,
@@ -826,11 +828,14 @@ impl Thumbnails {
                 tracing::debug!(reference, "not an asset: no thumbnail fetched");
                 continue;
             }
-            if let Err(reason) = check_reference(reference) {
-                tracing::warn!("skipping a thumbnail: {reason}");
-                continue;
-            }
-            match download_thumbnail(&self.client, reference, self.size, &self.dir).await {
+            let checked = match EntityRef::new(reference) {
+                Ok(checked) => checked,
+                Err(reason) => {
+                    tracing::warn!("skipping a thumbnail: {reason}");
+                    continue;
+                }
+            };
+            match download_thumbnail(&self.client, &checked, self.size, &self.dir).await {
                 Ok(Some((path, thumbnail))) => {
                     tracing::info!(reference, path = %path.display(), bytes = thumbnail.bytes, "thumbnail saved");
                 }

@@ -360,3 +360,21 @@ fn a_clean_exit_leaves_only_the_inbox_and_git_ignores_it() {
         );
     }
 }
+
+#[test]
+fn a_reference_that_is_not_one_is_a_usage_error_before_any_login() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["asset", "thumbnail"] {
+        let refused = cmd(dir.path())
+            .args([command, "../etc/passwd"])
+            .assert()
+            .code(2);
+        let message = stderr(&refused);
+        assert!(
+            message.contains("\"../etc/passwd\" is not an entity reference"),
+            "{message}"
+        );
+        // Refused while parsing the command line: no credentials were looked for.
+        assert!(!message.contains("PRESERVICA_SERVER"), "{message}");
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{StreamExt, TryStreamExt};
 use preservica_webhook_core::{
-    EntityType, NewSubscription, Secret, Subscription, SubscriptionId, TriggerType,
+    EntityRef, EntityType, NewSubscription, Secret, Subscription, SubscriptionId, TriggerType,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -303,7 +303,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::entity`].
-    pub async fn asset(&self, reference: &str) -> Result<Entity, Error> {
+    pub async fn asset(&self, reference: &EntityRef) -> Result<Entity, Error> {
         self.entity(&EntityType::Asset, reference).await
     }
 
@@ -311,7 +311,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::entity`].
-    pub async fn folder(&self, reference: &str) -> Result<Entity, Error> {
+    pub async fn folder(&self, reference: &EntityRef) -> Result<Entity, Error> {
         self.entity(&EntityType::Folder, reference).await
     }
 
@@ -319,16 +319,15 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::NotFound`] when there is no such entity, [`Error::Configuration`] for an
-    /// entity type the entity API does not serve or an empty reference, [`Error::Decode`] when
+    /// entity type the entity API does not serve, [`Error::Decode`] when
     /// the XML holds no entity, [`Error::Status`] for other refusals.
-    pub async fn entity(&self, kind: &EntityType, reference: &str) -> Result<Entity, Error> {
+    pub async fn entity(&self, kind: &EntityType, reference: &EntityRef) -> Result<Entity, Error> {
         const OPERATION: &str = "read the entity";
         let collection = entity::collection(kind)?;
-        let reference = checked_reference(reference)?;
-        let endpoint = self
-            .inner
-            .transport
-            .endpoint(&["api", "entity", collection, reference]);
+        let endpoint =
+            self.inner
+                .transport
+                .endpoint(&["api", "entity", collection, reference.as_str()]);
         let response = self
             .inner
             .call(OPERATION, Repeat::Safe, |http| {
@@ -353,12 +352,11 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::Write`] when `out` fails, [`Error::Transport`] when the download breaks off
-    /// (part of the image may have been written), [`Error::Configuration`] for an empty
-    /// reference, [`Error::Status`] for refusals.
+    /// (part of the image may have been written), [`Error::Status`] for refusals.
     pub async fn thumbnail<W: AsyncWrite + Unpin>(
         &self,
         kind: &EntityType,
-        reference: &str,
+        reference: &EntityRef,
         size: ThumbnailSize,
         out: &mut W,
     ) -> Result<Option<Thumbnail>, Error> {
@@ -377,7 +375,7 @@ impl Client {
     pub async fn thumbnail_to_file(
         &self,
         kind: &EntityType,
-        reference: &str,
+        reference: &EntityRef,
         size: ThumbnailSize,
         path: &Path,
     ) -> Result<Option<Thumbnail>, Error> {
@@ -412,11 +410,10 @@ impl Client {
     async fn thumbnail_response(
         &self,
         kind: &EntityType,
-        reference: &str,
+        reference: &EntityRef,
         size: ThumbnailSize,
     ) -> Result<Option<Response>, Error> {
         const OPERATION: &str = "download the thumbnail";
-        let reference = checked_reference(reference)?;
         let endpoint = self
             .inner
             .transport
@@ -781,16 +778,6 @@ fn temporary_beside(path: &Path) -> PathBuf {
         .unwrap_or_else(|| "thumbnail".to_owned());
     let suffix: u64 = rand::random();
     path.with_file_name(format!(".{name}.{suffix:016x}.part"))
-}
-
-fn checked_reference(reference: &str) -> Result<&str, Error> {
-    let reference = reference.trim();
-    if reference.is_empty() {
-        return Err(Error::Configuration(
-            "the entity reference is empty; give the entity's reference (a UUID)".to_owned(),
-        ));
-    }
-    Ok(reference)
 }
 
 /// Parses the server setting: a host becomes `https://host/`, a URL is taken as it is.

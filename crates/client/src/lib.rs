@@ -72,4 +72,6 @@ pub use crate::entity::Entity;
 pub use crate::error::{Error, WEBHOOK_ROLES};
 pub use crate::retry::RetryPolicy;
 pub use crate::thumbnail::{ParseThumbnailSizeError, Thumbnail, ThumbnailSize};
-pub use preservica_webhook_core::{EntityType, Secret, Subscription, SubscriptionId, TriggerType};
+pub use preservica_webhook_core::{
+    EntityRef, EntityType, Secret, Subscription, SubscriptionId, TriggerType,
+};

@@ -327,7 +327,7 @@ async fn reads_an_asset_from_the_captured_shape_fixture() {
         .mount(&server)
         .await;
 
-    let asset = client(&server).asset(ASSET).await.unwrap();
+    let asset = client(&server).asset(&entity_ref(ASSET)).await.unwrap();
 
     assert_eq!(asset.reference, ASSET);
     assert_eq!(asset.entity_type, EntityType::Asset);
@@ -357,16 +357,16 @@ async fn entity_calls_use_the_path_of_their_kind_and_404_is_not_found() {
         .await;
     let client = client(&server);
 
-    let err = client.folder("f1").await.unwrap_err();
+    let err = client.folder(&entity_ref("f1")).await.unwrap_err();
     assert!(err.is_not_found(), "{err:?}");
     assert!(err.to_string().contains("folder f1"), "{err}");
     let content = client
-        .entity(&EntityType::ContentObject, "c1")
+        .entity(&EntityType::ContentObject, &entity_ref("c1"))
         .await
         .unwrap();
     assert_eq!(content.parent.as_deref(), Some("a1"));
     let unknown = client
-        .entity(&EntityType::Unknown("ZZ".to_owned()), "x")
+        .entity(&EntityType::Unknown("ZZ".to_owned()), &entity_ref("x"))
         .await
         .unwrap_err();
     assert!(unknown.is_configuration(), "{unknown:?}");
@@ -388,7 +388,12 @@ async fn thumbnail_streams_every_byte_and_reports_the_content_type() {
 
     let mut out = Vec::new();
     let thumbnail = client
-        .thumbnail(&EntityType::Asset, ASSET, ThumbnailSize::Medium, &mut out)
+        .thumbnail(
+            &EntityType::Asset,
+            &entity_ref(ASSET),
+            ThumbnailSize::Medium,
+            &mut out,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -400,7 +405,12 @@ async fn thumbnail_streams_every_byte_and_reports_the_content_type() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("thumb.png");
     let written = client
-        .thumbnail_to_file(&EntityType::Asset, ASSET, ThumbnailSize::Medium, &file)
+        .thumbnail_to_file(
+            &EntityType::Asset,
+            &entity_ref(ASSET),
+            ThumbnailSize::Medium,
+            &file,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -425,7 +435,12 @@ async fn missing_thumbnail_is_none_and_writes_no_file() {
 
     let mut out = Vec::new();
     let none = client
-        .thumbnail(&EntityType::Folder, "f1", ThumbnailSize::Large, &mut out)
+        .thumbnail(
+            &EntityType::Folder,
+            &entity_ref("f1"),
+            ThumbnailSize::Large,
+            &mut out,
+        )
         .await
         .unwrap();
     assert_eq!(none, None);
@@ -434,7 +449,7 @@ async fn missing_thumbnail_is_none_and_writes_no_file() {
     let none = client
         .thumbnail_to_file(
             &EntityType::Folder,
-            "f1",
+            &entity_ref("f1"),
             ThumbnailSize::Small,
             &dir.path().join("t.jpg"),
         )
@@ -731,4 +746,9 @@ async fn does_not_follow_a_redirect_to_another_host_with_the_token() {
     let err = client.subscriptions().await.unwrap_err();
     assert_eq!(err.status().map(|it| it.as_u16()), Some(302), "{err:?}");
     client.user_details().await.unwrap();
+}
+
+/// A reference the tests know to be valid.
+fn entity_ref(text: &str) -> preservica_webhook_client::EntityRef {
+    text.parse().unwrap()
 }

@@ -40,7 +40,7 @@ async fn refuses_an_announced_oversized_answer() {
 
     let err = client.subscriptions().await.unwrap_err();
     assert!(is_too_large(&err), "{err:?}");
-    let err = client.asset("a1").await.unwrap_err();
+    let err = client.asset(&entity_ref("a1")).await.unwrap_err();
     assert!(is_too_large(&err), "{err:?}");
 }
 
@@ -133,4 +133,9 @@ async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
         }
         return head;
     }
+}
+
+/// A reference the tests know to be valid.
+fn entity_ref(text: &str) -> preservica_webhook_client::EntityRef {
+    text.parse().unwrap()
 }

@@ -196,13 +196,19 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
     let unsubscribe = client.unsubscribe(&SubscriptionId::new("4583e1e6")).await;
     errors.push(("unsubscribe", unsubscribe.unwrap_err()));
     errors.push(("user details", client.user_details().await.unwrap_err()));
-    errors.push(("asset", client.asset("7fdea7e0").await.unwrap_err()));
-    errors.push(("folder", client.folder("2b1c4f7e").await.unwrap_err()));
+    errors.push((
+        "asset",
+        client.asset(&entity_ref("7fdea7e0")).await.unwrap_err(),
+    ));
+    errors.push((
+        "folder",
+        client.folder(&entity_ref("2b1c4f7e")).await.unwrap_err(),
+    ));
     let mut sink = Vec::new();
     let thumbnail = client
         .thumbnail(
             &EntityType::Asset,
-            "7fdea7e0",
+            &entity_ref("7fdea7e0"),
             ThumbnailSize::Small,
             &mut sink,
         )
@@ -329,4 +335,9 @@ async fn no_secret_reaches_a_log_line_or_an_error() {
     );
     assert!(log.contains("TRACE"), "trace level is on:\n{log}");
     assert_clean("the log", &log);
+}
+
+/// A reference the tests know to be valid.
+fn entity_ref(text: &str) -> preservica_webhook_client::EntityRef {
+    text.parse().unwrap()
 }

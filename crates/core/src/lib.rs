@@ -70,7 +70,8 @@ pub use crate::challenge::{
     challenge_response, check_challenge_answer, check_challenge_code, insecure_challenge_hmac,
 };
 pub use crate::model::{
-    DecodeError, Delivery, DeliveryKey, Event, NewSubscription, Subscription, SubscriptionId,
+    DecodeError, Delivery, DeliveryKey, EntityRef, Event, InvalidEntityRef, NewSubscription,
+    Subscription, SubscriptionId,
 };
 pub use crate::receiver::{
     ChallengeReply, Decision, Head, Receiver, ReceiverError, Rejection, Reply, SignedRequest,

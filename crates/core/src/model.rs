@@ -38,6 +38,75 @@ impl fmt::Display for SubscriptionId {
     }
 }
 
+/// An entity's reference (a UUID in every Preservica example), checked once at the edge so it
+/// is safe as a URL path segment and as a file name: 1 to 200 ASCII letters, digits, `-`, `_`
+/// and `.`, not starting with `.`.
+///
+/// ```
+/// use preservica_webhook_core::EntityRef;
+///
+/// let reference: EntityRef = "7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2".parse()?;
+/// assert_eq!(reference.as_str(), "7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2");
+/// assert!("../etc/passwd".parse::<EntityRef>().is_err());
+/// # Ok::<(), preservica_webhook_core::InvalidEntityRef>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EntityRef(String);
+
+/// Why a text is not an [`EntityRef`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not an entity reference; a reference is 1 to 200 letters, digits, '-', '_' or '.' \
+     (a UUID such as 7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2)"
+)]
+pub struct InvalidEntityRef(String);
+
+/// The longest reference accepted.
+const MAX_ENTITY_REF_LEN: usize = 200;
+
+impl EntityRef {
+    /// Checks a reference; surrounding whitespace is ignored.
+    ///
+    /// # Errors
+    /// [`InvalidEntityRef`] when it is empty, too long, starts with `.` or holds another
+    /// character.
+    pub fn new(text: &str) -> Result<EntityRef, InvalidEntityRef> {
+        let text = text.trim();
+        let usable = !text.is_empty()
+            && text.len() <= MAX_ENTITY_REF_LEN
+            && !text.starts_with('.')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if usable {
+            Ok(EntityRef(text.to_owned()))
+        } else {
+            let shown: String = text.chars().take(MAX_ENTITY_REF_LEN).collect();
+            Err(InvalidEntityRef(shown))
+        }
+    }
+
+    /// The reference as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for EntityRef {
+    type Err = InvalidEntityRef;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EntityRef::new(s)
+    }
+}
+
 /// A subscription as the management API returns it (create and list).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -263,6 +332,33 @@ fn list_of_values<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Valu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entity_references_are_safe_as_path_segments_and_file_names() {
+        let check = |input: &str, expected: Option<&str>| {
+            let parsed = EntityRef::new(input).ok();
+            assert_eq!(
+                parsed.as_ref().map(EntityRef::as_str),
+                expected,
+                "{input:?}"
+            );
+        };
+        check(
+            "7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2",
+            Some("7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2"),
+        );
+        check(" a1 ", Some("a1"));
+        check("ref_2.v1", Some("ref_2.v1"));
+        check(&"a".repeat(200), Some(&"a".repeat(200)));
+        for bad in [
+            "", "  ", "../x", "a/b", ".hidden", "a b", "x\0", "é", "a?b=c", "a%2F",
+        ] {
+            check(bad, None);
+        }
+        check(&"a".repeat(201), None);
+        let err = EntityRef::new("a/b").unwrap_err().to_string();
+        assert!(err.contains("\"a/b\" is not an entity reference"), "{err}");
+    }
 
     #[test]
     fn subscription_accepts_boolean_or_string_identifiers_and_keeps_extra_fields() {

@@ -166,12 +166,22 @@ fn futures_and_errors_can_cross_threads() {
     assert_send(&client.unsubscribe(&id));
     assert_send(&client.unsubscribe_all());
     assert_send(&client.user_details());
-    assert_send(&client.asset("r"));
-    assert_send(&client.thumbnail(&EntityType::Asset, "r", ThumbnailSize::Small, &mut out));
+    assert_send(&client.asset(&entity_ref("r")));
+    assert_send(&client.thumbnail(
+        &EntityType::Asset,
+        &entity_ref("r"),
+        ThumbnailSize::Small,
+        &mut out,
+    ));
     assert_send(&client.thumbnail_to_file(
         &EntityType::Asset,
-        "r",
+        &entity_ref("r"),
         ThumbnailSize::Small,
         Path::new("t.png"),
     ));
+}
+
+/// A reference the tests know to be valid.
+fn entity_ref(text: &str) -> preservica_webhook_core::EntityRef {
+    text.parse().unwrap()
 }

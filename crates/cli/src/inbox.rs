@@ -4,17 +4,37 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
+use preservica_webhook_server::store::InboxAdmin;
 use preservica_webhook_server::{DeliveryId, DeliveryState, Inbox, InboxEntry, StateFilter};
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
 use crate::config::config_error;
 use crate::output;
 
-/// `inbox …`.
+/// `inbox …`, through the storage seam's admin operations, so every backend the command can
+/// open answers the same way.
 ///
 /// # Errors
 /// A missing or foreign inbox file (exit 2), database errors, and unknown or non-dead ids.
-pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
+    let inbox = open(args)?;
+    let inbox = inbox.as_ref();
+    match &args.command {
+        InboxCommand::List { state } => list(global, inbox, *state).await,
+        InboxCommand::Show { id, pretty } => show(global, inbox, id, *pretty).await,
+        InboxCommand::Retry { id, dead } => retry(global, inbox, id.as_ref(), *dead).await,
+        InboxCommand::Export => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let count = inbox.export(&mut out).await?;
+            out.flush()?;
+            tracing::debug!(count, "exported");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Opens the inbox `--inbox` names (today a SQLite file).
+fn open(args: &InboxArgs) -> anyhow::Result<Box<dyn InboxAdmin>> {
     let inbox = Inbox::open(&args.inbox).map_err(|err| {
         if err.is_configuration() {
             config_error(format!("{:#}", anyhow::Error::new(err)))
@@ -22,18 +42,14 @@ pub(crate) fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitC
             anyhow::Error::new(err)
         }
     })?;
-    match &args.command {
-        InboxCommand::List { state } => list(global, &inbox, *state),
-        InboxCommand::Show { id, pretty } => show(global, &inbox, id, *pretty),
-        InboxCommand::Retry { id, dead } => retry(global, &inbox, id.as_ref(), *dead),
-        InboxCommand::Export => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let count = inbox.export(&mut out)?;
-            out.flush()?;
-            tracing::debug!(count, "exported");
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    Ok(Box::new(inbox))
+}
+
+/// Now, in Unix milliseconds, for re-queued deliveries' due time.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |it| i64::try_from(it.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn filter(state: StateArg) -> StateFilter {
@@ -46,8 +62,12 @@ fn filter(state: StateArg) -> StateFilter {
     }
 }
 
-fn list(global: &GlobalArgs, inbox: &Inbox, state: StateArg) -> anyhow::Result<ExitCode> {
-    let entries = inbox.list(filter(state))?;
+async fn list(
+    global: &GlobalArgs,
+    inbox: &dyn InboxAdmin,
+    state: StateArg,
+) -> anyhow::Result<ExitCode> {
+    let entries = inbox.list(filter(state)).await?;
     if global.json {
         output::json(&entries)?;
     } else if entries.is_empty() {
@@ -103,13 +123,13 @@ fn one_line(text: &str) -> String {
     }
 }
 
-fn show(
+async fn show(
     global: &GlobalArgs,
-    inbox: &Inbox,
+    inbox: &dyn InboxAdmin,
     id: &DeliveryId,
     pretty: bool,
 ) -> anyhow::Result<ExitCode> {
-    let entry = inbox.get(id)?.ok_or_else(|| {
+    let entry = inbox.get(id).await?.ok_or_else(|| {
         anyhow!("no delivery {id} in the inbox; see `preservica-webhook inbox list`")
     })?;
     let body_text = std::str::from_utf8(&entry.body).ok();
@@ -160,14 +180,14 @@ fn pretty_body(body: &[u8], text: Option<&str>) -> String {
     }
 }
 
-fn retry(
+async fn retry(
     global: &GlobalArgs,
-    inbox: &Inbox,
+    inbox: &dyn InboxAdmin,
     id: Option<&DeliveryId>,
     dead: bool,
 ) -> anyhow::Result<ExitCode> {
     if dead {
-        let count = inbox.retry_dead()?;
+        let count = inbox.retry_dead(now_millis()).await?;
         if global.json {
             output::json(&serde_json::json!({ "requeued": count }))?;
         } else {
@@ -181,7 +201,7 @@ fn retry(
     let Some(id) = id else {
         return Err(config_error("give a delivery id or --dead"));
     };
-    if inbox.retry(id)? {
+    if inbox.retry(id, now_millis()).await? {
         if global.json {
             output::json(&serde_json::json!({ "requeued": 1, "id": id }))?;
         } else {
@@ -189,7 +209,7 @@ fn retry(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match inbox.get(id)? {
+    match inbox.get(id).await? {
         None => Err(anyhow!(
             "no delivery {id} in the inbox; see `preservica-webhook inbox list`"
         )),

@@ -61,7 +61,9 @@
 //!
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the
-//! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`].
+//! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`];
+//! [`Webhook::start_with_registry`] registers its metrics in your own
+//! [`prometheus_client`] registry (the crate keeps no registry of its own).
 //!
 //! Where deliveries are kept is a seam of its own, the [`store`] module: the receiver stores
 //! through [`store::Intake`], the workers claim leased work and complete it through
@@ -92,3 +94,6 @@ pub use crate::inbox::{DeliveryState, Inbox, InboxEntry, StateCounts, StateFilte
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
 pub use crate::store::DeliveryId;
+/// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
+/// an application registers in the same version.
+pub use prometheus_client;

@@ -1,4 +1,7 @@
 //! Prometheus metrics: what came in, what was refused, what the handler did.
+//!
+//! The counters live here; whoever serves them owns the registry they are registered in (the
+//! ready server its own, an embedder theirs), so the crate has no registry of its own.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -11,10 +14,9 @@ use crate::inbox::StateCounts;
 
 type Reason = [(&'static str, &'static str); 1];
 
-/// The server's counters, registered under the `preservica_webhook_` prefix.
+/// The receiver's metrics, registered under the `preservica_webhook_` prefix.
 #[derive(Debug)]
 pub(crate) struct Metrics {
-    registry: Registry,
     pub(crate) accepted: Counter,
     pub(crate) duplicates: Counter,
     pub(crate) undecodable: Counter,
@@ -33,8 +35,7 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("preservica_webhook");
-        let metrics = Metrics {
+        Metrics {
             accepted: Counter::default(),
             duplicates: Counter::default(),
             undecodable: Counter::default(),
@@ -49,8 +50,14 @@ impl Metrics {
             inbox_depth: Gauge::default(),
             dead_letters: Gauge::default(),
             request_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 16)),
-            registry: Registry::default(),
-        };
+        }
+    }
+
+    /// Registers every metric in `registry`, under the `preservica_webhook` prefix (added to
+    /// the registry's own prefix, if it has one).
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("preservica_webhook");
+        let metrics = self;
         let counters = [
             (
                 "deliveries_accepted",
@@ -126,10 +133,6 @@ impl Metrics {
             "Time from request head to response, in seconds",
             metrics.request_seconds.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
     }
 
     /// Counts a refused request.
@@ -142,17 +145,19 @@ impl Metrics {
         self.request_seconds.observe(seconds);
     }
 
-    /// The Prometheus text exposition, with the inbox gauges set from `counts`.
-    pub(crate) fn render(&self, counts: Option<StateCounts>) -> String {
-        if let Some(counts) = counts {
-            self.inbox_depth
-                .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
-            self.dead_letters
-                .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
-        }
-        let mut text = String::with_capacity(4096);
-        // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+    /// Sets the inbox gauges from what the store counts.
+    pub(crate) fn set_counts(&self, counts: StateCounts) {
+        self.inbox_depth
+            .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
+        self.dead_letters
+            .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
     }
+}
+
+/// The OpenMetrics text exposition of `registry`.
+pub(crate) fn encode_text(registry: &Registry) -> String {
+    let mut text = String::with_capacity(4096);
+    // Writing to a String cannot fail.
+    let _ = encode(&mut text, registry);
+    text
 }

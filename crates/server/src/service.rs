@@ -18,6 +18,7 @@ use hyper::body::Body;
 use preservica_webhook_core::{
     Decision, DeliveryKey, Head, Receiver, Rejection, Reply, SignedRequest,
 };
+use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -26,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::error::{Chain, ServerError};
 use crate::handler::Handler;
-use crate::inbox::{self, DeliveryState, StateCounts};
-use crate::metrics::Metrics;
+use crate::inbox::{self, DeliveryState};
+use crate::metrics::{self, Metrics};
 use crate::refusal::Refusal;
 use crate::store::{self, NewDelivery, Store, Stored};
 use crate::worker::{WorkerSettings, dispatch};
@@ -143,6 +144,38 @@ impl Webhook {
         Ok(opened.start(handler))
     }
 
+    /// Like [`Webhook::start`], and registers the receiver's metrics in `registry`, so an
+    /// application serves them beside its own: every name starts `preservica_webhook_`
+    /// (after the registry's own prefix, if it has one). The inbox gauges
+    /// (`inbox_depth`, `dead_letters`) are read from the inbox by
+    /// [`Webhook::refresh_metrics`]: call it before encoding the registry.
+    ///
+    /// ```no_run
+    /// # use preservica_webhook_server::{Handler, ServerConfig, Webhook};
+    /// # async fn run(config: ServerConfig, handler: impl Handler) -> Result<(), Box<dyn std::error::Error>> {
+    /// use preservica_webhook_server::prometheus_client::registry::Registry;
+    ///
+    /// let mut registry = Registry::default();
+    /// let webhook = Webhook::start_with_registry(&config, handler, &mut registry).await?;
+    /// // At each scrape:
+    /// webhook.refresh_metrics().await;
+    /// let mut text = String::new();
+    /// preservica_webhook_server::prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Webhook::start`].
+    pub async fn start_with_registry<H: Handler>(
+        config: &ServerConfig,
+        handler: H,
+        registry: &mut Registry,
+    ) -> Result<Webhook, ServerError> {
+        let opened = Opened::open(config).await?;
+        opened.shared.metrics.register(registry);
+        Ok(opened.start(handler))
+    }
+
     /// The request side, to mount in an application.
     pub fn service(&self) -> WebhookService {
         WebhookService {
@@ -150,9 +183,17 @@ impl Webhook {
         }
     }
 
-    /// The Prometheus text exposition of the metrics, to serve where you like.
+    /// The Prometheus text exposition of the receiver's metrics alone, to serve where you
+    /// like. To serve them beside your own, see [`Webhook::start_with_registry`].
     pub async fn metrics_text(&self) -> String {
         self.shared.render_metrics().await
+    }
+
+    /// Reads the inbox gauges (`inbox_depth`, `dead_letters`) from the inbox, so that the
+    /// registry given to [`Webhook::start_with_registry`] shows them current. The counters need
+    /// no refreshing; when the inbox cannot count, the gauges keep their last values.
+    pub async fn refresh_metrics(&self) {
+        self.shared.refresh_gauges().await;
     }
 
     /// Stops the workers (running handler calls may finish within
@@ -401,9 +442,19 @@ impl Shared {
         }
     }
 
+    /// Sets the inbox gauges from the store's counts, when it can count.
+    pub(crate) async fn refresh_gauges(&self) {
+        if let Ok(counts) = self.store.counts().await {
+            self.metrics.set_counts(counts);
+        }
+    }
+
+    /// The receiver's metrics alone, in a registry of their own, as OpenMetrics text.
     async fn render_metrics(&self) -> String {
-        let counts: Option<StateCounts> = self.store.counts().await.ok();
-        self.metrics.render(counts)
+        self.refresh_gauges().await;
+        let mut registry = Registry::default();
+        self.metrics.register(&mut registry);
+        metrics::encode_text(&registry)
     }
 }
 

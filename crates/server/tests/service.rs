@@ -178,6 +178,50 @@ async fn accepts_deliveries_signed_with_either_rotated_secret() {
 }
 
 #[tokio::test]
+async fn registers_its_metrics_in_an_applications_registry() {
+    use preservica_webhook_server::prometheus_client::encoding::text::encode;
+    use preservica_webhook_server::prometheus_client::metrics::counter::Counter;
+    use preservica_webhook_server::prometheus_client::registry::Registry;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::with_prefix("app");
+    let own = Counter::<u64>::default();
+    registry.register("orders", "The application's own counter", own.clone());
+    let (handler, mut calls) = Scripted::ok();
+    let webhook = Webhook::start_with_registry(&config(&dir), handler, &mut registry)
+        .await
+        .unwrap();
+    let service = webhook.service();
+    let answer = send(&service, post("/", Some(&signature(&secret(), BODY)), BODY)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    next_call(&mut calls).await;
+    let unsigned = send(&service, post("/", None, BODY)).await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    own.inc();
+    webhook.refresh_metrics().await;
+
+    let mut text = String::new();
+    encode(&mut text, &registry).unwrap();
+    for line in [
+        "app_orders_total 1",
+        "app_preservica_webhook_deliveries_accepted_total 1",
+        "app_preservica_webhook_handler_successes_total 1",
+        "app_preservica_webhook_inbox_depth 0",
+        "app_preservica_webhook_requests_rejected_total{reason=",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    // The webhook's own exposition still has its metrics alone, unprefixed by the application.
+    let alone = webhook.metrics_text().await;
+    assert!(
+        alone.contains("\npreservica_webhook_deliveries_accepted_total 1"),
+        "{alone}"
+    );
+    assert!(!alone.contains("app_"), "{alone}");
+    webhook.shutdown().await;
+}
+
+#[tokio::test]
 async fn answers_redeliveries_ok_and_processes_them_once() {
     let dir = tempfile::tempdir().unwrap();
     let (handler, mut calls) = Scripted::ok();

@@ -65,9 +65,13 @@ pub struct ServerConfig {
     pub retention: Option<Duration>,
     /// On shutdown, how long running handler calls may take to finish; default 30 s.
     pub shutdown_grace: Duration,
-    /// The liveness path; default `Some("/healthz")`, `None` to turn it off.
+    /// The liveness path of the ready [`Server`](crate::Server), answered `ok` by the server
+    /// itself; default `Some("/healthz")`, `None` to turn it off. A [`Webhook`](crate::Webhook)
+    /// mounted elsewhere does not serve it.
     pub health_path: Option<String>,
-    /// The Prometheus metrics path; default `Some("/metrics")`, `None` to turn it off.
+    /// The Prometheus metrics path of the ready [`Server`](crate::Server); default
+    /// `Some("/metrics")`, `None` to turn it off. A [`Webhook`](crate::Webhook) mounted
+    /// elsewhere does not serve it: see [`Webhook::start_with_registry`](crate::Webhook::start_with_registry).
     pub metrics_path: Option<String>,
 }
 

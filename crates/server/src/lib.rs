@@ -81,6 +81,7 @@ mod handler;
 mod inbox;
 mod metrics;
 mod refusal;
+mod request_log;
 mod server;
 mod service;
 pub mod store;

@@ -1,5 +1,6 @@
-//! The ready server: a listener, TLS when configured, HTTP/1.1 with limits, and a
-//! [`Webhook`] behind it.
+//! The ready server: a listener, TLS when configured, HTTP/1.1 with limits, its own
+//! `/healthz` and `/metrics`, and a [`Webhook`](crate::Webhook) behind it for every other
+//! path.
 //!
 //! An answer given before a request's body is read (a refusal from the head, 413, 408) ends
 //! its connection with a *lingering close*, as nginx does: the server sends the answer and
@@ -17,26 +18,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::Request;
+use bytes::Bytes;
 use http::header::CONNECTION;
-use hyper::body::Incoming;
+use http::{Request, Response, StatusCode};
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::service::{Service as _, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use preservica_webhook_core::Reply;
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::handler::Handler;
-use crate::service::{Opened, RemoteAddr, Routes, Shared};
+use crate::metrics;
+use crate::request_log::RequestLine;
+use crate::service::{Opened, RemoteAddr, ResponseBody, WebhookService, into_response};
 use crate::tls::Tls;
 
 /// How long a connection answered before its body was read is drained before it is closed
 /// (see the module documentation).
 const LINGER_TIME: Duration = Duration::from_secs(1);
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The webhook server: binds, serves until told to stop, shuts down gracefully.
 ///
@@ -47,6 +57,8 @@ pub struct Server<H: Handler> {
     local_addr: SocketAddr,
     tls: Option<Tls>,
     opened: Opened,
+    /// The server's own registry, with the webhook's metrics in it, served at the metrics path.
+    registry: Registry,
     handler: H,
 }
 
@@ -72,6 +84,8 @@ impl<H: Handler> Server<H> {
     pub async fn bind(config: ServerConfig, handler: H) -> Result<Server<H>, ServerError> {
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
         let opened = Opened::open(&config).await?;
+        let mut registry = Registry::default();
+        opened.shared().register_metrics(&mut registry);
         let listener =
             TcpListener::bind(config.addr)
                 .await
@@ -86,6 +100,7 @@ impl<H: Handler> Server<H> {
             local_addr,
             tls,
             opened,
+            registry,
             handler,
         })
     }
@@ -120,10 +135,16 @@ impl<H: Handler> Server<H> {
             local_addr,
             tls,
             opened,
+            registry,
             handler,
         } = self;
-        let shared = Arc::clone(opened.shared());
         let webhook = opened.start(handler);
+        let routes = Arc::new(Routes {
+            health_path: config.health_path.clone(),
+            metrics_path: config.metrics_path.clone(),
+            registry,
+            webhook: webhook.service(),
+        });
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{local_addr}{}", config.path);
 
@@ -163,7 +184,7 @@ impl<H: Handler> Server<H> {
             let _ = stream.set_nodelay(true);
             let connection = Connection {
                 http: http.clone(),
-                shared: Arc::clone(&shared),
+                routes: Arc::clone(&routes),
                 peer,
                 stop: stop.clone(),
                 limits,
@@ -204,10 +225,25 @@ struct ConnectionLimits {
     drain_bytes: usize,
 }
 
+/// What the ready server answers: health and metrics itself, every other path the webhook.
+struct Routes {
+    health_path: Option<String>,
+    metrics_path: Option<String>,
+    registry: Registry,
+    webhook: WebhookService,
+}
+
+/// A path the server answers itself.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    Health,
+    Metrics,
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection {
     http: http1::Builder,
-    shared: Arc<Shared>,
+    routes: Arc<Routes>,
     peer: SocketAddr,
     /// Cancelled when the server shuts down: finish the request in flight, then close.
     stop: CancellationToken,
@@ -242,7 +278,7 @@ impl Connection {
     {
         let Connection {
             http,
-            shared,
+            routes,
             peer,
             stop,
             limits,
@@ -254,11 +290,11 @@ impl Connection {
             let said_close = Arc::clone(&said_close);
             service_fn(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(RemoteAddr(peer));
-                let shared = Arc::clone(&shared);
+                let routes = Arc::clone(&routes);
                 let said_close = Arc::clone(&said_close);
                 // Boxed, so the future is `Unpin`, as `poll_without_shutdown` needs.
                 Box::pin(async move {
-                    let response = shared.respond(request, Routes::All).await;
+                    let response = routes.respond(request).await;
                     let closes = response
                         .headers()
                         .get(CONNECTION)
@@ -304,6 +340,49 @@ impl Connection {
             // What hyper would have done: flush, send close_notify (TLS) and FIN.
             let _ = tokio::time::timeout(LINGER_TIME, io.shutdown()).await;
         }
+    }
+}
+
+impl Routes {
+    /// Answers one request: a health or metrics request here, logged at debug level; any
+    /// other by the webhook service.
+    async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        let path = request.uri().path();
+        let probe = if self.health_path.as_deref() == Some(path) {
+            Probe::Health
+        } else if self.metrics_path.as_deref() == Some(path) {
+            Probe::Metrics
+        } else {
+            let Ok(response) = self.webhook.call(request).await;
+            return response;
+        };
+        let started = Instant::now();
+        // An unread body would make hyper close the connection: say so in the answer.
+        let body_left_unread = !request.body().is_end_stream();
+        let (body, content_type, outcome) = match probe {
+            Probe::Health => (Bytes::from_static(b"ok\n"), TEXT_PLAIN, "health"),
+            Probe::Metrics => {
+                self.webhook.refresh_gauges().await;
+                let text = metrics::encode_text(&self.registry);
+                (Bytes::from(text), OPENMETRICS, "metrics")
+            }
+        };
+        let reply = Reply {
+            status: StatusCode::OK,
+            content_type,
+            body,
+            allow: None,
+        };
+        RequestLine {
+            method: request.method(),
+            path,
+            status: reply.status,
+            outcome,
+            remote: request.extensions().get::<RemoteAddr>().map(|it| it.0),
+            latency: started.elapsed(),
+        }
+        .probe();
+        into_response(reply, body_left_unread)
     }
 }
 

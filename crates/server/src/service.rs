@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut as _, Bytes, BytesMut};
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Body;
 use preservica_webhook_core::{
@@ -30,6 +30,7 @@ use crate::handler::Handler;
 use crate::inbox::{self, DeliveryState};
 use crate::metrics::{self, Metrics};
 use crate::refusal::Refusal;
+use crate::request_log::RequestLine;
 use crate::store::{self, NewDelivery, Store, Stored};
 use crate::worker::{WorkerSettings, dispatch};
 
@@ -72,6 +73,9 @@ pub struct Webhook {
 
 /// The request side of a [`Webhook`]: verifies, stores, answers.
 ///
+/// It knows the webhook path alone: health and metrics are the ready
+/// [`Server`](crate::Server)'s, and every other path is answered 404 as the protocol says.
+///
 /// It implements `tower::Service<http::Request<B>>` for any body `B` and
 /// `hyper::service::Service<http::Request<hyper::body::Incoming>>`, never fails (every
 /// problem is an HTTP answer) and is cheap to clone. Each request is logged on one line
@@ -113,21 +117,7 @@ pub(crate) struct Shared {
     pub(crate) wake: Notify,
     max_body: usize,
     body_timeout: Duration,
-    health_path: Option<String>,
-    metrics_path: Option<String>,
 }
-
-/// Which paths a request may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Routes {
-    /// The webhook only.
-    Webhook,
-    /// The webhook, health and metrics.
-    All,
-}
-
-const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 impl Webhook {
     /// Opens the inbox and starts the workers that call `handler`.
@@ -249,8 +239,6 @@ impl Opened {
             wake: Notify::new(),
             max_body: config.max_body,
             body_timeout: config.body_timeout,
-            health_path: config.health_path.clone(),
-            metrics_path: config.metrics_path.clone(),
         });
         Ok(Opened {
             shared,
@@ -285,40 +273,18 @@ impl Opened {
 }
 
 impl Shared {
-    /// Answers one request, logging it and recording its latency: webhook requests at info
-    /// level, health and metrics requests (a scraper's every few seconds) at debug.
-    pub(crate) async fn respond<B>(
-        &self,
-        request: Request<B>,
-        routes: Routes,
-    ) -> Response<ResponseBody>
+    /// Answers one request to the webhook, logging it and recording its latency.
+    pub(crate) async fn respond<B>(&self, request: Request<B>) -> Response<ResponseBody>
     where
         B: Body,
         B::Data: Buf,
     {
         let started = Instant::now();
         let (parts, body) = request.into_parts();
-        let path = parts.uri.path();
         // Answers decided from the head leave any body unread, and hyper then closes the
         // connection: say so, so a client does not send its next request into a closed socket.
         let body_left_unread = !body.is_end_stream();
-        let probe = routes == Routes::All && (self.is_health(path) || self.is_metrics(path));
-        let (reply, outcome, close) = if probe && self.is_health(path) {
-            (
-                text_reply(StatusCode::OK, "ok\n"),
-                "health",
-                body_left_unread,
-            )
-        } else if probe {
-            let text = self.render_metrics().await;
-            let reply = Reply {
-                status: StatusCode::OK,
-                content_type: OPENMETRICS,
-                body: Bytes::from(text),
-                allow: None,
-            };
-            (reply, "metrics", body_left_unread)
-        } else {
+        let (reply, outcome, close) =
             match self
                 .receiver
                 .decide_head(&parts.method, &parts.uri, &parts.headers)
@@ -340,40 +306,19 @@ impl Shared {
                 }
                 Head::ReadBody(signed) => self.delivery(signed, body).await,
                 _ => self.refuse(&Refusal::Malformed),
-            }
-        };
+            };
         let latency = started.elapsed();
         self.metrics.observe_latency(latency.as_secs_f64());
-        let remote = parts.extensions.get::<RemoteAddr>().map(|it| it.0);
-        // One call site per level: a tracing event's level is fixed where it is written.
-        macro_rules! request_line {
-            ($level:expr) => {
-                tracing::event!(
-                    $level,
-                    method = %parts.method,
-                    path,
-                    status = reply.status.as_u16(),
-                    outcome,
-                    remote = remote.map(tracing::field::display),
-                    latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-                    "request"
-                )
-            };
+        RequestLine {
+            method: &parts.method,
+            path: parts.uri.path(),
+            status: reply.status,
+            outcome,
+            remote: parts.extensions.get::<RemoteAddr>().map(|it| it.0),
+            latency,
         }
-        if probe {
-            request_line!(tracing::Level::DEBUG);
-        } else {
-            request_line!(tracing::Level::INFO);
-        }
+        .webhook();
         into_response(reply, close)
-    }
-
-    fn is_health(&self, path: &str) -> bool {
-        self.health_path.as_deref() == Some(path)
-    }
-
-    fn is_metrics(&self, path: &str) -> bool {
-        self.metrics_path.as_deref() == Some(path)
     }
 
     fn refuse(&self, refusal: &Refusal) -> (Reply, &'static str, bool) {
@@ -449,6 +394,11 @@ impl Shared {
         }
     }
 
+    /// Registers the receiver's metrics in `registry`.
+    pub(crate) fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+    }
+
     /// The receiver's metrics alone, in a registry of their own, as OpenMetrics text.
     async fn render_metrics(&self) -> String {
         self.refresh_gauges().await;
@@ -506,16 +456,8 @@ where
     })
 }
 
-fn text_reply(status: StatusCode, body: &'static str) -> Reply {
-    Reply {
-        status,
-        content_type: TEXT_PLAIN,
-        body: Bytes::from_static(body.as_bytes()),
-        allow: None,
-    }
-}
-
-fn into_response(reply: Reply, close: bool) -> Response<ResponseBody> {
+/// The HTTP response for `reply`, saying `Connection: close` when `close`.
+pub(crate) fn into_response(reply: Reply, close: bool) -> Response<ResponseBody> {
     let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() = reply.status;
     let headers = response.headers_mut();
@@ -530,6 +472,13 @@ fn into_response(reply: Reply, close: bool) -> Response<ResponseBody> {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+
+impl WebhookService {
+    /// Sets the inbox gauges from the store's counts, before the metrics are encoded.
+    pub(crate) async fn refresh_gauges(&self) {
+        self.shared.refresh_gauges().await;
+    }
+}
 
 impl<B> tower_service::Service<Request<B>> for WebhookService
 where
@@ -547,7 +496,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(shared.respond(request, Routes::Webhook).await) })
+        Box::pin(async move { Ok(shared.respond(request).await) })
     }
 }
 
@@ -558,6 +507,6 @@ impl hyper::service::Service<Request<hyper::body::Incoming>> for WebhookService 
 
     fn call(&self, request: Request<hyper::body::Incoming>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(shared.respond(request, Routes::Webhook).await) })
+        Box::pin(async move { Ok(shared.respond(request).await) })
     }
 }

@@ -317,6 +317,13 @@ async fn refuses_bodies_over_the_cap_and_other_paths_and_methods() {
     let response = service.clone().oneshot(put).await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "GET, POST");
+    // Health and metrics are the ready server's: the service knows the webhook path alone.
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(
+            send(&service, get(path)).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
     webhook.shutdown().await;
 }
 

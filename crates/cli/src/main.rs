@@ -111,6 +111,9 @@ fn is_configuration(err: &anyhow::Error) -> bool {
 
 /// Logs go to stderr: info by default, debug with -v, trace with -vv, errors only with
 /// --quiet; RUST_LOG overrides.
+/// The server's target for the request line of each webhook request.
+const REQUEST_LINES: &str = "preservica_webhook_server::request";
+
 fn init_logging(global: &cli::GlobalArgs) {
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
@@ -121,8 +124,11 @@ fn init_logging(global: &cli::GlobalArgs) {
     let default = match level {
         // Dependencies stay at warn unless asked for trace.
         // A target matches by prefix: this binary (`preservica_webhook`) and the
-        // preservica_webhook_* crates.
-        "info" | "debug" => format!("warn,preservica_webhook={level}"),
+        // preservica_webhook_* crates. The server logs its per-request lines at debug, under
+        // targets of their own: by default `serve` shows the webhook's and keeps the health
+        // and metrics probes' (`…::probe`) for -v.
+        "info" => format!("warn,preservica_webhook=info,{REQUEST_LINES}=debug"),
+        "debug" => "warn,preservica_webhook=debug".to_owned(),
         other => other.to_owned(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

@@ -274,6 +274,52 @@ fn logs_as_json_lines_when_asked() {
     serve.terminate();
 }
 
+/// The outcomes of the `request` lines `serve ARGS` logs for a health check, a metrics scrape
+/// and a delivery, in that order.
+fn request_outcomes(args: &[&str]) -> Vec<String> {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve_args = vec!["--in-memory", "--log-format", "json"];
+    serve_args.extend_from_slice(args);
+    let mut serve = Serve::start(dir.path(), &serve_args, &[]);
+    let line = serve.wait_stderr("listening on");
+    let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let url = record["message"].as_str().unwrap();
+    let url = url.strip_prefix("listening on ").unwrap().to_owned();
+    let addr = url.strip_prefix("http://").unwrap().trim_end_matches('/');
+    for path in ["/healthz", "/metrics"] {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    cmd(dir.path())
+        .args(["send", &url, "--trigger", "MOVED"])
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        .assert()
+        .success();
+    serve.wait_stderr("\"accepted\"");
+    serve.terminate();
+    serve
+        .stderr_seen
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|record| record["message"] == "request")
+        .map(|record| record["outcome"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn shows_webhook_request_lines_by_default_and_health_and_metrics_with_verbose() {
+    assert_eq!(request_outcomes(&[]), ["accepted"]);
+    assert_eq!(request_outcomes(&["-v"]), ["health", "metrics", "accepted"]);
+}
+
 #[test]
 fn retention_keeps_or_prunes_processed_deliveries_as_asked() {
     let dir = tempfile::tempdir().unwrap();

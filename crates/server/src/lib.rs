@@ -56,8 +56,18 @@
 //!   the attempt count); processed deliveries are pruned after [`ServerConfig::retention`].
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
 //!
-//! Each request is logged on one `request` line with its status, outcome and remote address
-//! ([`RemoteAddr`]): webhook requests at info level, `/healthz` and `/metrics` at debug.
+//! Each request is logged on one `request` line with its method, path, status, outcome,
+//! latency and remote address ([`RemoteAddr`]), at debug level, under a target that says which
+//! kind it is, so your application chooses what it shows:
+//!
+//! - `preservica_webhook_server::request` — requests to the webhook path (deliveries,
+//!   challenges, refusals);
+//! - `preservica_webhook_server::probe` — requests to `/healthz` and `/metrics`, which a
+//!   scraper sends every few seconds.
+//!
+//! With `tracing-subscriber`'s `EnvFilter`, for instance,
+//! `info,preservica_webhook_server::request=debug` shows the webhook's request lines and hides
+//! the probes'; the `preservica-webhook` command does that by default and shows both with `-v`.
 //!
 //! The same listener serves `/healthz` and `/metrics` (Prometheus). [`Inbox`] opens the
 //! database from another process to list, show, re-queue and export deliveries. To mount the
@@ -75,13 +85,13 @@
 //! it the crate has no TLS dependency and a configuration with [`TlsFiles`] is refused at start
 //! (run behind a proxy that terminates HTTPS, or mount [`WebhookService`] in a server of your own).
 
+mod access_log;
 mod config;
 mod error;
 mod handler;
 mod inbox;
 mod metrics;
 mod refusal;
-mod request_log;
 mod server;
 mod service;
 pub mod store;

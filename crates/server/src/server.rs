@@ -33,11 +33,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::RequestLine;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::handler::Handler;
 use crate::metrics;
-use crate::request_log::RequestLine;
 use crate::service::{Opened, RemoteAddr, ResponseBody, WebhookService, into_response};
 use crate::tls::Tls;
 
@@ -344,7 +344,7 @@ impl Connection {
 }
 
 impl Routes {
-    /// Answers one request: a health or metrics request here, logged at debug level; any
+    /// Answers one request: a health or metrics request here, logged as a probe; any
     /// other by the webhook service.
     async fn respond(&self, request: Request<Incoming>) -> Response<ResponseBody> {
         let path = request.uri().path();

@@ -24,13 +24,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::RequestLine;
 use crate::config::ServerConfig;
 use crate::error::{Chain, ServerError};
 use crate::handler::Handler;
 use crate::inbox::{self, DeliveryState};
 use crate::metrics::{self, Metrics};
 use crate::refusal::Refusal;
-use crate::request_log::RequestLine;
 use crate::store::{self, NewDelivery, Store, Stored};
 use crate::worker::{WorkerSettings, dispatch};
 
@@ -79,8 +79,9 @@ pub struct Webhook {
 /// It implements `tower::Service<http::Request<B>>` for any body `B` and
 /// `hyper::service::Service<http::Request<hyper::body::Incoming>>`, never fails (every
 /// problem is an HTTP answer) and is cheap to clone. Each request is logged on one line
-/// (`request`, at info level); insert a [`RemoteAddr`] into the request for the line to say
-/// where it came from.
+/// (`request`, at debug level under the target `preservica_webhook_server::request`: see the
+/// [crate documentation](crate)); insert a [`RemoteAddr`] into the request for the line to
+/// say where it came from.
 #[derive(Debug, Clone)]
 pub struct WebhookService {
     shared: Arc<Shared>,

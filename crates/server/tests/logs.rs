@@ -221,8 +221,18 @@ fn level(line: &str) -> &str {
         .unwrap_or("none")
 }
 
+/// The target of a formatted line: the word after the level, without its colon.
+fn target(line: &str) -> &str {
+    let mut words = line.split_whitespace();
+    words.find(|word| *word == level(line));
+    words
+        .next()
+        .and_then(|word| word.strip_suffix(':'))
+        .unwrap_or("none")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn names_the_remote_address_on_the_request_line_of_a_delivery() {
+async fn logs_a_delivery_at_debug_under_the_request_target_with_its_remote_address() {
     captured();
     let dir = tempfile::tempdir().unwrap();
     let (handler, _calls) = Scripted::ok();
@@ -238,12 +248,17 @@ async fn names_the_remote_address_on_the_request_line_of_a_delivery() {
 
     let lines = request_lines_from(client_addr);
     assert_eq!(lines.len(), 1, "{lines:#?}");
-    assert_eq!(level(&lines[0]), "INFO", "{}", lines[0]);
+    assert_eq!(
+        (level(&lines[0]), target(&lines[0])),
+        ("DEBUG", "preservica_webhook_server::request"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("status=200"), "{}", lines[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs_health_and_metrics_requests_at_debug_only() {
+async fn logs_health_and_metrics_requests_at_debug_under_the_probe_target() {
     captured();
     let dir = tempfile::tempdir().unwrap();
     let (handler, _calls) = Scripted::ok();
@@ -260,19 +275,21 @@ async fn logs_health_and_metrics_requests_at_debug_only() {
     server.stop().await;
 
     let lines = request_lines_from(client_addr);
-    let levels: Vec<(&str, bool, bool)> = lines
+    let levels: Vec<(&str, &str, bool, bool)> = lines
         .iter()
         .map(|line| {
             (
                 level(line),
+                target(line),
                 line.contains(r#"path="/healthz""#),
                 line.contains(r#"path="/metrics""#),
             )
         })
         .collect();
+    let probe = "preservica_webhook_server::probe";
     assert_eq!(
         levels,
-        [("DEBUG", true, false), ("DEBUG", false, true)],
+        [("DEBUG", probe, true, false), ("DEBUG", probe, false, true)],
         "{lines:#?}"
     );
 }

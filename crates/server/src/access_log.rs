@@ -1,9 +1,19 @@
 //! The one line logged for each request: what was asked, what was answered, for whom.
+//!
+//! Both kinds are logged at debug level, each under a target of its own, so the application
+//! decides which it shows (see the crate documentation): [`REQUEST_TARGET`] for webhook
+//! requests, [`PROBE_TARGET`] for health and metrics requests.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
+
+/// The target of a webhook request's line.
+pub(crate) const REQUEST_TARGET: &str = "preservica_webhook_server::request";
+
+/// The target of a health or metrics request's line.
+pub(crate) const PROBE_TARGET: &str = "preservica_webhook_server::probe";
 
 /// What a request line says.
 #[derive(Debug)]
@@ -17,11 +27,12 @@ pub(crate) struct RequestLine<'a> {
     pub(crate) latency: Duration,
 }
 
-// One call site per level and target: a tracing event's are fixed where it is written.
+// One call site per target: a tracing event's target and level are fixed where it is written.
 macro_rules! request_line {
-    ($line:expr, $level:expr) => {
+    ($line:expr, $target:expr) => {
         tracing::event!(
-            $level,
+            target: $target,
+            tracing::Level::DEBUG,
             method = %$line.method,
             path = $line.path,
             status = $line.status.as_u16(),
@@ -34,13 +45,14 @@ macro_rules! request_line {
 }
 
 impl RequestLine<'_> {
-    /// Logs a request to the webhook path, at info level.
+    /// Logs a request to the webhook path, under [`REQUEST_TARGET`].
     pub(crate) fn webhook(&self) {
-        request_line!(self, tracing::Level::INFO);
+        request_line!(self, REQUEST_TARGET);
     }
 
-    /// Logs a health or metrics request (a scraper's, every few seconds), at debug level.
+    /// Logs a health or metrics request (a scraper's, every few seconds), under
+    /// [`PROBE_TARGET`].
     pub(crate) fn probe(&self) {
-        request_line!(self, tracing::Level::DEBUG);
+        request_line!(self, PROBE_TARGET);
     }
 }

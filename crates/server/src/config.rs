@@ -43,7 +43,8 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// PEM certificate chain and key for HTTPS; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
-    /// Where deliveries are stored; default `Sqlite("preservica-webhook.db")`.
+    /// Where deliveries are stored; default `Sqlite("preservica-webhook.db")` (`InMemory`
+    /// without the `sqlite` cargo feature, which has no durable store built in).
     pub inbox: InboxConfig,
     /// How many handler calls run at once; default 4.
     pub workers: usize,
@@ -96,6 +97,7 @@ pub enum InboxConfig {
     /// start warns about each existing one that other users may open, leaving its mode as it
     /// is. The lock file is removed at a clean shutdown; one left by a crash is taken over at
     /// the next start.
+    #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
     /// Memory only: everything not yet processed is lost when the process stops. For tests
     /// and for users who choose it; never the default.
@@ -145,9 +147,19 @@ impl ServerConfig {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl Default for InboxConfig {
     fn default() -> InboxConfig {
         InboxConfig::Sqlite(PathBuf::from("preservica-webhook.db"))
+    }
+}
+
+/// Without the `sqlite` feature no durable store is built in: the default keeps deliveries in
+/// memory, and a durable receiver sets [`ServerConfig::inbox`] to a store of its own.
+#[cfg(not(feature = "sqlite"))]
+impl Default for InboxConfig {
+    fn default() -> InboxConfig {
+        InboxConfig::InMemory
     }
 }
 

@@ -6,19 +6,30 @@
 //! lets both read and write at once; writes wait for each other through a busy timeout.
 
 use std::fmt;
+#[cfg(feature = "sqlite")]
 use std::io::Write;
+#[cfg(feature = "sqlite")]
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+#[cfg(feature = "sqlite")]
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "sqlite")]
 use base64::Engine as _;
 use bytes::Bytes;
 use preservica_webhook_core::Delivery;
+#[cfg(feature = "sqlite")]
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, Row, params};
 
+#[cfg(feature = "sqlite")]
 use crate::error::InboxError;
+#[cfg(feature = "sqlite")]
 use crate::store::sqlite::{Failure, delivery_id, rowid};
+#[cfg_attr(
+    not(feature = "sqlite"),
+    allow(unused_imports, reason = "the SQLite `Inbox` uses them")
+)]
 use crate::store::{BoxFuture, DeliveryId, InboxAdmin};
 
 /// What became of a stored delivery.
@@ -85,6 +96,7 @@ pub struct StateCounts {
     pub undecodable: u64,
 }
 
+#[cfg(feature = "sqlite")]
 /// The durable inbox, opened by path; usable from another process while a server runs on it.
 ///
 /// ```no_run
@@ -148,8 +160,10 @@ impl serde::Serialize for DeliveryState {
     }
 }
 
+#[cfg(feature = "sqlite")]
 const COLUMNS: &str = "id, key, state, received_at, attempts, next_attempt_at, last_error, body";
 
+#[cfg(feature = "sqlite")]
 impl Inbox {
     /// Opens an existing inbox file.
     ///
@@ -318,6 +332,7 @@ impl Inbox {
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl InboxAdmin for Inbox {
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
         Box::pin(std::future::ready(Inbox::list(self, filter)))
@@ -354,6 +369,7 @@ impl InboxAdmin for Inbox {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// One export line from a row of `id, key, state, received_at, body`.
 fn export_line(row: &Row<'_>) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
     let id: i64 = row.get(0)?;
@@ -378,8 +394,10 @@ fn export_line(row: &Row<'_>) -> rusqlite::Result<serde_json::Map<String, serde_
     Ok(line)
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) const SCHEMA_VERSION: i64 = 1;
 
+#[cfg(feature = "sqlite")]
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -397,6 +415,7 @@ CREATE INDEX IF NOT EXISTS deliveries_by_update ON deliveries (state, updated_at
 PRAGMA user_version = 1;
 ";
 
+#[cfg(feature = "sqlite")]
 /// Creates the inbox file a server writes to, readable and writable by its owner only, when
 /// it is missing, and warns about the inbox's files that other users may open. Runs before
 /// SQLite opens the file: SQLite creates the `-wal` and `-shm` files with the permissions of
@@ -423,6 +442,7 @@ pub(crate) fn create_private(path: &Path) -> Result<(), InboxError> {
     Ok(())
 }
 
+#[cfg(feature = "sqlite")]
 /// Opens (creating if needed) the inbox a server writes to; [`create_private`] first.
 pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
     let at = |err| sqlite_failed(path, err);
@@ -450,6 +470,7 @@ pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
     Ok(conn)
 }
 
+#[cfg(feature = "sqlite")]
 /// The error for SQLite failing while it opens or sets up the inbox at `path`.
 pub(crate) fn sqlite_failed(path: &Path, err: rusqlite::Error) -> InboxError {
     let unreadable = matches!(
@@ -465,18 +486,21 @@ pub(crate) fn sqlite_failed(path: &Path, err: rusqlite::Error) -> InboxError {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// SQLite's reason, said once. A SQLite failure's message already says what its result
 /// code says (`file is not a database` and `Error code 26: file is not a database`), so the
 /// code is not given as a further cause.
 #[derive(Debug)]
 pub(crate) struct SqliteCause(pub(crate) rusqlite::Error);
 
+#[cfg(feature = "sqlite")]
 impl fmt::Display for SqliteCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
 }
 
+#[cfg(feature = "sqlite")]
 impl std::error::Error for SqliteCause {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
@@ -486,6 +510,7 @@ impl std::error::Error for SqliteCause {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// `path` with `suffix` added to its file name: `inbox.db` and `-wal` make `inbox.db-wal`.
 pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -493,6 +518,7 @@ pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+#[cfg(feature = "sqlite")]
 /// Warns about the inbox and each of its `-wal`, `-shm` and `.lock` files that exist and that
 /// users other than the owner may open.
 fn warn_if_shared(path: &Path) {
@@ -505,7 +531,7 @@ fn warn_if_shared(path: &Path) {
 /// Warns when `file` exists and its permissions let users other than its owner open it: the
 /// inbox holds every delivery received, and its lock file, opened by another user, could
 /// keep the server from starting.
-#[cfg(unix)]
+#[cfg(all(unix, feature = "sqlite"))]
 fn warn_if_open_to_others(file: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     let Ok(meta) = std::fs::metadata(file) else {
@@ -521,14 +547,16 @@ fn warn_if_open_to_others(file: &Path) {
 }
 
 /// Permissions are left to the platform's defaults off unix.
-#[cfg(not(unix))]
+#[cfg(all(not(unix), feature = "sqlite"))]
 fn warn_if_open_to_others(_file: &Path) {}
 
+#[cfg(feature = "sqlite")]
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch("PRAGMA synchronous = FULL;")
 }
 
+#[cfg(feature = "sqlite")]
 pub(crate) fn counts(conn: &Connection) -> rusqlite::Result<StateCounts> {
     let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM deliveries GROUP BY state")?;
     let mut rows = stmt.query([])?;
@@ -554,6 +582,7 @@ impl StateCounts {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
     let key: Vec<u8> = row.get(1)?;
     let state: String = row.get(2)?;
@@ -635,7 +664,7 @@ fn hex_lower(bytes: &[u8]) -> String {
     text
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests {
     use super::*;
 

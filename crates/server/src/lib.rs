@@ -84,6 +84,9 @@
 //! Cargo features: `tls` (default) gives the ready [`Server`] HTTPS with rustls and ring; without
 //! it the crate has no TLS dependency and a configuration with [`TlsFiles`] is refused at start
 //! (run behind a proxy that terminates HTTPS, or mount [`WebhookService`] in a server of your own).
+//! `sqlite` (default) gives the SQLite inbox (`InboxConfig::Sqlite` and `Inbox`); without it
+//! SQLite is not compiled in, and the receiver runs on [`InboxConfig::InMemory`] (then the
+//! default) or a store of your own ([`InboxConfig::Custom`]).
 
 mod access_log;
 mod config;
@@ -101,7 +104,9 @@ mod worker;
 pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles};
 pub use crate::error::{InboxError, ServerError};
 pub use crate::handler::{Handler, HandlerError, Job};
-pub use crate::inbox::{DeliveryState, Inbox, InboxEntry, StateCounts, StateFilter, UnknownState};
+#[cfg(feature = "sqlite")]
+pub use crate::inbox::Inbox;
+pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, UnknownState};
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
 pub use crate::store::DeliveryId;

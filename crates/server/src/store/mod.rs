@@ -125,6 +125,7 @@
 //! ```
 
 pub(crate) mod memory;
+#[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
 use std::fmt;
@@ -414,6 +415,7 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
 /// writes) in `commits`. Blocking: it may create files and start threads.
 pub(crate) fn open(inbox: InboxConfig, commits: Counter) -> Result<Arc<dyn Store>, InboxError> {
     Ok(match inbox {
+        #[cfg(feature = "sqlite")]
         InboxConfig::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path, commits)?),
         InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
         InboxConfig::Custom(store) => store,
@@ -509,5 +511,5 @@ impl NewDelivery {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests;

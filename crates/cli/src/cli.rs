@@ -719,15 +719,18 @@ mod tests {
         };
         let server = preservica_webhook_server::ServerConfig::new(Vec::new());
         assert_eq!(args.addr, server.addr);
-        assert_eq!(args.path, server.path);
-        assert_eq!(args.max_body, server.max_body);
-        assert_eq!(args.workers as usize, server.workers);
-        assert_eq!(args.max_attempts, server.retry.max_attempts);
-        assert_eq!(args.retry_delay, server.retry.base_delay);
-        assert_eq!(args.retention, Retention::For(server.retention.unwrap()));
+        assert_eq!(args.path, server.webhook.path);
+        assert_eq!(args.max_body, server.webhook.max_body);
+        assert_eq!(args.workers as usize, server.webhook.workers);
+        assert_eq!(args.max_attempts, server.webhook.retry.max_attempts);
+        assert_eq!(args.retry_delay, server.webhook.retry.base_delay);
+        assert_eq!(
+            args.retention,
+            Retention::For(server.webhook.retention.unwrap())
+        );
         assert_eq!(
             Some(args.inbox.clone()),
-            match server.inbox {
+            match server.webhook.inbox {
                 preservica_webhook_server::InboxConfig::Sqlite(path) => Some(path),
                 _ => None,
             }

@@ -101,25 +101,25 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     };
     let mut config = ServerConfig::new(secrets.all.clone());
     config.addr = args.addr;
-    config.path = args.path.clone();
-    config.max_body = args.max_body;
+    config.webhook.path = args.path.clone();
+    config.webhook.max_body = args.max_body;
     config.tls = args
         .tls_cert
         .clone()
         .zip(args.tls_key.clone())
         .map(|(cert, key)| TlsFiles { cert, key });
-    config.inbox = if args.in_memory {
+    config.webhook.inbox = if args.in_memory {
         InboxConfig::InMemory
     } else {
         InboxConfig::Sqlite(args.inbox.clone())
     };
-    config.workers = args.workers as usize;
-    config.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
-    config.shutdown_grace = args.shutdown_grace;
-    config.retry.max_attempts = args.max_attempts;
-    config.retry.base_delay = args.retry_delay;
-    config.retry.max_delay = config.retry.max_delay.max(args.retry_delay);
-    config.retention = match args.retention {
+    config.webhook.workers = args.workers as usize;
+    config.webhook.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
+    config.webhook.shutdown_grace = args.shutdown_grace;
+    config.webhook.retry.max_attempts = args.max_attempts;
+    config.webhook.retry.base_delay = args.retry_delay;
+    config.webhook.retry.max_delay = config.webhook.retry.max_delay.max(args.retry_delay);
+    config.webhook.retention = match args.retention {
         Retention::For(duration) => Some(duration),
         Retention::Forever => None,
     };

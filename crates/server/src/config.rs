@@ -1,4 +1,5 @@
-//! What a server is told: address, path, secrets, limits, inbox, retries.
+//! What a server is told: the listener's settings, and inside them the receiver's (path,
+//! secrets, limits, inbox, retries).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +10,8 @@ use preservica_webhook_core::{Backoff, Secret};
 
 use crate::store::Store;
 
-/// How a [`Server`](crate::Server) or [`Webhook`](crate::Webhook) runs.
+/// How the ready [`Server`](crate::Server) runs: its listener and connections, and the
+/// [`WebhookConfig`] of the receiver behind it.
 ///
 /// Build one with [`ServerConfig::new`] and change the fields that matter:
 ///
@@ -19,15 +21,49 @@ use crate::store::Store;
 /// use preservica_webhook_server::ServerConfig;
 ///
 /// let mut config = ServerConfig::new(vec![Secret::new("my_shared_secret").unwrap()]);
-/// config.path = "/hooks/preservica".to_owned();
-/// config.workers = 8;
-/// config.handler_timeout = Duration::from_secs(120);
+/// config.addr = "0.0.0.0:8443".parse().unwrap();
+/// config.webhook.path = "/hooks/preservica".to_owned();
+/// config.webhook.workers = 8;
+/// config.webhook.handler_timeout = Duration::from_secs(120);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Where to listen; default `127.0.0.1:8000`.
     pub addr: SocketAddr,
+    /// PEM certificate chain and key for HTTPS; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// How long a client may take to send a request's headers (and a TLS handshake); idle
+    /// keep-alive connections are closed after it too; default 10 s.
+    pub header_timeout: Duration,
+    /// How many connections are served at once; default 1024. Further clients wait in the
+    /// listen queue.
+    pub max_connections: usize,
+    /// The liveness path, answered `ok` by the server itself; default `Some("/healthz")`,
+    /// `None` to turn it off.
+    pub health_path: Option<String>,
+    /// The Prometheus metrics path; default `Some("/metrics")`, `None` to turn it off. (A
+    /// [`Webhook`](crate::Webhook) mounted elsewhere registers its metrics in a registry of
+    /// yours: see [`Webhook::start_with_registry`](crate::Webhook::start_with_registry).)
+    pub metrics_path: Option<String>,
+    /// The receiver behind the listener: every other path's requests go to it.
+    pub webhook: WebhookConfig,
+}
+
+/// How the receiver runs — a [`Webhook`](crate::Webhook) of your own or the one inside the
+/// ready [`Server`](crate::Server): path, secrets, limits, inbox, workers, retries.
+///
+/// ```
+/// use preservica_webhook_core::Secret;
+/// use preservica_webhook_server::{InboxConfig, WebhookConfig};
+///
+/// let mut config = WebhookConfig::new(vec![Secret::new("my_shared_secret").unwrap()]);
+/// config.path = "/hooks/preservica".to_owned();
+/// config.inbox = InboxConfig::InMemory;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WebhookConfig {
     /// The webhook path; default `/`.
     pub path: String,
     /// The shared secrets: a delivery signed with any of them is accepted, challenges are
@@ -41,8 +77,6 @@ pub struct ServerConfig {
     /// and 64 KiB, and for at most 1 s — before the connection is closed, so that a client
     /// that writes its whole body before reading gets the answer rather than a reset.
     pub max_body: usize,
-    /// PEM certificate chain and key for HTTPS; `None` serves plain HTTP.
-    pub tls: Option<TlsFiles>,
     /// Where deliveries are stored; default `Sqlite("preservica-webhook.db")` (`InMemory`
     /// without the `sqlite` cargo feature, which has no durable store built in).
     pub inbox: InboxConfig,
@@ -52,13 +86,8 @@ pub struct ServerConfig {
     pub handler_timeout: Duration,
     /// How failed handler calls are retried.
     pub retry: RetryPolicy,
-    /// How long a client may take to send a request's headers; default 10 s.
-    pub header_timeout: Duration,
     /// How long a client may take to send a request's body; default 30 s.
     pub body_timeout: Duration,
-    /// How many connections are served at once; default 1024. Further clients wait in the
-    /// listen queue.
-    pub max_connections: usize,
     /// Processed deliveries older than this are pruned (at start, then hourly); default 30
     /// days, `None` keeps them for ever. Pending, dead and undecodable deliveries are never
     /// pruned. A redelivery of a pruned body is no longer known: it is stored and processed
@@ -66,14 +95,6 @@ pub struct ServerConfig {
     pub retention: Option<Duration>,
     /// On shutdown, how long running handler calls may take to finish; default 30 s.
     pub shutdown_grace: Duration,
-    /// The liveness path of the ready [`Server`](crate::Server), answered `ok` by the server
-    /// itself; default `Some("/healthz")`, `None` to turn it off. A [`Webhook`](crate::Webhook)
-    /// mounted elsewhere does not serve it.
-    pub health_path: Option<String>,
-    /// The Prometheus metrics path of the ready [`Server`](crate::Server); default
-    /// `Some("/metrics")`, `None` to turn it off. A [`Webhook`](crate::Webhook) mounted
-    /// elsewhere does not serve it: see [`Webhook::start_with_registry`](crate::Webhook::start_with_registry).
-    pub metrics_path: Option<String>,
 }
 
 /// A PEM certificate chain and private key, for HTTPS.
@@ -128,21 +149,30 @@ impl ServerConfig {
     pub fn new(secrets: Vec<Secret>) -> ServerConfig {
         ServerConfig {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8000)),
+            tls: None,
+            header_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            health_path: Some("/healthz".to_owned()),
+            metrics_path: Some("/metrics".to_owned()),
+            webhook: WebhookConfig::new(secrets),
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// A configuration with every default and the given secrets.
+    pub fn new(secrets: Vec<Secret>) -> WebhookConfig {
+        WebhookConfig {
             path: "/".to_owned(),
             secrets,
             max_body: 1024 * 1024,
-            tls: None,
             inbox: InboxConfig::default(),
             workers: 4,
             handler_timeout: Duration::from_secs(60),
             retry: RetryPolicy::default(),
-            header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            max_connections: 1024,
             retention: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             shutdown_grace: Duration::from_secs(30),
-            health_path: Some("/healthz".to_owned()),
-            metrics_path: Some("/metrics".to_owned()),
         }
     }
 }
@@ -155,7 +185,7 @@ impl Default for InboxConfig {
 }
 
 /// Without the `sqlite` feature no durable store is built in: the default keeps deliveries in
-/// memory, and a durable receiver sets [`ServerConfig::inbox`] to a store of its own.
+/// memory, and a durable receiver sets [`WebhookConfig::inbox`] to a store of its own.
 #[cfg(not(feature = "sqlite"))]
 impl Default for InboxConfig {
     fn default() -> InboxConfig {

@@ -12,7 +12,7 @@ use crate::store::DeliveryId;
 /// The user's processing, called at least once per verified, decodable delivery.
 ///
 /// Calls happen after the delivery is stored and acknowledged, on a pool of workers
-/// ([`ServerConfig::workers`](crate::ServerConfig::workers) at once). A call that returns an
+/// ([`WebhookConfig::workers`](crate::WebhookConfig::workers) at once). A call that returns an
 /// error, panics or runs past the handler timeout is retried with backoff; a delivery can
 /// therefore be handled more than once (for example when the process stops mid-call), so
 /// make the work idempotent.

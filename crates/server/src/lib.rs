@@ -34,11 +34,11 @@
 //!
 //! - a `challengeCode` query parameter (GET or POST) is answered with the HMAC, or refused;
 //! - a POST needs a `Preservica-Signature` header; its body (chunked or with
-//!   `Content-Length`) is read within [`ServerConfig::max_body`] (413 as soon as it is larger,
-//!   without reading the rest) and [`ServerConfig::body_timeout`] (408);
+//!   `Content-Length`) is read within [`WebhookConfig::max_body`] (413 as soon as it is larger,
+//!   without reading the rest) and [`WebhookConfig::body_timeout`] (408);
 //! - an answer given before the body is read (a refusal from the head, 413, 408) reaches
 //!   clients that write their whole body before reading: the server drains what they still
-//!   send, bounded by [`ServerConfig::max_body`] and one second, before closing;
+//!   send, bounded by [`WebhookConfig::max_body`] and one second, before closing;
 //! - a body that matches none of the secrets gets 401; an authentic one is committed to the
 //!   inbox (for SQLite: WAL mode with `synchronous=FULL`; concurrent deliveries share one
 //!   transaction and one disk sync) and only then answered 200;
@@ -48,12 +48,12 @@
 //! Running it for years:
 //!
 //! - Handling is *at least once*: a delivery whose handler call was cut short (a crash, a
-//!   shutdown past [`ServerConfig::shutdown_grace`]) is handled again at the next start, so make
+//!   shutdown past [`WebhookConfig::shutdown_grace`]) is handled again at the next start, so make
 //!   the handler idempotent. A handler timeout drops the handler's future at its next `.await`;
 //!   put blocking work in `tokio::task::spawn_blocking`.
 //! - One server per inbox: a server holds `<inbox>.lock` and a second one refuses to start.
 //! - Dead letters stay until re-queued ([`Inbox::retry`], [`Inbox::retry_dead`], which reset
-//!   the attempt count); processed deliveries are pruned after [`ServerConfig::retention`].
+//!   the attempt count); processed deliveries are pruned after [`WebhookConfig::retention`].
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
 //!
 //! Each request is logged on one `request` line with its method, path, status, outcome,
@@ -73,7 +73,9 @@
 //! database from another process to list, show, re-queue and export deliveries. To mount the
 //! receiver in an application of your own, use [`Webhook`] and its [`WebhookService`];
 //! [`Webhook::start_with_registry`] registers its metrics in your own
-//! [`prometheus_client`] registry (the crate keeps no registry of its own).
+//! [`prometheus_client`] registry (the crate keeps no registry of its own). The configuration
+//! nests the same way: a [`ServerConfig`] holds the listener's settings and, in its `webhook`
+//! field, the receiver's [`WebhookConfig`], which is all a [`Webhook`] of your own takes.
 //!
 //! Where deliveries are kept is a seam of its own, the [`store`] module: the receiver stores
 //! through [`store::Intake`], the workers claim leased work and complete it through
@@ -101,7 +103,7 @@ pub mod store;
 mod tls;
 mod worker;
 
-pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles};
+pub use crate::config::{InboxConfig, RetryPolicy, ServerConfig, TlsFiles, WebhookConfig};
 pub use crate::error::{InboxError, ServerError};
 pub use crate::handler::{Handler, HandlerError, Job};
 #[cfg(feature = "sqlite")]

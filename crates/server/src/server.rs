@@ -5,7 +5,7 @@
 //! An answer given before a request's body is read (a refusal from the head, 413, 408) ends
 //! its connection with a *lingering close*, as nginx does: the server sends the answer and
 //! its end of the stream, then reads and discards what the client still sends — until the
-//! client closes, for at most `LINGER_TIME`, and at most about `ServerConfig::max_body`
+//! client closes, for at most `LINGER_TIME`, and at most about `WebhookConfig::max_body`
 //! bytes — and only then closes. Closing at once would make the kernel reset the connection
 //! while the client is still writing, and a client that writes its whole body before reading
 //! (many Java and Python clients do) would then see the reset instead of the answer.
@@ -66,7 +66,7 @@ impl<H: Handler> std::fmt::Debug for Server<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("local_addr", &self.local_addr)
-            .field("path", &self.config.path)
+            .field("path", &self.config.webhook.path)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -83,7 +83,10 @@ impl<H: Handler> Server<H> {
     /// address cannot be bound.
     pub async fn bind(config: ServerConfig, handler: H) -> Result<Server<H>, ServerError> {
         let tls = config.tls.as_ref().map(Tls::load).transpose()?;
-        let opened = Opened::open(&config).await?;
+        if config.max_connections == 0 {
+            return Err(ServerError::ZeroLimit("max_connections"));
+        }
+        let opened = Opened::open(&config.webhook).await?;
         let mut registry = Registry::default();
         opened.shared().register_metrics(&mut registry);
         let listener =
@@ -120,7 +123,8 @@ impl<H: Handler> Server<H> {
 
     /// Serves until `shutdown` resolves, then shuts down gracefully: stops accepting,
     /// finishes the requests in flight, lets running handler calls finish within
-    /// [`ServerConfig::shutdown_grace`], and closes the inbox.
+    /// [`WebhookConfig::shutdown_grace`](crate::WebhookConfig::shutdown_grace), and closes
+    /// the inbox.
     ///
     /// # Errors
     /// None at present: failures to accept a connection are logged and serving goes on. The
@@ -146,7 +150,10 @@ impl<H: Handler> Server<H> {
             webhook: webhook.service(),
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!("listening on {scheme}://{local_addr}{}", config.path);
+        tracing::info!(
+            "listening on {scheme}://{local_addr}{}",
+            config.webhook.path
+        );
 
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
@@ -154,7 +161,7 @@ impl<H: Handler> Server<H> {
             .keep_alive(true);
         let limits = ConnectionLimits {
             handshake_timeout: config.header_timeout,
-            drain_bytes: drain_bytes(config.max_body),
+            drain_bytes: drain_bytes(config.webhook.max_body),
         };
         let permits = Arc::new(Semaphore::new(config.max_connections));
         // Every connection task holds a clone of `open`; `all_closed` ends once all are gone.
@@ -203,7 +210,10 @@ impl<H: Handler> Server<H> {
         tracing::info!("shutting down: finishing requests in flight");
         stop.cancel();
         drop(open);
-        let bound = config.shutdown_grace.max(config.body_timeout);
+        let bound = config
+            .webhook
+            .shutdown_grace
+            .max(config.webhook.body_timeout);
         if tokio::time::timeout(bound, all_closed.recv())
             .await
             .is_err()

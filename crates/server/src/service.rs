@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::RequestLine;
-use crate::config::ServerConfig;
+use crate::config::WebhookConfig;
 use crate::error::{Chain, ServerError};
 use crate::handler::Handler;
 use crate::inbox::{self, DeliveryState};
@@ -40,11 +40,11 @@ use crate::worker::{WorkerSettings, dispatch};
 /// request side as a [`WebhookService`] (a `tower::Service` and a `hyper` service) with the
 /// same verification, inbox and limits as the ready [`Server`](crate::Server) — except the
 /// connection-level ones (header timeout, connection cap, TLS), which belong to your server.
-/// The service answers on [`ServerConfig::path`]: set it to the path the service sees.
+/// The service answers on [`WebhookConfig::path`]: set it to the path the service sees.
 ///
 /// ```no_run
 /// use preservica_webhook_core::Secret;
-/// use preservica_webhook_server::{Handler, HandlerError, Job, ServerConfig, Webhook};
+/// use preservica_webhook_server::{Handler, HandlerError, Job, Webhook, WebhookConfig};
 ///
 /// struct Print;
 /// impl Handler for Print {
@@ -55,7 +55,7 @@ use crate::worker::{WorkerSettings, dispatch};
 /// }
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut config = ServerConfig::new(vec![Secret::new("my_shared_secret")?]);
+/// let mut config = WebhookConfig::new(vec![Secret::new("my_shared_secret")?]);
 /// config.path = "/hooks/preservica".to_owned();
 /// let webhook = Webhook::start(&config, Print).await?;
 /// let service = webhook.service();
@@ -128,7 +128,7 @@ impl Webhook {
     /// [`ServerError::ZeroLimit`] for a zero limit, [`ServerError::Inbox`] when the inbox
     /// cannot be opened.
     pub async fn start<H: Handler>(
-        config: &ServerConfig,
+        config: &WebhookConfig,
         handler: H,
     ) -> Result<Webhook, ServerError> {
         let opened = Opened::open(config).await?;
@@ -142,8 +142,8 @@ impl Webhook {
     /// [`Webhook::refresh_metrics`]: call it before encoding the registry.
     ///
     /// ```no_run
-    /// # use preservica_webhook_server::{Handler, ServerConfig, Webhook};
-    /// # async fn run(config: ServerConfig, handler: impl Handler) -> Result<(), Box<dyn std::error::Error>> {
+    /// # use preservica_webhook_server::{Handler, Webhook, WebhookConfig};
+    /// # async fn run(config: WebhookConfig, handler: impl Handler) -> Result<(), Box<dyn std::error::Error>> {
     /// use preservica_webhook_server::prometheus_client::registry::Registry;
     ///
     /// let mut registry = Registry::default();
@@ -158,7 +158,7 @@ impl Webhook {
     /// # Errors
     /// As [`Webhook::start`].
     pub async fn start_with_registry<H: Handler>(
-        config: &ServerConfig,
+        config: &WebhookConfig,
         handler: H,
         registry: &mut Registry,
     ) -> Result<Webhook, ServerError> {
@@ -188,7 +188,7 @@ impl Webhook {
     }
 
     /// Stops the workers (running handler calls may finish within
-    /// [`ServerConfig::shutdown_grace`]) and closes the inbox. Requests still arriving at a
+    /// [`WebhookConfig::shutdown_grace`]) and closes the inbox. Requests still arriving at a
     /// service afterwards are answered 503.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -214,13 +214,9 @@ pub(crate) struct Opened {
 }
 
 impl Opened {
-    pub(crate) async fn open(config: &ServerConfig) -> Result<Opened, ServerError> {
+    pub(crate) async fn open(config: &WebhookConfig) -> Result<Opened, ServerError> {
         let receiver = Receiver::new(config.secrets.iter().cloned())?.with_path(&config.path)?;
-        let limits = [
-            ("workers", config.workers),
-            ("max_body", config.max_body),
-            ("max_connections", config.max_connections),
-        ];
+        let limits = [("workers", config.workers), ("max_body", config.max_body)];
         if let Some((name, _)) = limits.iter().find(|(_, value)| *value == 0) {
             return Err(ServerError::ZeroLimit(name));
         }

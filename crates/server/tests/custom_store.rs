@@ -248,8 +248,8 @@ async fn a_server_runs_on_a_store_of_its_users_own() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(VecStore::default());
     let mut config = config(&dir);
-    config.inbox = InboxConfig::Custom(store.clone());
-    config.handler_timeout = Duration::from_secs(5);
+    config.webhook.inbox = InboxConfig::Custom(store.clone());
+    config.webhook.handler_timeout = Duration::from_secs(5);
     let failing = body(2);
     let down = Arc::new(AtomicBool::new(true));
     let archive = down.clone();
@@ -381,7 +381,7 @@ async fn a_store_that_fails_gets_preservica_to_send_again_and_its_cause_logged()
     let store = Arc::new(VecStore::default());
     store.state.lock().unwrap().unreachable = true;
     let mut config = config(&dir);
-    config.inbox = InboxConfig::Custom(store.clone());
+    config.webhook.inbox = InboxConfig::Custom(store.clone());
     let (handler, mut calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let client = client();

@@ -116,7 +116,9 @@ async fn a_clean_shutdown_leaves_no_lock_file() {
     assert!(!lock.exists(), "{} left after a clean exit", lock.display());
 
     let (handler, _calls) = Scripted::ok();
-    let webhook = Webhook::start(&config(&dir), handler).await.unwrap();
+    let webhook = Webhook::start(&config(&dir).webhook, handler)
+        .await
+        .unwrap();
     assert!(lock.exists(), "no lock file while the webhook runs");
     webhook.shutdown().await;
     assert!(!lock.exists(), "{} left after shutdown", lock.display());
@@ -160,13 +162,13 @@ fn check(err: &InboxError, path: &Path, cause: &str) {
 /// A failed start, through the server and through the embeddable webhook.
 async fn start_errors(dir: &tempfile::TempDir, db: &Path) -> [ServerError; 2] {
     let mut config = config(dir);
-    config.inbox = preservica_webhook_server::InboxConfig::Sqlite(db.to_owned());
+    config.webhook.inbox = preservica_webhook_server::InboxConfig::Sqlite(db.to_owned());
     let (handler, _calls) = Scripted::ok();
     let Err(bound) = Server::bind(config.clone(), handler).await else {
         panic!("a server started on {}", db.display());
     };
     let (handler, _calls) = Scripted::ok();
-    let Err(started) = Webhook::start(&config, handler).await else {
+    let Err(started) = Webhook::start(&config.webhook, handler).await else {
         panic!("a webhook started on {}", db.display());
     };
     [bound, started]

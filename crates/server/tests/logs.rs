@@ -56,7 +56,7 @@ async fn logs_and_errors_show_no_secret_signature_or_challenge_hmac() {
     let log = captured();
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.retry.max_attempts = 2;
+    config.webhook.retry.max_attempts = 2;
     // The first call of every delivery fails, so the retry and failure paths log too.
     let (handler, mut calls) = Scripted::new(|job| {
         if job.attempt == 1 {

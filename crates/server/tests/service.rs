@@ -54,7 +54,10 @@ fn get(uri: &str) -> Request<Full<Bytes>> {
 
 async fn webhook(dir: &tempfile::TempDir) -> (Webhook, tokio::sync::mpsc::UnboundedReceiver<Call>) {
     let (handler, calls) = Scripted::ok();
-    (Webhook::start(&config(dir), handler).await.unwrap(), calls)
+    (
+        Webhook::start(&config(dir).webhook, handler).await.unwrap(),
+        calls,
+    )
 }
 
 #[tokio::test]
@@ -162,9 +165,9 @@ async fn accepts_deliveries_signed_with_either_rotated_secret() {
     let dir = tempfile::tempdir().unwrap();
     let old = Secret::new("the_old_secret").unwrap();
     let mut config = config(&dir);
-    config.secrets = vec![secret(), old.clone()];
+    config.webhook.secrets = vec![secret(), old.clone()];
     let (handler, _calls) = Scripted::ok();
-    let webhook = Webhook::start(&config, handler).await.unwrap();
+    let webhook = Webhook::start(&config.webhook, handler).await.unwrap();
     let service = webhook.service();
     for (n, key) in [secret(), old].iter().enumerate() {
         let body = body(n);
@@ -188,7 +191,7 @@ async fn registers_its_metrics_in_an_applications_registry() {
     let own = Counter::<u64>::default();
     registry.register("orders", "The application's own counter", own.clone());
     let (handler, mut calls) = Scripted::ok();
-    let webhook = Webhook::start_with_registry(&config(&dir), handler, &mut registry)
+    let webhook = Webhook::start_with_registry(&config(&dir).webhook, handler, &mut registry)
         .await
         .unwrap();
     let service = webhook.service();
@@ -226,7 +229,9 @@ async fn answers_redeliveries_ok_and_processes_them_once() {
     let dir = tempfile::tempdir().unwrap();
     let (handler, mut calls) = Scripted::ok();
     let count = handler.counter();
-    let webhook = Webhook::start(&config(&dir), handler).await.unwrap();
+    let webhook = Webhook::start(&config(&dir).webhook, handler)
+        .await
+        .unwrap();
     let service = webhook.service();
     let sig = signature(&secret(), BODY);
     for _ in 0..3 {
@@ -257,7 +262,9 @@ async fn stores_authentic_non_json_as_undecodable_and_never_hands_it_over() {
     let dir = tempfile::tempdir().unwrap();
     let (handler, mut calls) = Scripted::ok();
     let count = handler.counter();
-    let webhook = Webhook::start(&config(&dir), handler).await.unwrap();
+    let webhook = Webhook::start(&config(&dir).webhook, handler)
+        .await
+        .unwrap();
     let service = webhook.service();
     let garbage: &[u8] = b"\xff\x00 not json";
     let answer = send(
@@ -295,10 +302,10 @@ async fn stores_authentic_non_json_as_undecodable_and_never_hands_it_over() {
 async fn refuses_bodies_over_the_cap_and_other_paths_and_methods() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.max_body = 64;
-    config.inbox = InboxConfig::InMemory;
+    config.webhook.max_body = 64;
+    config.webhook.inbox = InboxConfig::InMemory;
     let (handler, _calls) = Scripted::ok();
-    let webhook = Webhook::start(&config, handler).await.unwrap();
+    let webhook = Webhook::start(&config.webhook, handler).await.unwrap();
     let service = webhook.service();
     let big = vec![b' '; 65];
     let answer = send(&service, post("/", Some(&signature(&secret(), &big)), &big)).await;
@@ -331,9 +338,9 @@ async fn refuses_bodies_over_the_cap_and_other_paths_and_methods() {
 async fn refuses_to_start_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.secrets.clear();
+    config.webhook.secrets.clear();
     let (handler, _calls) = Scripted::ok();
-    let err = Webhook::start(&config, handler).await.unwrap_err();
+    let err = Webhook::start(&config.webhook, handler).await.unwrap_err();
     assert!(err.to_string().contains("no webhook secret"), "{err}");
 }
 
@@ -344,9 +351,9 @@ async fn mounts_as_a_hyper_service_in_a_server_of_ones_own() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.path = "/hooks/preservica".to_owned();
+    config.webhook.path = "/hooks/preservica".to_owned();
     let (handler, mut calls) = Scripted::ok();
-    let webhook = Webhook::start(&config, handler).await.unwrap();
+    let webhook = Webhook::start(&config.webhook, handler).await.unwrap();
     let service = webhook.service();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

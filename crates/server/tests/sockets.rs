@@ -80,7 +80,7 @@ async fn answers_challenges_over_http_with_reqwest() {
 async fn refuses_an_oversized_content_length_body_without_reading_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.max_body = 1024;
+    config.webhook.max_body = 1024;
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -109,7 +109,7 @@ async fn refuses_an_oversized_content_length_body_without_reading_it() {
 async fn refuses_an_oversized_chunked_body_as_soon_as_it_passes_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.max_body = 1024;
+    config.webhook.max_body = 1024;
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -176,7 +176,7 @@ async fn cuts_off_a_header_trickling_client_while_serving_others() {
 async fn answers_408_to_a_body_that_does_not_arrive_in_time() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.body_timeout = Duration::from_millis(300);
+    config.webhook.body_timeout = Duration::from_millis(300);
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -230,7 +230,7 @@ async fn holds_further_connections_back_at_the_connection_cap() {
 async fn calls_a_handler_failing_twice_then_succeeding_three_times() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.retry.max_attempts = 5;
+    config.webhook.retry.max_attempts = 5;
     let (handler, mut calls) = Scripted::new(|job| {
         if job.attempt < 3 {
             Err(HandlerError::new(format!("try {} failed", job.attempt)))
@@ -332,8 +332,8 @@ impl Handler for Unruly {
 async fn retries_handler_panics_and_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.retry.max_attempts = 5;
-    config.handler_timeout = Duration::from_millis(200);
+    config.webhook.retry.max_attempts = 5;
+    config.webhook.handler_timeout = Duration::from_millis(200);
     let (attempts, mut seen) = mpsc::unbounded_channel();
     let server = Running::start(config, Unruly { attempts }).await;
     assert_eq!(
@@ -446,7 +446,7 @@ async fn shuts_down_gracefully_letting_a_slow_handler_finish() {
 async fn leaves_a_delivery_pending_when_its_handler_outlasts_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.shutdown_grace = Duration::from_millis(100);
+    config.webhook.shutdown_grace = Duration::from_millis(100);
     let (handler, _calls) = Scripted::ok();
     let (handler, mut started) = handler.slow(Duration::from_secs(3600));
     let server = Running::start(config, handler).await;
@@ -470,7 +470,7 @@ async fn leaves_a_delivery_pending_when_its_handler_outlasts_the_grace_period() 
 async fn serves_health_and_metrics_that_move_with_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.retry.max_attempts = 1;
+    config.webhook.retry.max_attempts = 1;
     let (handler, mut calls) = Scripted::new(|job| {
         if job.body.as_ref() == BODY {
             Ok(())
@@ -603,7 +603,7 @@ async fn prunes_processed_deliveries_past_retention_and_nothing_else() {
 
     // A server with a zero retention prunes the processed delivery when it starts.
     let mut config = config(&dir);
-    config.retention = Some(Duration::ZERO);
+    config.webhook.retention = Some(Duration::ZERO);
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let counts = eventually("the prune", || async {
@@ -638,7 +638,7 @@ async fn refuses_a_second_server_on_an_inbox_in_use() {
 async fn processes_deliveries_with_the_in_memory_inbox_without_touching_disk() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.inbox = preservica_webhook_server::InboxConfig::InMemory;
+    config.webhook.inbox = preservica_webhook_server::InboxConfig::InMemory;
     let (handler, mut calls) = Scripted::new(|job| {
         if job.attempt == 1 {
             Err(HandlerError::new("once more"))
@@ -773,7 +773,7 @@ async fn answers_401_to_clients_that_write_a_small_unsigned_body_before_reading(
 async fn answers_every_early_refusal_to_clients_that_write_their_body_before_reading() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.max_body = 64 * 1024;
+    config.webhook.max_body = 64 * 1024;
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let signed = signature(&secret(), b"x");
@@ -878,7 +878,7 @@ async fn disconnects_a_client_that_keeps_sending_after_an_early_answer() {
 async fn disconnects_a_client_that_floods_body_after_an_early_answer() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(&dir);
-    config.max_body = 1024;
+    config.webhook.max_body = 1024;
     let (handler, _calls) = Scripted::ok();
     let server = Running::start(config, handler).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -902,4 +902,23 @@ async fn disconnects_a_client_that_floods_body_after_an_early_answer() {
         "{written} bytes accepted after the answer at a body cap of 1 KiB"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn refuses_to_bind_with_a_connection_cap_of_zero_before_opening_the_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.max_connections = 0;
+    let (handler, _calls) = Scripted::ok();
+    let Err(err) = preservica_webhook_server::Server::bind(config, handler).await else {
+        panic!("a server bound with a connection cap of zero");
+    };
+    assert!(
+        matches!(
+            err,
+            preservica_webhook_server::ServerError::ZeroLimit("max_connections")
+        ),
+        "{err:?}"
+    );
+    assert!(!db_path(&dir).exists(), "the inbox was opened");
 }

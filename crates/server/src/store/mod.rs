@@ -121,7 +121,7 @@
 //!
 //! // Run a server on it:
 //! let mut config = preservica_webhook_server::ServerConfig::new(Vec::new());
-//! config.inbox = preservica_webhook_server::InboxConfig::Custom(std::sync::Arc::new(VecStore::default()));
+//! config.webhook.inbox = preservica_webhook_server::InboxConfig::Custom(std::sync::Arc::new(VecStore::default()));
 //! ```
 
 pub(crate) mod memory;

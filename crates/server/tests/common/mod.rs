@@ -119,13 +119,13 @@ impl Handler for Scripted {
 pub fn config(dir: &tempfile::TempDir) -> ServerConfig {
     let mut config = ServerConfig::new(vec![secret()]);
     config.addr = "127.0.0.1:0".parse().unwrap();
-    config.inbox = InboxConfig::Sqlite(db_path(dir));
-    config.retry = RetryPolicy {
+    config.webhook.inbox = InboxConfig::Sqlite(db_path(dir));
+    config.webhook.retry = RetryPolicy {
         max_attempts: 3,
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(40),
     };
-    config.shutdown_grace = Duration::from_secs(5);
+    config.webhook.shutdown_grace = Duration::from_secs(5);
     config
 }
 

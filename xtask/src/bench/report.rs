@@ -80,8 +80,22 @@ pub(crate) struct Run {
     pub(crate) transport_errors: u64,
     /// The first failure, if any.
     pub(crate) first_error: Option<String>,
-    /// What `serve` counted itself, read from its `/metrics` at the end of the run.
+    /// What `serve` counted itself, read from its `/metrics` once its backlog drained.
     pub(crate) serve_metrics: Option<ServeMetrics>,
+    /// How fast `serve`'s handler went through what it took; `None` for the baseline.
+    pub(crate) processing: Option<Processing>,
+}
+
+/// Deliveries handled from the start of the load until the backlog was empty.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct Processing {
+    /// Seconds from the start of the load (warm-up included) until the backlog was empty or
+    /// the drain timed out.
+    pub(crate) seconds: f64,
+    /// Handler successes per second over those seconds.
+    pub(crate) per_second: f64,
+    /// Whether the backlog was empty at the end; false when the drain timed out.
+    pub(crate) drained: bool,
 }
 
 /// `serve`'s own counters at the end of a run (warm-up included).
@@ -112,6 +126,12 @@ impl Run {
     /// Whether every answer was 200 and no connection failed.
     pub(crate) fn is_clean(&self) -> bool {
         self.non_200 == 0 && self.transport_errors == 0
+    }
+
+    /// Deliveries processed per second as a fraction of the requests taken per second.
+    pub(crate) fn processing_ratio(&self) -> Option<f64> {
+        let processing = self.processing?;
+        (self.requests_per_second > 0.0).then(|| processing.per_second / self.requests_per_second)
     }
 }
 
@@ -224,9 +244,11 @@ pub(crate) fn table(runs: &[Run]) -> String {
         "idle RSS",
         "peak RSS",
         "vs baseline",
+        "processed/s",
+        "vs intake",
         "failures",
     ];
-    let rows: Vec<[String; 10]> = runs
+    let rows: Vec<[String; 12]> = runs
         .iter()
         .map(|run| {
             [
@@ -239,6 +261,15 @@ pub(crate) fn table(runs: &[Run]) -> String {
                 mib(run.idle_rss_kib),
                 mib(run.peak_rss_kib),
                 run.ratio_to_baseline
+                    .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                run.processing.map_or_else(
+                    || "-".to_owned(),
+                    |it| {
+                        let timed_out = if it.drained { "" } else { " (not drained)" };
+                        format!("{:.0}{timed_out}", it.per_second)
+                    },
+                ),
+                run.processing_ratio()
                     .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
                 (run.non_200 + run.transport_errors).to_string(),
             ]
@@ -368,6 +399,11 @@ mod tests {
             transport_errors: 0,
             first_error: None,
             serve_metrics: None,
+            processing: (name != "baseline").then_some(Processing {
+                seconds: 12.0,
+                per_second: rps * 0.5,
+                drained: name != "durable-10",
+            }),
         }
     }
 
@@ -439,10 +475,10 @@ preservica_webhook_inbox_depth 900
         ];
         set_ratios(&mut runs);
         let expected = "\
-| run      | server          | req/s |     p50 |      p99 |      max | idle RSS | peak RSS | vs baseline | failures |
-| -------- | --------------- | ----: | ------: | -------: | -------: | -------: | -------: | ----------: | -------: |
-| baseline | baseline server | 20000 | 1.25 ms |  5.00 ms | 10.00 ms |  2.9 MiB |  5.9 MiB |        1.00 |        0 |
-| durable  | durable server  |  3000 | 7.50 ms | 30.00 ms | 60.00 ms | 20.5 MiB | 41.0 MiB |        0.15 |        0 |
+| run      | server          | req/s |     p50 |      p99 |      max | idle RSS | peak RSS | vs baseline | processed/s | vs intake | failures |
+| -------- | --------------- | ----: | ------: | -------: | -------: | -------: | -------: | ----------: | ----------: | --------: | -------: |
+| baseline | baseline server | 20000 | 1.25 ms |  5.00 ms | 10.00 ms |  2.9 MiB |  5.9 MiB |        1.00 |           - |         - |        0 |
+| durable  | durable server  |  3000 | 7.50 ms | 30.00 ms | 60.00 ms | 20.5 MiB | 41.0 MiB |        0.15 |        1500 |      0.50 |        0 |
 ";
         assert_eq!(table(&runs), expected);
     }

@@ -570,15 +570,16 @@ pub(crate) fn counts(conn: &Connection) -> rusqlite::Result<StateCounts> {
 }
 
 impl StateCounts {
+    /// Adds `count` (negative: removes) deliveries in `state`; an unknown state counts in none.
     pub(crate) fn add(&mut self, state: Option<DeliveryState>, count: i64) {
-        let count = u64::try_from(count).unwrap_or(0);
-        match state {
-            Some(DeliveryState::Pending) => self.pending += count,
-            Some(DeliveryState::Done) => self.done += count,
-            Some(DeliveryState::Dead) => self.dead += count,
-            Some(DeliveryState::Undecodable) => self.undecodable += count,
-            None => {}
-        }
+        let total = match state {
+            Some(DeliveryState::Pending) => &mut self.pending,
+            Some(DeliveryState::Done) => &mut self.done,
+            Some(DeliveryState::Dead) => &mut self.dead,
+            Some(DeliveryState::Undecodable) => &mut self.undecodable,
+            None => return,
+        };
+        *total = total.saturating_add_signed(count);
     }
 }
 

@@ -31,6 +31,8 @@ struct Memory {
     /// Pending rows by `(due, id)`, where a leased row is due when its lease ends; a claim
     /// reads only what it hands out.
     pending: BTreeSet<(i64, u64)>,
+    /// The rows per state, kept as rows change, so counting reads no row.
+    counts: StateCounts,
     last_id: u64,
     closed: bool,
 }
@@ -157,13 +159,7 @@ impl InboxAdmin for MemoryStore {
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
-        self.with(|memory| {
-            let mut counts = StateCounts::default();
-            for row in memory.rows.values() {
-                counts.add(Some(row.state), 1);
-            }
-            counts
-        })
+        self.with(|memory| memory.counts)
     }
 }
 
@@ -189,6 +185,7 @@ impl Memory {
         if let Some(at) = due {
             self.pending.insert((at, id));
         }
+        self.counts.add(Some(delivery.state), 1);
         self.rows.insert(
             id,
             Row {
@@ -262,6 +259,8 @@ impl Memory {
             }
         };
         row.due = row.next_attempt_at;
+        self.counts.add(Some(DeliveryState::Pending), -1);
+        self.counts.add(Some(row.state), 1);
         if let Some(at) = row.due {
             self.pending.insert((at, id));
         }
@@ -277,6 +276,7 @@ impl Memory {
         for id in &old {
             if let Some(row) = self.rows.remove(id) {
                 self.keys.remove(&row.key);
+                self.counts.add(Some(DeliveryState::Done), -1);
             }
         }
         old.len()
@@ -291,6 +291,8 @@ impl Memory {
             return false;
         }
         row.state = DeliveryState::Pending;
+        self.counts.add(Some(DeliveryState::Dead), -1);
+        self.counts.add(Some(DeliveryState::Pending), 1);
         row.attempts = 0;
         row.due = Some(now);
         row.next_attempt_at = Some(now);

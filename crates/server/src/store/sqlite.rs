@@ -8,6 +8,12 @@
 //! Leases live in the writer's memory: one server holds the inbox (its lock file), so a crash
 //! ends every lease with the process. The administrator's reads and re-queues use a
 //! connection of their own, as [`Inbox`] does from another process, off the writer's path.
+//!
+//! The counts per state (the metrics' inbox gauges) are kept by the writer as it changes
+//! rows, published after each commit, and read without a round trip, so a `/metrics` scrape
+//! never waits behind a commit. They are counted in full once at open, and again in the first
+//! transaction after another connection (an `inbox retry`, here or from another process)
+//! changed the file, which SQLite's `data_version` tells.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -40,6 +46,8 @@ const QUEUE: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct SqliteStore {
     tx: mpsc::Sender<Command>,
+    /// The counts as of the last commit, kept by the writer.
+    counts: Arc<Mutex<StateCounts>>,
     /// The writer thread, joined at [`Store::close`].
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -82,9 +90,9 @@ enum Command {
         lease_until: i64,
         reply: Reply<Claim>,
     },
-    Counts {
-        reply: Reply<StateCounts>,
-    },
+    /// A transaction with nothing in it, in which the writer sees what other connections
+    /// changed (and counts again).
+    Refresh,
     Close,
 }
 
@@ -94,9 +102,11 @@ impl SqliteStore {
     pub(crate) fn open(path: &Path, commits: Counter) -> Result<SqliteStore, InboxError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let backend = SqliteBackend::open(path)?;
+        let counts = Arc::clone(&backend.counts);
         let thread = spawn(backend, rx, commits)?;
         Ok(SqliteStore {
             tx,
+            counts,
             thread: Mutex::new(Some(thread)),
             path: path.to_owned(),
         })
@@ -202,11 +212,19 @@ impl InboxAdmin for SqliteStore {
         now: i64,
     ) -> BoxFuture<'a, Result<bool, InboxError>> {
         let id = id.clone();
-        self.admin(move |inbox| inbox.retry_at(&id, now))
+        Box::pin(async move {
+            let retried = self.admin(move |inbox| inbox.retry_at(&id, now)).await?;
+            self.refresh().await;
+            Ok(retried)
+        })
     }
 
     fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
-        self.admin(move |inbox| inbox.retry_dead_at(now))
+        Box::pin(async move {
+            let retried = self.admin(move |inbox| inbox.retry_dead_at(now)).await?;
+            self.refresh().await;
+            Ok(retried)
+        })
     }
 
     /// Streams the deliveries from the database on the calling thread (`out` is borrowed).
@@ -217,9 +235,10 @@ impl InboxAdmin for SqliteStore {
         Box::pin(async move { Inbox::open_quietly(&self.path)?.export(out) })
     }
 
-    /// Counted by the writer between batches, as every write before it is applied.
+    /// The writer's counts as of its last commit: no round trip, no scan.
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
-        Box::pin(self.ask(|reply| Command::Counts { reply }))
+        let counts = *self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        Box::pin(std::future::ready(Ok(counts)))
     }
 }
 
@@ -237,6 +256,14 @@ impl Store for SqliteStore {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
             }
         })
+    }
+}
+
+impl SqliteStore {
+    /// Has the writer look at what another connection changed, so the counts follow a
+    /// re-queue at once rather than at the next write.
+    async fn refresh(&self) {
+        let _ = self.tx.send(Command::Refresh).await;
     }
 }
 
@@ -328,7 +355,16 @@ fn apply(
     } else {
         Ok(())
     };
-    let mut reads: Vec<Reply<StateCounts>> = Vec::new();
+    // The counts as this transaction leaves them, published once it is committed.
+    let mut counts = *backend
+        .counts
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if began.is_ok()
+        && let Err(err) = backend.recount_if_changed(&mut counts)
+    {
+        log(&Failure::new("count deliveries", err));
+    }
     // The first id stored in this transaction: claims answered before the commit (so the
     // workers never wait for a disk sync) leave out everything from it on.
     let mut uncommitted_from = i64::MAX;
@@ -346,6 +382,7 @@ fn apply(
                 });
                 if let Ok(Inserted::New(id)) = result {
                     uncommitted_from = uncommitted_from.min(id);
+                    shift(&mut counts, delivery.state, 1);
                 }
                 written.push(Written::Insert(reply, result));
             }
@@ -361,6 +398,10 @@ fn apply(
                         .finish(id, attempt, &outcome, now)
                         .map_err(|err| Failure::new("record a handler outcome", err))
                 });
+                if let Ok(1) = result {
+                    shift(&mut counts, DeliveryState::Pending, -1);
+                    shift(&mut counts, outcome_state(&outcome), 1);
+                }
                 // Nobody waits for this answer: say it here.
                 if let Err(failure) = &result {
                     log(failure);
@@ -373,6 +414,13 @@ fn apply(
                         .prune(before)
                         .map_err(|err| Failure::new("prune", err))
                 });
+                if let Ok(pruned) = result {
+                    shift(
+                        &mut counts,
+                        DeliveryState::Done,
+                        -i64::try_from(pruned).unwrap_or(i64::MAX),
+                    );
+                }
                 written.push(Written::Count(reply, result));
             }
             Command::Claim {
@@ -390,7 +438,7 @@ fn apply(
                 let _ = reply.send(result);
             }
             Command::Close => closing = true,
-            Command::Counts { reply } => reads.push(reply),
+            Command::Refresh => {}
         }
     }
     let committed = match (has_writes, began) {
@@ -399,6 +447,10 @@ fn apply(
         (true, Ok(())) => match backend.commit() {
             Ok(()) => {
                 commits.inc();
+                *backend
+                    .counts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = counts;
                 Ok(())
             }
             Err(err) => {
@@ -425,12 +477,6 @@ fn apply(
             }
         }
     }
-    for reply in reads {
-        let result = backend
-            .counts()
-            .map_err(|err| Failure::new("count deliveries", err).into());
-        let _ = reply.send(result);
-    }
     closing
 }
 
@@ -445,7 +491,10 @@ impl Command {
     fn is_write(&self) -> bool {
         matches!(
             self,
-            Command::Insert { .. } | Command::Finish { .. } | Command::Prune { .. }
+            Command::Insert { .. }
+                | Command::Finish { .. }
+                | Command::Prune { .. }
+                | Command::Refresh
         )
     }
 }
@@ -454,6 +503,11 @@ struct SqliteBackend {
     conn: Connection,
     /// Claimed deliveries' lease deadlines by rowid, until their outcome is recorded.
     leases: HashMap<i64, i64>,
+    /// The counts per state as of the last commit, shared with the store's handle.
+    counts: Arc<Mutex<StateCounts>>,
+    /// SQLite's `data_version` when the counts were last taken in full: it changes when
+    /// another connection commits.
+    data_version: i64,
     /// Dropped with the backend, which stops the checkpoint thread.
     _checkpoints: Checkpointer,
     /// Held while the server runs, so a second server cannot process the same inbox. Declared
@@ -472,9 +526,14 @@ impl SqliteBackend {
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -8192;")
             .map_err(|err| inbox::sqlite_failed(path, err))?;
         let checkpoints = Checkpointer::start(path)?;
+        let at = |err| inbox::sqlite_failed(path, err);
+        let data_version = data_version(&conn).map_err(at)?;
+        let counts = inbox::counts(&conn).map_err(at)?;
         Ok(SqliteBackend {
             conn,
             leases: HashMap::new(),
+            counts: Arc::new(Mutex::new(counts)),
+            data_version,
             _checkpoints: checkpoints,
             _lock: lock,
         })
@@ -763,9 +822,34 @@ impl SqliteBackend {
         Ok(claim)
     }
 
-    fn counts(&mut self) -> rusqlite::Result<StateCounts> {
-        inbox::counts(&self.conn)
+    /// Counts every state again when another connection has committed since the last full
+    /// count; called inside the writer's transaction, which nothing else can commit beside.
+    fn recount_if_changed(&mut self, counts: &mut StateCounts) -> rusqlite::Result<()> {
+        let version = data_version(&self.conn)?;
+        if version != self.data_version {
+            *counts = inbox::counts(&self.conn)?;
+            self.data_version = version;
+        }
+        Ok(())
     }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+}
+
+/// The state an outcome leaves a pending delivery in.
+fn outcome_state(outcome: &Outcome) -> DeliveryState {
+    match outcome {
+        Outcome::Done => DeliveryState::Done,
+        Outcome::Retry { .. } => DeliveryState::Pending,
+        Outcome::Dead { .. } => DeliveryState::Dead,
+    }
+}
+
+/// Moves `by` deliveries into (or, negative, out of) `state` in `counts`.
+fn shift(counts: &mut StateCounts, state: DeliveryState, by: i64) {
+    counts.add(Some(state), by);
 }
 
 /// The delivery key from stored digest bytes.

@@ -85,8 +85,19 @@ async fn exercise(inbox: &dyn Store) {
         .complete(all[2].clone(), 4, Outcome::Done, 300)
         .await
         .unwrap();
-    // Outcomes may be recorded after `complete` answers; a count waits for those queued.
-    inbox.counts().await.unwrap();
+    // Outcomes may be recorded after `complete` answers; a prune (answered once committed)
+    // waits for those queued before it.
+    inbox.prune(i64::MIN).await.unwrap();
+    assert_eq!(
+        inbox.counts().await.unwrap(),
+        StateCounts {
+            pending: 2,
+            done: 1,
+            dead: 1,
+            undecodable: 1
+        },
+        "counts follow outcomes"
+    );
     let entry = inbox.get(&all[2]).await.unwrap().unwrap();
     assert_eq!(
         (entry.state, entry.attempts, entry.last_error.as_deref()),
@@ -112,7 +123,7 @@ async fn exercise(inbox: &dyn Store) {
         .complete(all[3].clone(), 1, Outcome::Done, 1_000)
         .await
         .unwrap();
-    inbox.counts().await.unwrap();
+    inbox.prune(i64::MIN).await.unwrap();
 
     // The administrator's side.
     let dead: Vec<DeliveryId> = inbox
@@ -131,6 +142,17 @@ async fn exercise(inbox: &dyn Store) {
     assert_eq!(inbox.retry_dead(2_000).await.unwrap(), 0);
     let entry = inbox.get(&all[2]).await.unwrap().unwrap();
     assert_eq!((entry.state, entry.attempts), (DeliveryState::Pending, 0));
+    inbox.prune(i64::MIN).await.unwrap();
+    assert_eq!(
+        inbox.counts().await.unwrap(),
+        StateCounts {
+            pending: 1,
+            done: 3,
+            dead: 0,
+            undecodable: 1
+        },
+        "counts follow a re-queue"
+    );
     assert!(inbox.get(&"nope".parse().unwrap()).await.unwrap().is_none());
     let listed: Vec<DeliveryId> = inbox
         .list(StateFilter::All)

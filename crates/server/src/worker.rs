@@ -2,6 +2,7 @@
 //! retrying failures with backoff until they succeed or become dead letters.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,17 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryPolicy;
-use crate::error::Chain;
+use crate::error::{Chain, InboxError};
 use crate::handler::{Handler, HandlerError, Job};
 use crate::inbox::now_millis;
 use crate::service::Shared;
-use crate::store::{Claimed, DeliveryId, Outcome};
+use crate::store::{BoxFuture, Claim, Claimed, DeliveryId, Outcome};
 
 /// How often the inbox is polled when nothing wakes the workers (deliveries re-queued by
 /// another process are picked up within this).
 const POLL: Duration = Duration::from_secs(1);
+/// How many deliveries per worker are claimed ahead of the workers.
+const CLAIM_AHEAD: usize = 2;
 /// How often processed deliveries past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// How long a claimed delivery's lease outlasts the handler timeout: time to record the
@@ -48,51 +51,78 @@ pub(crate) async fn dispatch<H: Handler>(
     // Each task calls the handler and queues the outcome itself without waiting for its
     // commit (a later claim is applied after it), so outcomes of concurrent calls share inbox
     // commits and neither this loop nor a worker slot waits for a disk sync.
+    //
+    // Claims run ahead of the workers: up to `ahead` leased deliveries wait in `ready`, and
+    // one claim at a time is in flight beside the running calls, so a freed worker starts at
+    // once instead of after a round trip to the store, and one claim fetches many. A buffered
+    // delivery is leased like a running one; if the server stops first it stays pending and
+    // runs at the next start (or, in a shared store, once its lease ends).
     let mut running: JoinSet<()> = JoinSet::new();
+    let mut ready: VecDeque<Claimed> = VecDeque::new();
+    let ahead = settings.workers.saturating_mul(CLAIM_AHEAD).max(1);
+    let mut claiming: Option<BoxFuture<'_, Result<Claim, InboxError>>> = None;
+    // Whether something may have become due since the last claim came back short.
+    let mut look = true;
+    // How many the claim in flight asked for.
+    let mut asked = 0;
     let lease = settings.handler_timeout.saturating_add(LEASE_MARGIN);
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = POLL;
     loop {
-        let mut wait = POLL;
-        let free = settings.workers.saturating_sub(running.len());
-        if free > 0 {
+        while running.len() < settings.workers {
+            let Some(claimed) = ready.pop_front() else {
+                break;
+            };
+            look = true;
+            running.spawn(process(
+                Arc::clone(&shared),
+                Arc::clone(&handler),
+                settings.handler_timeout,
+                settings.retry.clone(),
+                claimed,
+            ));
+        }
+        let room = ahead.saturating_sub(ready.len());
+        if claiming.is_none() && look && room > 0 {
             let now = now_millis();
-            let claimed = shared
-                .store
-                .claim(now, free, now.saturating_add(lease_ms))
-                .await;
-            if let Err(err) = &claimed {
-                tracing::error!(error = %Chain(err), "the inbox could not hand out deliveries");
-            }
-            if let Ok(claim) = claimed {
-                for claimed in claim.due {
-                    running.spawn(process(
-                        Arc::clone(&shared),
-                        Arc::clone(&handler),
-                        settings.handler_timeout,
-                        settings.retry.clone(),
-                        claimed,
-                    ));
-                }
-                if let Some(next) = claim.next_due {
-                    let until = u64::try_from(next.saturating_sub(now)).unwrap_or(0);
-                    wait = wait.min(Duration::from_millis(until));
-                }
-            }
+            claiming = Some(shared.store.claim(now, room, now.saturating_add(lease_ms)));
+            (asked, look) = (room, false);
         }
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            Some(_) = running.join_next(), if !running.is_empty() => {}
-            () = shared.wake.notified() => {}
-            () = tokio::time::sleep(wait) => {}
+            claimed = async { claiming.as_mut().expect("guarded").await }, if claiming.is_some() => {
+                claiming = None;
+                wait = POLL;
+                match claimed {
+                    Ok(claim) => {
+                        // A full claim may have left more behind: ask again at once.
+                        look = claim.due.len() >= asked;
+                        ready.extend(claim.due);
+                        if let Some(next) = claim.next_due {
+                            let until = u64::try_from(next.saturating_sub(now_millis())).unwrap_or(0);
+                            wait = wait.min(Duration::from_millis(until));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %Chain(&err), "the inbox could not hand out deliveries");
+                    }
+                }
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => look = true,
+            () = shared.wake.notified() => look = true,
+            () = tokio::time::sleep(wait), if claiming.is_none() => {
+                look = true;
+                wait = POLL;
+            }
             _ = prune.tick() => prune_old(&shared, settings.retention).await,
         }
-        // Every call that has ended frees its slot now, so the next claim fills them all in
-        // one round trip instead of one per ended call.
+        // Every call that has ended frees its slot now.
         while running.try_join_next().is_some() {}
     }
+    drop(claiming);
     let deadline = Instant::now() + settings.shutdown_grace;
     while !running.is_empty() {
         match tokio::time::timeout_at(deadline, running.join_next()).await {

@@ -3,10 +3,11 @@
 //! sync per batch).
 //!
 //! Requests and workers talk to it through a channel; each command carries a oneshot for its
-//! answer. Writes are answered once the batch holding them is committed; claims are answered
-//! at once, in queue order, and never hand out a delivery stored in the uncommitted batch.
-//! Leases live in the writer's memory: one server holds the inbox (its lock file), so a crash
-//! ends every lease with the process. The administrator's reads and re-queues use a
+//! answer. Writes are answered once the batch holding them is committed. Claims do not queue
+//! behind the writes: they read on a connection of their own (WAL lets it read beside the
+//! writer), see [`Leases`] for why that hands out only committed deliveries, never one twice
+//! while leased, and sees every outcome queued before it. Leases live in memory: one server
+//! holds the inbox (its lock file), so a crash ends every lease with the process. The administrator's reads and re-queues use a
 //! connection of their own, as [`Inbox`] does from another process, off the writer's path.
 //!
 //! The counts per state (the metrics' inbox gauges) are kept by the writer as it changes
@@ -48,6 +49,10 @@ pub(crate) struct SqliteStore {
     tx: mpsc::Sender<Command>,
     /// The counts as of the last commit, kept by the writer.
     counts: Arc<Mutex<StateCounts>>,
+    /// The claims' own connection, which only reads.
+    reader: Arc<Mutex<Connection>>,
+    /// Shared with the writer, which ends leases once their outcome is committed.
+    leases: Arc<Mutex<Leases>>,
     /// The writer thread, joined at [`Store::close`].
     thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
@@ -84,12 +89,6 @@ enum Command {
         before: i64,
         reply: Reply<usize>,
     },
-    Claim {
-        now: i64,
-        limit: usize,
-        lease_until: i64,
-        reply: Reply<Claim>,
-    },
     /// A transaction with nothing in it, in which the writer sees what other connections
     /// changed (and counts again).
     Refresh,
@@ -103,10 +102,14 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(QUEUE);
         let backend = SqliteBackend::open(path)?;
         let counts = Arc::clone(&backend.counts);
+        let leases = Arc::clone(&backend.leases);
+        let reader = open_reader(path)?;
         let thread = spawn(backend, rx, commits)?;
         Ok(SqliteStore {
             tx,
             counts,
+            reader: Arc::new(Mutex::new(reader)),
+            leases,
             thread: Mutex::new(Some(thread)),
             path: path.to_owned(),
         })
@@ -152,12 +155,22 @@ impl WorkQueue for SqliteStore {
         limit: usize,
         lease_until: i64,
     ) -> BoxFuture<'_, Result<Claim, InboxError>> {
-        Box::pin(self.ask(move |reply| Command::Claim {
-            now,
-            limit,
-            lease_until,
-            reply,
-        }))
+        let reader = Arc::clone(&self.reader);
+        let leases = Arc::clone(&self.leases);
+        let closed = self.tx.is_closed();
+        Box::pin(async move {
+            if closed {
+                return Err(InboxError::Closed);
+            }
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut leases = leases.lock().unwrap_or_else(PoisonError::into_inner);
+                claim(&conn, &mut leases, now, limit, lease_until)
+                    .map_err(|err| Failure::new("claim deliveries", err).into())
+            })
+            .await
+            .map_err(|err| InboxError::backend(std::io::Error::other(err)))?
+        })
     }
 
     /// Queues the outcome without waiting for its commit. Commands are applied in the order
@@ -174,8 +187,13 @@ impl WorkQueue for SqliteStore {
             let Some(id) = rowid(&id) else {
                 return Ok(());
             };
+            self.leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .finishing(id, &outcome);
             let (reply, _unread) = oneshot::channel();
-            self.tx
+            let sent = self
+                .tx
                 .send(Command::Finish {
                     id,
                     attempt,
@@ -183,8 +201,15 @@ impl WorkQueue for SqliteStore {
                     now,
                     reply,
                 })
-                .await
-                .map_err(|_| InboxError::Closed)
+                .await;
+            if sent.is_err() {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .end(id);
+                return Err(InboxError::Closed);
+            }
+            Ok(())
         })
     }
 
@@ -365,9 +390,8 @@ fn apply(
     {
         log(&Failure::new("count deliveries", err));
     }
-    // The first id stored in this transaction: claims answered before the commit (so the
-    // workers never wait for a disk sync) leave out everything from it on.
-    let mut uncommitted_from = i64::MAX;
+    // Deliveries whose outcome is in this transaction: their leases end once it is over.
+    let mut finished: Vec<i64> = Vec::new();
     for command in batch.drain(..) {
         match command {
             Command::Insert {
@@ -380,8 +404,7 @@ fn apply(
                         .insert(&delivery.key, &delivery.body, delivery.state, now)
                         .map_err(|err| Failure::new("store a delivery", err))
                 });
-                if let Ok(Inserted::New(id)) = result {
-                    uncommitted_from = uncommitted_from.min(id);
+                if let Ok(Inserted::New(_)) = result {
                     shift(&mut counts, delivery.state, 1);
                 }
                 written.push(Written::Insert(reply, result));
@@ -398,6 +421,7 @@ fn apply(
                         .finish(id, attempt, &outcome, now)
                         .map_err(|err| Failure::new("record a handler outcome", err))
                 });
+                finished.push(id);
                 if let Ok(1) = result {
                     shift(&mut counts, DeliveryState::Pending, -1);
                     shift(&mut counts, outcome_state(&outcome), 1);
@@ -423,20 +447,6 @@ fn apply(
                 }
                 written.push(Written::Count(reply, result));
             }
-            Command::Claim {
-                now,
-                limit,
-                lease_until,
-                reply,
-            } => {
-                // Sees the outcomes queued before it (applied above, in this transaction);
-                // if the commit then fails, those deliveries are pending again and are
-                // claimed later: at least once.
-                let result = backend
-                    .claim(now, limit, lease_until, uncommitted_from)
-                    .map_err(|err| Failure::new("claim deliveries", err).into());
-                let _ = reply.send(result);
-            }
             Command::Close => closing = true,
             Command::Refresh => {}
         }
@@ -459,6 +469,17 @@ fn apply(
             }
         },
     };
+    // Committed, the outcomes are there for every claim from now on; failed, their
+    // deliveries are pending as before and run again (at least once).
+    if !finished.is_empty() {
+        let mut leases = backend
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for id in finished {
+            leases.end(id);
+        }
+    }
     for write in written.drain(..) {
         match write {
             Written::Insert(reply, result) => {
@@ -501,8 +522,8 @@ impl Command {
 
 struct SqliteBackend {
     conn: Connection,
-    /// Claimed deliveries' lease deadlines by rowid, until their outcome is recorded.
-    leases: HashMap<i64, i64>,
+    /// Shared with the store's claims; ended here once an outcome is committed.
+    leases: Arc<Mutex<Leases>>,
     /// The counts per state as of the last commit, shared with the store's handle.
     counts: Arc<Mutex<StateCounts>>,
     /// SQLite's `data_version` when the counts were last taken in full: it changes when
@@ -531,7 +552,7 @@ impl SqliteBackend {
         let counts = inbox::counts(&conn).map_err(at)?;
         Ok(SqliteBackend {
             conn,
-            leases: HashMap::new(),
+            leases: Arc::default(),
             counts: Arc::new(Mutex::new(counts)),
             data_version,
             _checkpoints: checkpoints,
@@ -740,7 +761,6 @@ impl SqliteBackend {
         outcome: &Outcome,
         now: i64,
     ) -> rusqlite::Result<usize> {
-        self.leases.remove(&id);
         let (state, next, error) = match outcome {
             Outcome::Done => (DeliveryState::Done, None, None),
             Outcome::Retry { at, error } => {
@@ -761,65 +781,6 @@ impl SqliteBackend {
             .conn
             .prepare_cached("DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1")?;
         stmt.execute([before])
-    }
-
-    /// Up to `limit` due pending deliveries not under a running lease, with ids below `below`
-    /// (those stored in the open transaction have higher ids, and are not handed out before
-    /// they are committed), each leased until `lease_until`.
-    fn claim(
-        &mut self,
-        now: i64,
-        limit: usize,
-        lease_until: i64,
-        below: i64,
-    ) -> rusqlite::Result<Claim> {
-        self.leases.retain(|_, until| *until > now);
-        let mut claim = Claim::default();
-        let wanted = i64::try_from(limit + self.leases.len()).unwrap_or(i64::MAX);
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, key, body, attempts FROM deliveries \
-             WHERE state = 'pending' AND next_attempt_at <= ?1 AND id < ?3 \
-             ORDER BY next_attempt_at, id LIMIT ?2",
-        )?;
-        let mut rows = stmt.query(params![now, wanted, below])?;
-        while let Some(row) = rows.next()? {
-            if claim.due.len() == limit {
-                break;
-            }
-            let id: i64 = row.get(0)?;
-            if self.leases.contains_key(&id) {
-                continue;
-            }
-            let key: Vec<u8> = row.get(1)?;
-            let body: Vec<u8> = row.get(2)?;
-            let attempts: i64 = row.get(3)?;
-            let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
-                continue;
-            };
-            claim.due.push(Claimed {
-                id: delivery_id(id),
-                key: key_from_bytes(key),
-                body: Bytes::from(body),
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-            });
-        }
-        drop(rows);
-        for claimed in &claim.due {
-            if let Some(id) = rowid(&claimed.id) {
-                self.leases.insert(id, lease_until);
-            }
-        }
-        let mut next = self.conn.prepare_cached(
-            "SELECT MIN(next_attempt_at) FROM deliveries \
-             WHERE state = 'pending' AND next_attempt_at > ?1",
-        )?;
-        let next_due: Option<i64> = next.query_row([now], |row| row.get(0))?;
-        let lease_ends = self.leases.values().copied().min();
-        claim.next_due = match (next_due, lease_ends) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(claim)
     }
 
     /// Counts every state again when another connection has committed since the last full
@@ -850,6 +811,132 @@ fn outcome_state(outcome: &Outcome) -> DeliveryState {
 /// Moves `by` deliveries into (or, negative, out of) `state` in `counts`.
 fn shift(counts: &mut StateCounts, state: DeliveryState, by: i64) {
     counts.add(Some(state), by);
+}
+
+/// The leases of claimed deliveries, by rowid, shared by the claims (on their own reading
+/// connection) and the writer.
+///
+/// Why a claim that reads beside the writer is still right:
+///
+/// - it never hands out an uncommitted delivery: its connection sees committed rows only;
+/// - it never hands out a delivery twice while leased: every claim takes this lock before
+///   its query and leases what it hands out before letting go, so claims are serialised on
+///   one map, and a leased row is skipped;
+/// - it sees every outcome queued before it: a delivery's lease is not ended when its outcome
+///   is queued but after the writer's transaction holding it is over (committed or not). A
+///   claim that finds the lease still there skips the delivery; one that finds it gone took
+///   the lock after the writer ended it, hence after the commit, and its query (a read
+///   transaction started then) sees the outcome. A failed commit leaves the delivery
+///   pending, claimable again: at least once.
+#[derive(Debug, Default)]
+struct Leases(HashMap<i64, Lease>);
+
+#[derive(Debug, Clone, Copy)]
+enum Lease {
+    /// Handed out, until this deadline (ms since the Unix epoch).
+    Held(i64),
+    /// Its outcome is queued; it ends when the writer's transaction does. A retry is due
+    /// again at this time.
+    Finishing(Option<i64>),
+}
+
+impl Leases {
+    /// Marks a delivery's outcome as queued: its lease outlives its deadline until the
+    /// writer ends it. A delivery not leased (its lease ran out) is left alone.
+    fn finishing(&mut self, id: i64, outcome: &Outcome) {
+        if let Some(lease) = self.0.get_mut(&id) {
+            let retry_at = match outcome {
+                Outcome::Retry { at, .. } => Some(*at),
+                Outcome::Done | Outcome::Dead { .. } => None,
+            };
+            *lease = Lease::Finishing(retry_at);
+        }
+    }
+
+    fn end(&mut self, id: i64) {
+        self.0.remove(&id);
+    }
+
+    /// When the claims should look again for what the leases hold back: the first deadline,
+    /// or (soon after `now` at the earliest) a retry waiting for its commit.
+    fn next_due(&self, now: i64) -> Option<i64> {
+        self.0
+            .values()
+            .filter_map(|lease| match *lease {
+                Lease::Held(until) => Some(until),
+                Lease::Finishing(retry_at) => retry_at.map(|at| at.max(now.saturating_add(1))),
+            })
+            .min()
+    }
+}
+
+/// The claims' connection: the inbox file again, only read.
+fn open_reader(path: &Path) -> Result<Connection, InboxError> {
+    let at = |err| inbox::sqlite_failed(path, err);
+    let conn = Connection::open(path).map_err(at)?;
+    conn.busy_timeout(Duration::from_secs(10)).map_err(at)?;
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -8192;")
+        .map_err(at)?;
+    Ok(conn)
+}
+
+/// Up to `limit` due pending deliveries that `leases` does not hold, each now leased until
+/// `lease_until`. See [`Leases`] for why this may read beside the writer.
+fn claim(
+    conn: &Connection,
+    leases: &mut Leases,
+    now: i64,
+    limit: usize,
+    lease_until: i64,
+) -> rusqlite::Result<Claim> {
+    leases
+        .0
+        .retain(|_, lease| !matches!(lease, Lease::Held(until) if *until <= now));
+    let mut claim = Claim::default();
+    let wanted = i64::try_from(limit + leases.0.len()).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, key, body, attempts FROM deliveries \
+         WHERE state = 'pending' AND next_attempt_at <= ?1 \
+         ORDER BY next_attempt_at, id LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![now, wanted])?;
+    while let Some(row) = rows.next()? {
+        if claim.due.len() == limit {
+            break;
+        }
+        let id: i64 = row.get(0)?;
+        if leases.0.contains_key(&id) {
+            continue;
+        }
+        let key: Vec<u8> = row.get(1)?;
+        let body: Vec<u8> = row.get(2)?;
+        let attempts: i64 = row.get(3)?;
+        let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) else {
+            continue;
+        };
+        claim.due.push(Claimed {
+            id: delivery_id(id),
+            key: key_from_bytes(key),
+            body: Bytes::from(body),
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        });
+    }
+    drop(rows);
+    for claimed in &claim.due {
+        if let Some(id) = rowid(&claimed.id) {
+            leases.0.insert(id, Lease::Held(lease_until));
+        }
+    }
+    let mut next = conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM deliveries \
+         WHERE state = 'pending' AND next_attempt_at > ?1",
+    )?;
+    let next_due: Option<i64> = next.query_row([now], |row| row.get(0))?;
+    claim.next_due = match (next_due, leases.next_due(now)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Ok(claim)
 }
 
 /// The delivery key from stored digest bytes.
@@ -911,36 +998,65 @@ mod tests {
         assert_eq!(inbox.counts().unwrap().pending, 100);
     }
 
-    #[test]
-    fn claims_answered_before_the_commit_leave_out_deliveries_stored_in_it() {
+    #[tokio::test]
+    async fn claims_leave_out_deliveries_whose_insert_is_not_committed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("inbox.db");
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (first, stored_first) = insert_command(b"{\"n\":1}");
-        tx.try_send(first).unwrap();
-        let (reply, first_claim) = oneshot::channel();
-        tx.try_send(Command::Claim {
-            now: 1_000,
-            limit: 10,
-            lease_until: 2_000,
-            reply,
-        })
-        .unwrap();
-        drop(tx);
-        run(SqliteBackend::open(&path).unwrap(), rx, &Counter::default());
-        let Ok(Ok(Stored::New(id))) = stored_first.blocking_recv() else {
-            panic!("the delivery was not stored");
-        };
-        let claim = first_claim.blocking_recv().unwrap().unwrap();
+        let store = SqliteStore::open(&path, Counter::default()).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let body = b"{\"n\":1}";
+        other
+            .execute(
+                "INSERT INTO deliveries (key, state, received_at, updated_at, next_attempt_at, body) \
+                 VALUES (?1, 'pending', 1000, 1000, 1000, ?2)",
+                params![&DeliveryKey::of(body).as_bytes()[..], &body[..]],
+            )
+            .unwrap();
+        let claim = store.claim(1_000, 10, 2_000).await.unwrap();
         assert!(
             claim.due.is_empty(),
             "an uncommitted delivery was handed out"
         );
+        other.execute_batch("COMMIT").unwrap();
+        let claim = store.claim(1_000, 10, 2_000).await.unwrap();
+        assert_eq!(claim.due.len(), 1);
+        store.close().await;
+    }
 
+    #[test]
+    fn a_lease_whose_outcome_is_queued_lasts_until_the_writer_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
         let mut backend = SqliteBackend::open(&path).unwrap();
-        let claim = backend.claim(1_000, 10, 2_000, i64::MAX).unwrap();
-        let claimed: Vec<DeliveryId> = claim.due.into_iter().map(|it| it.id).collect();
-        assert_eq!(claimed, [id]);
+        let body = Bytes::from_static(b"{}");
+        backend
+            .insert(&DeliveryKey::of(&body), &body, DeliveryState::Pending, 100)
+            .unwrap();
+        let conn = open_reader(&path).unwrap();
+        let mut leases = Leases::default();
+        let claimed = claim(&conn, &mut leases, 100, 10, 200).unwrap();
+        assert_eq!(claimed.due.len(), 1);
+        assert!(
+            claim(&conn, &mut leases, 150, 10, 300)
+                .unwrap()
+                .due
+                .is_empty()
+        );
+        // Its outcome is queued (not committed yet): past the deadline it is still held.
+        leases.finishing(1, &Outcome::Done);
+        assert!(
+            claim(&conn, &mut leases, 500, 10, 600)
+                .unwrap()
+                .due
+                .is_empty()
+        );
+        // The commit failed: the writer ends the lease and the delivery runs again.
+        leases.end(1);
+        assert_eq!(
+            claim(&conn, &mut leases, 500, 10, 600).unwrap().due.len(),
+            1
+        );
     }
 
     #[test]

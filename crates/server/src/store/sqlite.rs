@@ -469,17 +469,6 @@ fn apply(
             }
         },
     };
-    // Committed, the outcomes are there for every claim from now on; failed, their
-    // deliveries are pending as before and run again (at least once).
-    if !finished.is_empty() {
-        let mut leases = backend
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for id in finished {
-            leases.end(id);
-        }
-    }
     for write in written.drain(..) {
         match write {
             Written::Insert(reply, result) => {
@@ -496,6 +485,18 @@ fn apply(
                 let result = result.and_then(|count| committed.clone().map(|()| count));
                 let _ = reply.send(result.map_err(InboxError::from));
             }
+        }
+    }
+    // After the answers, as a claim may hold the lock for its query. Committed, the
+    // outcomes are there for every claim from now on; failed, their deliveries are pending
+    // as before and run again (at least once).
+    if !finished.is_empty() {
+        let mut leases = backend
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for id in finished {
+            leases.end(id);
         }
     }
     closing

@@ -201,10 +201,18 @@ async fn registers_its_metrics_in_an_applications_registry() {
     let unsigned = send(&service, post("/", None, BODY)).await;
     assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
     own.inc();
-    webhook.refresh_metrics().await;
-
+    // Counts are published after each commit, off the write path: the handled delivery's
+    // outcome shows once its commit is done.
     let mut text = String::new();
-    encode(&mut text, &registry).unwrap();
+    for _ in 0..200 {
+        webhook.refresh_metrics().await;
+        text.clear();
+        encode(&mut text, &registry).unwrap();
+        if text.contains("app_preservica_webhook_inbox_depth 0") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     for line in [
         "app_orders_total 1",
         "app_preservica_webhook_deliveries_accepted_total 1",

@@ -503,8 +503,9 @@ async fn serves_health_and_metrics_that_move_with_traffic() {
             .text()
             .await
             .unwrap();
-        text.contains("preservica_webhook_dead_letters 1")
-            .then_some(text)
+        let settled = text.contains("preservica_webhook_dead_letters 1")
+            && text.contains("preservica_webhook_inbox_depth 0");
+        settled.then_some(text)
     })
     .await;
     for line in [

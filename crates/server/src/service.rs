@@ -32,7 +32,7 @@ use crate::inbox::{self, DeliveryState};
 use crate::metrics::{self, Metrics};
 use crate::refusal::Refusal;
 use crate::store::{self, NewDelivery, Store, Stored};
-use crate::worker::{WorkerSettings, dispatch};
+use crate::worker::{Work, WorkerSettings, dispatch};
 
 /// The receiver with its inbox and workers, for mounting in an application of your own.
 ///
@@ -114,8 +114,9 @@ pub type ResponseBody = Full<Bytes>;
 pub(crate) struct Shared {
     receiver: Receiver,
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) metrics: Metrics,
-    pub(crate) wake: Notify,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Rung when a new delivery is stored, so an idle worker looks at once.
+    pub(crate) wake: Arc<Notify>,
     max_body: usize,
     body_timeout: Duration,
 }
@@ -232,8 +233,8 @@ impl Opened {
         let shared = Arc::new(Shared {
             receiver,
             store,
-            metrics,
-            wake: Notify::new(),
+            metrics: Arc::new(metrics),
+            wake: Arc::new(Notify::new()),
             max_body: config.max_body,
             body_timeout: config.body_timeout,
         });
@@ -255,8 +256,13 @@ impl Opened {
 
     pub(crate) fn start<H: Handler>(self, handler: H) -> Webhook {
         let stop = CancellationToken::new();
+        let work = Arc::new(Work {
+            store: Arc::clone(&self.shared.store),
+            metrics: Arc::clone(&self.shared.metrics),
+            wake: Arc::clone(&self.shared.wake),
+        });
         let workers = tokio::spawn(dispatch(
-            Arc::clone(&self.shared),
+            work,
             Arc::new(handler),
             self.settings,
             stop.clone(),

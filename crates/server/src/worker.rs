@@ -17,8 +17,8 @@ use crate::config::RetryPolicy;
 use crate::error::{Chain, InboxError};
 use crate::handler::{Handler, HandlerError, Job};
 use crate::inbox::now_millis;
-use crate::service::Shared;
-use crate::store::{BoxFuture, Claim, Claimed, DeliveryId, Outcome};
+use crate::metrics::Metrics;
+use crate::store::{BoxFuture, Claim, Claimed, DeliveryId, Outcome, Store};
 
 /// How often the inbox is polled when nothing wakes the workers (deliveries re-queued by
 /// another process are picked up within this).
@@ -30,6 +30,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// How long a claimed delivery's lease outlasts the handler timeout: time to record the
 /// outcome. A call is cut at the timeout, so a lease ends only when its worker is gone.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// What the workers share with the request side: the store, the metrics, and the wake-up
+/// rung when a delivery is stored. The request side builds it; the workers never reach back.
+#[derive(Debug)]
+pub(crate) struct Work {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) wake: Arc<tokio::sync::Notify>,
+}
 
 /// What the workers need to know.
 #[derive(Debug, Clone)]
@@ -43,7 +52,7 @@ pub(crate) struct WorkerSettings {
 
 /// Runs until `stop` is cancelled, then lets running calls finish within the grace period.
 pub(crate) async fn dispatch<H: Handler>(
-    shared: Arc<Shared>,
+    work: Arc<Work>,
     handler: Arc<H>,
     settings: WorkerSettings,
     stop: CancellationToken,
@@ -77,7 +86,7 @@ pub(crate) async fn dispatch<H: Handler>(
             };
             look = true;
             running.spawn(process(
-                Arc::clone(&shared),
+                Arc::clone(&work),
                 Arc::clone(&handler),
                 settings.handler_timeout,
                 settings.retry.clone(),
@@ -87,7 +96,7 @@ pub(crate) async fn dispatch<H: Handler>(
         let room = ahead.saturating_sub(ready.len());
         if claiming.is_none() && look && room > 0 {
             let now = now_millis();
-            claiming = Some(shared.store.claim(now, room, now.saturating_add(lease_ms)));
+            claiming = Some(work.store.claim(now, room, now.saturating_add(lease_ms)));
             (asked, look) = (room, false);
         }
         tokio::select! {
@@ -112,12 +121,12 @@ pub(crate) async fn dispatch<H: Handler>(
                 }
             }
             Some(_) = running.join_next(), if !running.is_empty() => look = true,
-            () = shared.wake.notified() => look = true,
+            () = work.wake.notified() => look = true,
             () = tokio::time::sleep(wait), if claiming.is_none() => {
                 look = true;
                 wait = POLL;
             }
-            _ = prune.tick() => prune_old(&shared, settings.retention).await,
+            _ = prune.tick() => prune_old(&work, settings.retention).await,
         }
         // Every call that has ended frees its slot now.
         while running.try_join_next().is_some() {}
@@ -143,7 +152,7 @@ pub(crate) async fn dispatch<H: Handler>(
 
 /// Calls the handler for one delivery and records the outcome.
 async fn process<H: Handler>(
-    shared: Arc<Shared>,
+    work: Arc<Work>,
     handler: Arc<H>,
     timeout: Duration,
     retry: RetryPolicy,
@@ -157,8 +166,8 @@ async fn process<H: Handler>(
             let detail =
                 std::error::Error::source(&err).map_or_else(String::new, |it| format!(": {it}"));
             let error = format!("the stored body is not a valid delivery{detail}");
-            shared.metrics.dead_lettered.inc();
-            complete(&shared, id, attempt, Outcome::Dead { error }).await;
+            work.metrics.dead_lettered.inc();
+            complete(&work, id, attempt, Outcome::Dead { error }).await;
             return;
         }
     };
@@ -181,13 +190,13 @@ async fn process<H: Handler>(
             timeout.as_millis()
         ))),
     };
-    let outcome = outcome(&shared, &retry, &id, attempt, result);
-    complete(&shared, id, attempt, outcome).await;
+    let outcome = outcome(&work, &retry, &id, attempt, result);
+    complete(&work, id, attempt, outcome).await;
 }
 
 /// Records an outcome; one that cannot be recorded leaves the delivery to run again.
-async fn complete(shared: &Shared, id: DeliveryId, attempt: u32, outcome: Outcome) {
-    let completed = shared
+async fn complete(work: &Work, id: DeliveryId, attempt: u32, outcome: Outcome) {
+    let completed = work
         .store
         .complete(id, attempt, outcome, now_millis())
         .await;
@@ -198,7 +207,7 @@ async fn complete(shared: &Shared, id: DeliveryId, attempt: u32, outcome: Outcom
 
 /// Counts and logs a call's result and decides what becomes of the delivery.
 fn outcome(
-    shared: &Shared,
+    work: &Work,
     retry: &RetryPolicy,
     id: &DeliveryId,
     attempt: u32,
@@ -206,16 +215,16 @@ fn outcome(
 ) -> Outcome {
     let err = match result {
         Ok(()) => {
-            shared.metrics.handler_successes.inc();
+            work.metrics.handler_successes.inc();
             tracing::debug!(%id, attempt, "delivery processed");
             return Outcome::Done;
         }
         Err(err) => err,
     };
-    shared.metrics.handler_failures.inc();
+    work.metrics.handler_failures.inc();
     let give_up = err.is_permanent() || attempt >= retry.max_attempts;
     if give_up {
-        shared.metrics.dead_lettered.inc();
+        work.metrics.dead_lettered.inc();
         tracing::warn!(
             %id,
             attempt,
@@ -226,7 +235,7 @@ fn outcome(
             error: err.message().to_owned(),
         };
     }
-    shared.metrics.handler_retries.inc();
+    work.metrics.handler_retries.inc();
     let delay = retry.jittered_delay(attempt);
     let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     tracing::info!(
@@ -242,13 +251,13 @@ fn outcome(
     }
 }
 
-async fn prune_old(shared: &Shared, retention: Option<Duration>) {
+async fn prune_old(work: &Work, retention: Option<Duration>) {
     let Some(retention) = retention else {
         return;
     };
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     let before = now_millis().saturating_sub(retention_ms);
-    match shared.store.prune(before).await {
+    match work.store.prune(before).await {
         Ok(0) => {}
         Ok(pruned) => tracing::info!(pruned, "pruned processed deliveries past their retention"),
         Err(err) => tracing::error!(error = %Chain(&err), "the inbox could not prune"),

@@ -529,19 +529,10 @@ async fn serves_health_and_metrics_that_move_with_traffic() {
 #[tokio::test]
 async fn serves_https_with_a_pem_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let mut config = config(&dir);
-    config.tls = Some(TlsFiles {
-        cert: data.join("cert.pem"),
-        key: data.join("key.pem"),
-    });
     let (handler, mut calls) = Scripted::ok();
-    let server = Running::start(config, handler).await;
+    let (server, connector) = https_server(&dir, handler).await;
 
-    let connector = tls_connector(&data.join("cert.pem"));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut stream = connector.connect(name, tcp).await.unwrap();
+    let mut stream = connect_tls(&connector, &server).await;
     stream
         .write_all(&length_request("/", &signature(&secret(), BODY), BODY))
         .await
@@ -560,6 +551,33 @@ async fn serves_https_with_a_pem_certificate_and_key() {
     assert!(response.starts_with(b"HTTP/1.1 200"));
     assert_eq!(next_call(&mut calls).await.body, BODY);
     server.stop().await;
+}
+
+/// A server on HTTPS with the committed test certificate, and a client connector trusting it.
+#[cfg(feature = "tls")]
+async fn https_server<H: Handler>(
+    dir: &tempfile::TempDir,
+    handler: H,
+) -> (Running, tokio_rustls::TlsConnector) {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut config = config(dir);
+    config.tls = Some(TlsFiles {
+        cert: data.join("cert.pem"),
+        key: data.join("key.pem"),
+    });
+    let server = Running::start(config, handler).await;
+    (server, tls_connector(&data.join("cert.pem")))
+}
+
+/// A TLS connection to `server` as `localhost`.
+#[cfg(feature = "tls")]
+async fn connect_tls(
+    connector: &tokio_rustls::TlsConnector,
+    server: &Running,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
 }
 
 #[cfg(feature = "tls")]
@@ -812,21 +830,12 @@ async fn answers_every_early_refusal_to_clients_that_write_their_body_before_rea
 #[tokio::test]
 async fn answers_401_over_https_to_clients_that_write_their_body_before_reading() {
     let dir = tempfile::tempdir().unwrap();
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
-    let mut config = config(&dir);
-    config.tls = Some(TlsFiles {
-        cert: data.join("cert.pem"),
-        key: data.join("key.pem"),
-    });
     let (handler, _calls) = Scripted::ok();
-    let server = Running::start(config, handler).await;
-    let connector = tls_connector(&data.join("cert.pem"));
+    let (server, connector) = https_server(&dir, handler).await;
     let writes = chunked_writes("POST", "/", None, &[b' '; 256 * 1024], 512);
     let mut answered = 0;
     for _ in 0..TRIES {
-        let tcp = TcpStream::connect(server.addr).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let mut stream = connector.connect(name, tcp).await.unwrap();
+        let mut stream = connect_tls(&connector, &server).await;
         if write_everything_then_read(&mut stream, &writes).await == Some(401) {
             answered += 1;
         }

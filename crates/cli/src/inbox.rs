@@ -4,7 +4,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use preservica_webhook_server::store::InboxAdmin;
+use preservica_webhook_server::store::{InboxAdmin, now_millis};
 use preservica_webhook_server::{DeliveryId, DeliveryState, Inbox, InboxEntry, StateFilter};
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
@@ -43,13 +43,6 @@ fn open(args: &InboxArgs) -> anyhow::Result<Box<dyn InboxAdmin>> {
         }
     })?;
     Ok(Box::new(inbox))
-}
-
-/// Now, in Unix milliseconds, for re-queued deliveries' due time.
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |it| i64::try_from(it.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn filter(state: StateArg) -> StateFilter {

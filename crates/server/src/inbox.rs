@@ -641,8 +641,8 @@ pub(crate) fn entry(
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_millis() -> i64 {
+/// Milliseconds since the Unix epoch, now: the `now` the store traits take.
+pub fn now_millis() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);

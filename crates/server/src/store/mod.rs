@@ -141,6 +141,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::config::InboxConfig;
 use crate::error::InboxError;
+pub use crate::inbox::now_millis;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 
 /// The future every store method returns: `Send`, so a store can be held as `Arc<dyn Store>`.

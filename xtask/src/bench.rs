@@ -7,6 +7,7 @@
 //! cargo xtask bench --only baseline --only durable # a subset, in the usual order
 //! cargo xtask bench --only durable --serve-arg --quiet  # extra arguments for `serve`
 //! cargo xtask bench --binary /elsewhere/preservica-webhook  # a build of your own, not rebuilt
+//! cargo xtask bench --only durable --prefill 1000000  # also on an inbox already this full
 //! ```
 //!
 //! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
@@ -16,7 +17,10 @@
 //! 2. `in-memory`: `serve --in-memory` (verify and parse, no disk);
 //! 3. `durable`: `serve --inbox` on a fresh file (verify and commit before answering), the
 //!    handler's output to /dev/null;
-//! 4. `durable-10`: the same with ten events in each delivery.
+//! 4. `durable-10`: the same with ten events in each delivery;
+//! 5. `durable-full`, only with `--prefill N`: `durable` on an inbox that already holds N
+//!    processed deliveries, stored with `inbox import` before the server starts (the import's
+//!    rate is reported too), so intake on a full inbox can be compared with `durable`.
 //!
 //! It prints a table (requests/s, p50/p99/max latency, idle and peak RSS, throughput as a
 //! fraction of the baseline, deliveries processed per second) and what `serve`'s own
@@ -82,14 +86,16 @@ enum Kind {
     Baseline,
     InMemory,
     Durable,
+    DurableFull,
     Durable10,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [
+    const ALL: [Kind; 5] = [
         Kind::Baseline,
         Kind::InMemory,
         Kind::Durable,
+        Kind::DurableFull,
         Kind::Durable10,
     ];
 
@@ -98,6 +104,7 @@ impl Kind {
             Kind::Baseline => "baseline",
             Kind::InMemory => "in-memory",
             Kind::Durable => "durable",
+            Kind::DurableFull => "durable-full",
             Kind::Durable10 => "durable-10",
         }
     }
@@ -107,6 +114,7 @@ impl Kind {
             Kind::Baseline => "bare hyper, 200 after reading the body",
             Kind::InMemory => "serve --in-memory",
             Kind::Durable => "serve --inbox FILE, stdout to /dev/null",
+            Kind::DurableFull => "serve --inbox FILE already holding --prefill deliveries",
             Kind::Durable10 => "serve --inbox FILE, 10 events per delivery",
         }
     }
@@ -134,6 +142,8 @@ struct Options {
     serve_args: Vec<String>,
     /// A `preservica-webhook` binary to measure instead of building this workspace's.
     binary: Option<PathBuf>,
+    /// Processed deliveries in the inbox before the `durable-full` run (0: no such run).
+    prefill: u64,
 }
 
 impl Options {
@@ -145,6 +155,7 @@ impl Options {
             only: Vec::new(),
             serve_args: Vec::new(),
             binary: None,
+            prefill: 0,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -185,11 +196,25 @@ impl Options {
                 }
                 "--serve-arg" => options.serve_args.push(value("--serve-arg")?),
                 "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
+                "--prefill" => {
+                    let text = value("--prefill")?;
+                    options.prefill = text
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|count| *count > 0)
+                        .with_context(|| {
+                            format!("--prefill {text:?} is not a positive number of deliveries")
+                        })?;
+                }
                 other => bail!(
                     "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
-                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]... [--binary PATH]"
+                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]... [--binary PATH] \
+                     [--prefill N]"
                 ),
             }
+        }
+        if options.prefill == 0 && options.only.contains(&Kind::DurableFull) {
+            bail!("--only durable-full needs --prefill N, the deliveries already in its inbox");
         }
         Ok(options)
     }
@@ -198,6 +223,7 @@ impl Options {
         Kind::ALL
             .into_iter()
             .filter(|kind| self.only.is_empty() || self.only.contains(kind))
+            .filter(|kind| *kind != Kind::DurableFull || self.prefill > 0)
             .collect()
     }
 }
@@ -254,6 +280,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     print!("{}", report::inside_lines(&report.runs));
     println!();
     print!("{}", report::goal_lines(&report.goals));
+    if let Some(line) = report::full_inbox_line(&report.runs) {
+        println!("\n{line}");
+    }
     let path = write_json(&report)?;
     println!("\nwritten to {}", path.display());
 
@@ -306,6 +335,9 @@ async fn run_all(
             }
             (_, None) => bail!("the serve runs need the binary"),
             (kind, Some(binary)) => {
+                if *kind == Kind::DurableFull {
+                    prefill(binary, scratch.path(), options.prefill, !nonce).await?;
+                }
                 let mut command = serve_command(*kind, binary, scratch.path());
                 command.args(&options.serve_args);
                 command
@@ -467,11 +499,80 @@ fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
         Kind::InMemory => {
             command.arg("--in-memory");
         }
-        Kind::Baseline | Kind::Durable | Kind::Durable10 => {
+        Kind::Baseline | Kind::Durable | Kind::DurableFull | Kind::Durable10 => {
             command.arg("--inbox").arg(scratch.join("inbox.db"));
         }
     }
     command
+}
+
+/// Fills `scratch/inbox.db` with `count` processed deliveries, unique to `nonce`, through
+/// `inbox import` (export lines written to a file first, then read by the binary).
+async fn prefill(binary: &Path, scratch: &Path, count: u64, nonce: u32) -> Result<()> {
+    let lines = scratch.join("prefill.jsonl");
+    let started = std::time::Instant::now();
+    let file = lines.clone();
+    tokio::task::spawn_blocking(move || write_prefill(&file, count, nonce))
+        .await
+        .context("the prefill writer stopped")??;
+    let written = started.elapsed();
+    let started = std::time::Instant::now();
+    let input = std::fs::File::open(&lines)
+        .with_context(|| format!("could not read {}", lines.display()))?;
+    let output = Command::new(binary)
+        .args(["inbox", "import", "--inbox", "inbox.db"])
+        .current_dir(scratch)
+        .env_remove("RUST_LOG")
+        .stdin(input)
+        .output()
+        .await
+        .context("could not run `inbox import`")?;
+    if !output.status.success() {
+        bail!(
+            "`inbox import` of the prefill failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let imported = started.elapsed().as_secs_f64();
+    eprintln!(
+        "xtask bench: durable-full: {count} deliveries written in {:.1} s, imported in {imported:.1} s ({:.0}/s)",
+        written.as_secs_f64(),
+        count as f64 / imported
+    );
+    std::fs::remove_file(&lines).with_context(|| format!("could not remove {}", lines.display()))
+}
+
+/// Writes `count` export lines of processed deliveries, received now.
+fn write_prefill(path: &Path, count: u64, nonce: u32) -> Result<()> {
+    use sha2::Digest as _;
+    use std::io::Write as _;
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let received_at = chrono::DateTime::from_timestamp_millis(
+        i64::try_from(now.as_millis()).context("the clock is past the year 292 million")?,
+    )
+    .context("the clock is out of chrono's range")?
+    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for sequence in 0..count {
+        let body = load::delivery_body(nonce, 0, sequence, 1);
+        let text = std::str::from_utf8(&body).context("delivery bodies are text")?;
+        let line = serde_json::json!({
+            "key": hex::encode(sha2::Sha256::digest(&body)),
+            "state": "done",
+            "receivedAt": received_at,
+            "body": text,
+        });
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+        .with_context(|| format!("could not write {}", path.display()))
 }
 
 /// Builds `package` with `cargo build --release --locked` and returns the path of its `bin`.
@@ -563,7 +664,11 @@ mod tests {
             (options.connections, options.seconds, options.warmup),
             (64, 10.0, 1.0)
         );
-        assert_eq!(options.kinds(), Kind::ALL);
+        assert!(
+            !options.kinds().contains(&Kind::DurableFull),
+            "needs --prefill"
+        );
+        assert_eq!(options.kinds().len(), Kind::ALL.len() - 1);
     }
 
     #[test]
@@ -588,6 +693,8 @@ mod tests {
             "--seconds",
             "--verbose",
             "--serve-arg",
+            "--prefill 0",
+            "--only durable-full",
         ] {
             assert!(Options::parse(&args(bad)).is_err(), "{bad}");
         }

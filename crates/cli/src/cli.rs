@@ -461,6 +461,12 @@ pub(crate) enum InboxCommand {
     /// Print every stored delivery, oldest first, as one JSON object a line: id, key, state,
     /// receivedAt, and body (the raw body as a string; bodyBase64 instead when not UTF-8)
     Export,
+    /// Store the deliveries of an export read from standard input (one JSON object a line, as
+    /// `inbox export` prints them), keeping each one's state and time received; deliveries the
+    /// inbox has already are skipped, so an import can be run again. Creates the inbox when it
+    /// does not exist; stop `serve` on an inbox file first. Attempt counts and errors are not
+    /// in an export: imported deliveries start with none
+    Import,
 }
 
 /// How `send` transfers the body.

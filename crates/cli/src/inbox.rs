@@ -11,26 +11,32 @@ use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
 use crate::config::config_error;
 use crate::output;
 
+mod import;
+
 /// `inbox …`, through the storage seam's admin operations, so every backend the command can
 /// open answers the same way.
 ///
 /// # Errors
 /// A missing or foreign inbox file (exit 2), database errors, and unknown or non-dead ids.
 pub(crate) async fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
-    let inbox = open(args)?;
-    let inbox = inbox.as_ref();
     match &args.command {
-        InboxCommand::List { state } => list(global, inbox, *state).await,
-        InboxCommand::Show { id, pretty } => show(global, inbox, id, *pretty).await,
-        InboxCommand::Retry { id, dead } => retry(global, inbox, id.as_ref(), *dead).await,
-        InboxCommand::Export => {
-            let mut out = std::io::BufWriter::new(std::io::stdout());
-            let count = inbox.export(&mut out).await?;
-            out.flush()?;
-            tracing::debug!(count, "exported");
-            Ok(ExitCode::SUCCESS)
+        InboxCommand::List { state } => list(global, open(args)?.as_ref(), *state).await,
+        InboxCommand::Show { id, pretty } => show(global, open(args)?.as_ref(), id, *pretty).await,
+        InboxCommand::Retry { id, dead } => {
+            retry(global, open(args)?.as_ref(), id.as_ref(), *dead).await
         }
+        InboxCommand::Export => export(open(args)?.as_ref()).await,
+        // Writes through the receiver's own intake, and may create the inbox.
+        InboxCommand::Import => import::run(global, &args.inbox).await,
     }
+}
+
+async fn export(inbox: &dyn InboxAdmin) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let count = inbox.export(&mut out).await?;
+    out.flush()?;
+    tracing::debug!(count, "exported");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Opens the inbox `--inbox` names (today a SQLite file).

@@ -213,3 +213,67 @@ fn a_missing_inbox_is_a_configuration_error() {
         .code(2)
         .stderr(predicate::str::contains("no inbox at inbox.db"));
 }
+
+/// The export lines without the inbox's own ids.
+fn without_ids(export: &[u8]) -> Vec<serde_json::Value> {
+    export
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut value: serde_json::Value = serde_json::from_slice(line).unwrap();
+            value.as_object_mut().unwrap().remove("id");
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn an_export_imports_into_a_new_inbox_once() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path());
+    let export = inbox(dir.path(), &["export"])
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    assert_eq!(without_ids(&export).len(), 3);
+    let import = |input: Vec<u8>| {
+        cmd(dir.path())
+            .args(["inbox", "import", "--inbox", "copy.db"])
+            .write_stdin(input)
+            .assert()
+    };
+    import(export.clone())
+        .success()
+        .stdout("imported 3 deliveries, 0 already in the inbox\n");
+    let copied = cmd(dir.path())
+        .args(["inbox", "export", "--inbox", "copy.db"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let mut expected = without_ids(&export);
+    let mut got = without_ids(&copied);
+    let by_key = |value: &serde_json::Value| value["key"].as_str().unwrap().to_owned();
+    expected.sort_by_key(by_key);
+    got.sort_by_key(by_key);
+    assert_eq!(got, expected, "state, time received and body kept");
+
+    // Again, with a line that was edited: what came before it is there, the edit is named.
+    let mut edited = export.clone();
+    edited.extend_from_slice(
+        br#"{"key":"00","state":"done","receivedAt":"2026-01-01T00:00:00Z","body":"x"}"#,
+    );
+    edited.push(b'\n');
+    import(edited)
+        .failure()
+        .stderr(predicate::str::contains("line 4 is not an export line"))
+        .stderr(predicate::str::contains("not the SHA-256 of its body"))
+        .stderr(predicate::str::contains(
+            "the 3 lines before it are in the inbox (0 of them new)",
+        ));
+    import(export)
+        .success()
+        .stdout("imported 0 deliveries, 3 already in the inbox\n");
+}

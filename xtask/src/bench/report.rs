@@ -189,6 +189,21 @@ pub(crate) fn set_ratios(runs: &mut [Run]) {
     }
 }
 
+/// How intake on the prefilled inbox compares with intake on an empty one, when both ran.
+pub(crate) fn full_inbox_line(runs: &[Run]) -> Option<String> {
+    let rate = |name: &str| {
+        runs.iter()
+            .find(|run| run.name == name)
+            .map(|run| run.requests_per_second)
+            .filter(|rps| *rps > 0.0)
+    };
+    let (empty, full) = (rate("durable")?, rate("durable-full")?);
+    Some(format!(
+        "durable-full intake is {:.2} of durable intake ({full:.0} vs {empty:.0} requests/s)",
+        full / empty
+    ))
+}
+
 /// Judges the goals of issue 7 against the runs.
 pub(crate) fn goals(runs: &[Run], connections: usize) -> Vec<Goal> {
     let find = |name: &str| runs.iter().find(|run| run.name == name);

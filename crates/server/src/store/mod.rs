@@ -175,7 +175,9 @@ pub struct NewDelivery {
     /// store that keeps it in memory copies it (`Bytes::copy_from_slice`).
     pub body: Bytes,
     /// [`DeliveryState::Pending`] (to be handled, due at once) or
-    /// [`DeliveryState::Undecodable`] (authentic but not a delivery: kept, never claimed).
+    /// [`DeliveryState::Undecodable`] (authentic but not a delivery: kept, never claimed) from
+    /// the receiver; `inbox import` stores done and dead deliveries too. A store keeps the
+    /// state it is given: only a pending delivery is ever claimed.
     pub state: DeliveryState,
 }
 
@@ -410,6 +412,20 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
     serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
     out.write_all(b"\n")?;
     Ok(())
+}
+
+/// Opens the store `inbox` configures, as a server would, for a program that writes to an
+/// inbox without serving (such as `inbox import`). Blocking: it may create files and start
+/// threads. Call [`Store::close`] when done, so queued writes are finished.
+///
+/// The SQLite store creates the file if needed and holds it (its lock file) until the store is
+/// dropped: no server can run on that inbox meanwhile.
+///
+/// # Errors
+/// When the store cannot be opened; [`InboxError::InUse`] for an SQLite inbox a running server
+/// holds.
+pub fn open_store(inbox: InboxConfig) -> Result<Arc<dyn Store>, InboxError> {
+    open(inbox, Counter::default())
 }
 
 /// Opens the configured store, counting the SQLite store's commits (or the memory store's

@@ -201,3 +201,40 @@ async fn sqlite_and_memory_stores_do_the_same_through_the_seam() {
     exercise(&sqlite).await;
     exercise(&MemoryStore::new(Counter::default())).await;
 }
+
+/// Deliveries stored done or dead (as `inbox import` does) keep their state, time received
+/// and count, and are never claimed.
+async fn keeps_the_state_it_is_given(inbox: &dyn Store) {
+    let done = store(inbox, "imported done", DeliveryState::Done, 1_000).await;
+    let dead = store(inbox, "imported dead", DeliveryState::Dead, 2_000).await;
+    assert!(inbox.claim(5_000, 10, 9_000).await.unwrap().due.is_empty());
+    assert_eq!(
+        inbox.counts().await.unwrap(),
+        StateCounts {
+            pending: 0,
+            done: 1,
+            dead: 1,
+            undecodable: 0
+        }
+    );
+    let entry = inbox.get(&dead).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.state, entry.received_at.as_str()),
+        (DeliveryState::Dead, "1970-01-01T00:00:02.000Z")
+    );
+    assert_eq!(
+        inbox.get(&done).await.unwrap().unwrap().state,
+        DeliveryState::Done
+    );
+    assert_eq!(inbox.retry_dead(6_000).await.unwrap(), 1);
+    assert_eq!(ids(&inbox.claim(6_000, 10, 9_000).await.unwrap()), [dead]);
+    inbox.close().await;
+}
+
+#[tokio::test]
+async fn stores_keep_done_and_dead_deliveries_as_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("inbox.db"), Counter::default()).unwrap();
+    keeps_the_state_it_is_given(&sqlite).await;
+    keeps_the_state_it_is_given(&MemoryStore::new(Counter::default())).await;
+}

@@ -239,7 +239,8 @@ impl Memory {
         let Some(row) = self.rows.get_mut(&id) else {
             return;
         };
-        if row.state != DeliveryState::Pending {
+        // Another attempt's outcome, or one for a delivery re-queued or finished meanwhile.
+        if row.state != DeliveryState::Pending || row.attempts.saturating_add(1) != attempt {
             return;
         }
         if let Some(at) = row.due {

@@ -772,7 +772,7 @@ impl SqliteBackend {
         let mut stmt = self.conn.prepare_cached(
             "UPDATE deliveries SET state = ?2, attempts = ?3, next_attempt_at = ?4, \
              last_error = COALESCE(?5, last_error), updated_at = ?6 \
-             WHERE id = ?1 AND state = 'pending'",
+             WHERE id = ?1 AND state = 'pending' AND attempts = ?3 - 1",
         )?;
         stmt.execute(params![id, state.as_str(), attempt, next, error, now])
     }

@@ -80,9 +80,9 @@ async fn exercise(inbox: &dyn Store) {
     let dead = Outcome::Dead {
         error: "never".into(),
     };
-    inbox.complete(all[2].clone(), 3, dead, 200).await.unwrap();
+    inbox.complete(all[2].clone(), 1, dead, 200).await.unwrap();
     inbox
-        .complete(all[2].clone(), 4, Outcome::Done, 300)
+        .complete(all[2].clone(), 2, Outcome::Done, 300)
         .await
         .unwrap();
     // Outcomes may be recorded after `complete` answers; a prune (answered once committed)
@@ -101,7 +101,7 @@ async fn exercise(inbox: &dyn Store) {
     let entry = inbox.get(&all[2]).await.unwrap().unwrap();
     assert_eq!(
         (entry.state, entry.attempts, entry.last_error.as_deref()),
-        (DeliveryState::Dead, 3, Some("never")),
+        (DeliveryState::Dead, 1, Some("never")),
         "only pending deliveries take outcomes"
     );
 
@@ -114,6 +114,18 @@ async fn exercise(inbox: &dyn Store) {
         ids(&claim),
         [all[3].clone()],
         "an expired lease kept its delivery"
+    );
+    // An outcome of the first attempt, arriving late, is not the second attempt's.
+    inbox
+        .complete(all[1].clone(), 1, Outcome::Done, 1_000)
+        .await
+        .unwrap();
+    inbox.prune(i64::MIN).await.unwrap();
+    let entry = inbox.get(&all[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.state, entry.attempts),
+        (DeliveryState::Pending, 1),
+        "a stale outcome was recorded"
     );
     inbox
         .complete(all[1].clone(), 2, Outcome::Done, 1_000)

@@ -50,6 +50,29 @@ pub(crate) struct WorkerSettings {
     pub(crate) shutdown_grace: Duration,
 }
 
+/// The workers' time, in ms since the Unix epoch: the wall clock when they started plus tokio's
+/// time since. Lease deadlines, retry times and outcomes follow tokio's clock, which never
+/// steps back when the system clock is set, and which tests pause and advance.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    start_ms: i64,
+    start: Instant,
+}
+
+impl Clock {
+    pub(crate) fn start() -> Clock {
+        Clock {
+            start_ms: now_millis(),
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) fn now_ms(self) -> i64 {
+        let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.start_ms.saturating_add(elapsed)
+    }
+}
+
 /// Runs until `stop` is cancelled, then lets running calls finish within the grace period.
 pub(crate) async fn dispatch<H: Handler>(
     work: Arc<Work>,
@@ -66,6 +89,7 @@ pub(crate) async fn dispatch<H: Handler>(
     // once instead of after a round trip to the store, and one claim fetches many. A buffered
     // delivery is leased like a running one; if the server stops first it stays pending and
     // runs at the next start (or, in a shared store, once its lease ends).
+    let clock = Clock::start();
     let mut running: JoinSet<()> = JoinSet::new();
     let mut ready: VecDeque<Claimed> = VecDeque::new();
     let ahead = settings.workers.saturating_mul(CLAIM_AHEAD).max(1);
@@ -91,11 +115,12 @@ pub(crate) async fn dispatch<H: Handler>(
                 settings.handler_timeout,
                 settings.retry.clone(),
                 claimed,
+                clock,
             ));
         }
         let room = ahead.saturating_sub(ready.len());
         if claiming.is_none() && look && room > 0 {
-            let now = now_millis();
+            let now = clock.now_ms();
             claiming = Some(work.store.claim(now, room, now.saturating_add(lease_ms)));
             (asked, look) = (room, false);
         }
@@ -111,7 +136,7 @@ pub(crate) async fn dispatch<H: Handler>(
                         look = claim.due.len() >= asked;
                         ready.extend(claim.due);
                         if let Some(next) = claim.next_due {
-                            let until = u64::try_from(next.saturating_sub(now_millis())).unwrap_or(0);
+                            let until = u64::try_from(next.saturating_sub(clock.now_ms())).unwrap_or(0);
                             wait = wait.min(Duration::from_millis(until));
                         }
                     }
@@ -126,7 +151,7 @@ pub(crate) async fn dispatch<H: Handler>(
                 look = true;
                 wait = POLL;
             }
-            _ = prune.tick() => prune_old(&work, settings.retention).await,
+            _ = prune.tick() => prune_old(&work, settings.retention, clock).await,
         }
         // Every call that has ended frees its slot now.
         while running.try_join_next().is_some() {}
@@ -157,6 +182,7 @@ async fn process<H: Handler>(
     timeout: Duration,
     retry: RetryPolicy,
     claimed: Claimed,
+    clock: Clock,
 ) {
     let attempt = claimed.attempts.saturating_add(1);
     let id = claimed.id;
@@ -167,7 +193,7 @@ async fn process<H: Handler>(
                 std::error::Error::source(&err).map_or_else(String::new, |it| format!(": {it}"));
             let error = format!("the stored body is not a valid delivery{detail}");
             work.metrics.dead_lettered.inc();
-            complete(&work, id, attempt, Outcome::Dead { error }).await;
+            complete(&work, id, attempt, Outcome::Dead { error }, clock).await;
             return;
         }
     };
@@ -190,15 +216,15 @@ async fn process<H: Handler>(
             timeout.as_millis()
         ))),
     };
-    let outcome = outcome(&work, &retry, &id, attempt, result);
-    complete(&work, id, attempt, outcome).await;
+    let outcome = outcome(&work, &retry, &id, attempt, result, clock);
+    complete(&work, id, attempt, outcome, clock).await;
 }
 
 /// Records an outcome; one that cannot be recorded leaves the delivery to run again.
-async fn complete(work: &Work, id: DeliveryId, attempt: u32, outcome: Outcome) {
+async fn complete(work: &Work, id: DeliveryId, attempt: u32, outcome: Outcome, clock: Clock) {
     let completed = work
         .store
-        .complete(id, attempt, outcome, now_millis())
+        .complete(id, attempt, outcome, clock.now_ms())
         .await;
     if let Err(err) = completed {
         tracing::error!(error = %Chain(&err), "the inbox could not record a handler outcome");
@@ -212,6 +238,7 @@ fn outcome(
     id: &DeliveryId,
     attempt: u32,
     result: Result<(), HandlerError>,
+    clock: Clock,
 ) -> Outcome {
     let err = match result {
         Ok(()) => {
@@ -246,17 +273,17 @@ fn outcome(
         "handler failed; will retry"
     );
     Outcome::Retry {
-        at: now_millis().saturating_add(delay_ms),
+        at: clock.now_ms().saturating_add(delay_ms),
         error: err.message().to_owned(),
     }
 }
 
-async fn prune_old(work: &Work, retention: Option<Duration>) {
+async fn prune_old(work: &Work, retention: Option<Duration>, clock: Clock) {
     let Some(retention) = retention else {
         return;
     };
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let before = now_millis().saturating_sub(retention_ms);
+    let before = clock.now_ms().saturating_sub(retention_ms);
     match work.store.prune(before).await {
         Ok(0) => {}
         Ok(pruned) => tracing::info!(pruned, "pruned processed deliveries past their retention"),
@@ -272,4 +299,111 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
         return text.clone();
     }
     "a non-text panic payload".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+    use preservica_webhook_core::DeliveryKey;
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+    use crate::inbox::DeliveryState;
+    use crate::store::NewDelivery;
+    use crate::store::memory::MemoryStore;
+
+    /// Fails its first `failures` calls; records when (tokio time) each call came.
+    #[derive(Debug)]
+    struct Flaky {
+        failures: usize,
+        calls: Mutex<Vec<Instant>>,
+    }
+
+    impl Handler for Flaky {
+        async fn handle(&self, _job: &Job) -> Result<(), HandlerError> {
+            let mut calls = self.calls.lock().unwrap();
+            calls.push(Instant::now());
+            if calls.len() <= self.failures {
+                return Err(HandlerError::new("not yet"));
+            }
+            Ok(())
+        }
+    }
+
+    const BODY: &str = r#"{"subscriptionId":"s","trigger":"MOVED","events":[{"event":"Moved","entityType":"IO","entityRef":"r","identifiers":[]}]}"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_out_their_backoff_on_tokio_time() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Counter::default()));
+        let body = Bytes::from_static(BODY.as_bytes());
+        let delivery = NewDelivery::new(DeliveryKey::of(&body), body, DeliveryState::Pending);
+        store.store(delivery, now_millis()).await.unwrap();
+        let work = Arc::new(Work {
+            store: Arc::clone(&store),
+            metrics: Arc::new(Metrics::new()),
+            wake: Arc::default(),
+        });
+        let handler = Arc::new(Flaky {
+            failures: 2,
+            calls: Mutex::default(),
+        });
+        let settings = WorkerSettings {
+            workers: 1,
+            handler_timeout: Duration::from_secs(30),
+            retry: RetryPolicy {
+                max_attempts: 5,
+                base_delay: Duration::from_secs(600),
+                max_delay: Duration::from_secs(3_600),
+            },
+            retention: None,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let workers = tokio::spawn(dispatch(
+            Arc::clone(&work),
+            Arc::clone(&handler),
+            settings,
+            stop.clone(),
+        ));
+        // Hours of backoff pass in no time: tokio's clock moves on whenever all tasks wait.
+        while handler.calls.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(
+                started.elapsed() < Duration::from_secs(7_200),
+                "no third call"
+            );
+        }
+        stop.cancel();
+        workers.await.unwrap();
+        let calls = handler.calls.lock().unwrap().clone();
+        let gaps: Vec<u64> = calls
+            .windows(2)
+            .map(|it| (it[1] - it[0]).as_secs())
+            .collect();
+        // Jitter keeps each delay between half the backoff and all of it, plus at most one
+        // poll interval before the dispatcher sees the retry fall due.
+        assert!(
+            (300..=601).contains(&gaps[0]),
+            "first retry after {}s",
+            gaps[0]
+        );
+        assert!(
+            (600..=1_201).contains(&gaps[1]),
+            "second retry after {}s",
+            gaps[1]
+        );
+        let entries = store.list(crate::inbox::StateFilter::All).await.unwrap();
+        assert_eq!(
+            (entries[0].state, entries[0].attempts),
+            (DeliveryState::Done, 3)
+        );
+        assert_eq!(
+            handler.calls.lock().unwrap().len(),
+            3,
+            "no call after success"
+        );
+    }
 }

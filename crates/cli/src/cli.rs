@@ -1,7 +1,7 @@
 //! The command tree: every command, flag, default, help text and example.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
@@ -13,6 +13,23 @@ pub(crate) const DEFAULT_INBOX: &str = "preservica-webhook.db";
 
 /// The default credentials file.
 pub(crate) const DEFAULT_CREDENTIALS: &str = "credentials.properties";
+
+/// Where an inbox is, as `--inbox` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InboxLocation {
+    /// A SQLite file: anything that is not a URL.
+    File(PathBuf),
+}
+
+impl InboxLocation {
+    /// The SQLite file, which only one process at a time may open; `None` for an inbox
+    /// several processes share.
+    pub(crate) fn sqlite_file(&self) -> Option<&Path> {
+        match self {
+            InboxLocation::File(path) => Some(path),
+        }
+    }
+}
 
 const ABOUT: &str =
     "Manage Preservica webhook subscriptions, run a durable receiver, test a receiver";
@@ -129,6 +146,25 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// `--inbox`: a URL of a shared inbox, or else a path to a SQLite file.
+pub(crate) fn parse_inbox(text: &str) -> Result<InboxLocation, String> {
+    if text.is_empty() {
+        return Err("give a path to a SQLite file".to_owned());
+    }
+    if let Some((scheme, _)) = text.split_once("://") {
+        let is_scheme = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme {
+            return Err(format!(
+                "no inbox is built in for {scheme}:// URLs; give a path to a SQLite file"
+            ));
+        }
+    }
+    Ok(InboxLocation::File(PathBuf::from(text)))
+}
+
 /// How long processed deliveries are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Retention {
@@ -207,6 +243,20 @@ Besides the webhook path, the same listener answers GET /healthz (`ok`, for load
 probes) and GET /metrics (Prometheus/OpenMetrics: deliveries accepted, refused by reason,
 duplicates, handler results, inbox depth, dead letters, latency).")]
     Serve(ServeArgs),
+
+    /// Handle the deliveries a shared inbox holds, without a receiver (workers only)
+    #[command(after_help = "\
+Examples:
+  # Receivers that only store, and workers beside them, on one shared inbox
+  preservica-webhook serve 0.0.0.0:8000 --inbox \"$INBOX\" --no-workers
+  preservica-webhook work --inbox \"$INBOX\" --exec ./handle-event.sh
+
+The handlers are serve's: each event printed as a JSON line on stdout, or --exec, --thumbnails,
+with the same retries and dead letters. A delivery is handled by one worker at a time; one whose
+worker stopped (a crash, a killed host) is handled again once its lease has run out. The SQLite
+file, which one process at a time may open, cannot be shared: its workers run inside serve.
+SIGINT/SIGTERM stop it gracefully: running handler calls get --shutdown-grace to finish.")]
+    Work(WorkArgs),
 
     /// Look into the receiver's inbox (works while serve runs on it)
     #[command(after_help = "\
@@ -333,12 +383,22 @@ pub(crate) struct ServeArgs {
                 IPv6), localhost:PORT, or PORT alone for 127.0.0.1:PORT; port 0 picks a free port"
     )]
     pub(crate) addr: SocketAddr,
-    /// The inbox file (SQLite), created if missing
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, conflicts_with = "in_memory")]
-    pub(crate) inbox: PathBuf,
+    /// The inbox: a SQLite file, created if missing
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = DEFAULT_INBOX,
+        value_parser = parse_inbox,
+        conflicts_with = "in_memory"
+    )]
+    pub(crate) inbox: InboxLocation,
     /// Keep the inbox in memory: deliveries not yet processed are lost on exit
     #[arg(long)]
     pub(crate) in_memory: bool,
+    /// Only take deliveries in: store them and answer, run no workers. For an inbox shared
+    /// with `preservica-webhook work` processes, which handle them
+    #[arg(long, conflicts_with_all = ["exec", "thumbnails", "in_memory"])]
+    pub(crate) no_workers: bool,
     /// The webhook path (the path part of the subscription URL)
     #[arg(long, value_name = "PATH", default_value = "/")]
     pub(crate) path: String,
@@ -351,6 +411,24 @@ pub(crate) struct ServeArgs {
     /// TLS private key (PEM)
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Once listening, subscribe --public-url to TRIGGER (repeatable); an existing
+    /// subscription of the same URL and trigger is replaced
+    #[arg(long, value_name = "TRIGGER", value_parser = known_trigger, requires = "public_url")]
+    pub(crate) subscribe: Vec<TriggerType>,
+    /// The URL Preservica reaches this receiver at (for --subscribe)
+    #[arg(long, value_name = "URL", requires = "subscribe")]
+    pub(crate) public_url: Option<String>,
+    /// Remove the subscriptions made by --subscribe when stopping
+    #[arg(long, requires = "subscribe")]
+    pub(crate) unsubscribe_on_exit: bool,
+    /// How deliveries are handled.
+    #[command(flatten)]
+    pub(crate) handling: HandlerArgs,
+}
+
+/// How stored deliveries are handled: by `serve`'s workers or by `work`.
+#[derive(Debug, Args)]
+pub(crate) struct HandlerArgs {
     /// How many deliveries are processed at once
     #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) workers: u32,
@@ -388,24 +466,31 @@ pub(crate) struct ServeArgs {
     /// is stored and processed again
     #[arg(long, value_name = "DURATION|never", default_value = "30d", value_parser = parse_retention)]
     pub(crate) retention: Retention,
-    /// Once listening, subscribe --public-url to TRIGGER (repeatable); an existing
-    /// subscription of the same URL and trigger is replaced
-    #[arg(long, value_name = "TRIGGER", value_parser = known_trigger, requires = "public_url")]
-    pub(crate) subscribe: Vec<TriggerType>,
-    /// The URL Preservica reaches this receiver at (for --subscribe)
-    #[arg(long, value_name = "URL", requires = "subscribe")]
-    pub(crate) public_url: Option<String>,
-    /// Remove the subscriptions made by --subscribe when stopping
-    #[arg(long, requires = "subscribe")]
-    pub(crate) unsubscribe_on_exit: bool,
+    /// How long a claimed delivery stays leased after --exec-timeout (and 5s more) has run
+    /// out, for its outcome to be recorded. With an inbox shared by several processes, the
+    /// deliveries a crashed one had claimed are handled by another once their lease is over
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub(crate) lease_margin: Duration,
+}
+
+/// `work`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkArgs {
+    /// The inbox that `serve --no-workers` processes store deliveries in, shared by every
+    /// process that opens it
+    #[arg(long, value_name = "LOCATION", value_parser = parse_inbox)]
+    pub(crate) inbox: InboxLocation,
+    /// How deliveries are handled.
+    #[command(flatten)]
+    pub(crate) handling: HandlerArgs,
 }
 
 /// `inbox`.
 #[derive(Debug, Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox file serve writes to
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_INBOX)]
-    pub(crate) inbox: PathBuf,
+    /// The inbox serve writes to: a SQLite file
+    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    pub(crate) inbox: InboxLocation,
     /// What to do with it.
     #[command(subcommand)]
     pub(crate) command: InboxCommand,
@@ -727,17 +812,22 @@ mod tests {
         assert_eq!(args.addr, server.addr);
         assert_eq!(args.path, server.webhook.path);
         assert_eq!(args.max_body, server.webhook.max_body);
-        assert_eq!(args.workers as usize, server.webhook.workers);
-        assert_eq!(args.max_attempts, server.webhook.retry.max_attempts);
-        assert_eq!(args.retry_delay, server.webhook.retry.base_delay);
+        assert_eq!(args.handling.workers as usize, server.webhook.workers);
         assert_eq!(
-            args.retention,
+            args.handling.max_attempts,
+            server.webhook.retry.max_attempts
+        );
+        assert_eq!(args.handling.retry_delay, server.webhook.retry.base_delay);
+        assert_eq!(args.handling.lease_margin, server.webhook.lease_margin);
+        assert_eq!(
+            args.handling.retention,
             Retention::For(server.webhook.retention.unwrap())
         );
         assert_eq!(
             Some(args.inbox.clone()),
             match server.webhook.inbox {
-                preservica_webhook_server::InboxConfig::Sqlite(path) => Some(path),
+                preservica_webhook_server::InboxConfig::Sqlite(path) =>
+                    Some(InboxLocation::File(path)),
                 _ => None,
             }
         );

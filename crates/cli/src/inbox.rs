@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use preservica_webhook_server::store::{InboxAdmin, now_millis};
 use preservica_webhook_server::{DeliveryId, DeliveryState, Inbox, InboxEntry, StateFilter};
 
-use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, StateArg};
+use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, InboxLocation, StateArg};
 use crate::config::config_error;
 use crate::output;
 
@@ -39,9 +39,10 @@ async fn export(inbox: &dyn InboxAdmin) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the inbox `--inbox` names (today a SQLite file).
+/// Opens the inbox `--inbox` names.
 fn open(args: &InboxArgs) -> anyhow::Result<Box<dyn InboxAdmin>> {
-    let inbox = Inbox::open(&args.inbox).map_err(|err| {
+    let InboxLocation::File(path) = &args.inbox;
+    let inbox = Inbox::open(path).map_err(|err| {
         if err.is_configuration() {
             config_error(format!("{:#}", anyhow::Error::new(err)))
         } else {

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Asset(args) => manage::asset(global, &args).await,
         Command::Thumbnail(args) => manage::thumbnail(global, &args).await,
         Command::Serve(args) => serve::serve(global, args).await,
+        Command::Work(args) => serve::work(global, args).await,
         Command::Inbox(args) => inbox::run(global, &args).await,
         Command::Send(args) => testing::send(global, &args).await,
         Command::Challenge(args) => testing::challenge(global, &args).await,

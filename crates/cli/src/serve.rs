@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,14 +14,14 @@ use preservica_webhook_core::{
 };
 use preservica_webhook_server::{
     DeliveryId, Handler, HandlerError, Inbox, InboxConfig, Job, Server, ServerConfig, ServerError,
-    TlsFiles,
+    TlsFiles, WebhookConfig, Workers,
 };
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::process::ChildStderr;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::{GlobalArgs, Retention, ServeArgs};
+use crate::cli::{GlobalArgs, HandlerArgs, InboxLocation, Retention, ServeArgs, WorkArgs};
 use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
 use crate::manage::{client, download_thumbnail};
 use crate::output;
@@ -52,16 +52,8 @@ const STDERR_DRAIN: Duration = Duration::from_secs(1);
 pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(global)?;
     warn_about_secret_files(global);
-    let needs_client = args.thumbnails.is_some() || !args.subscribe.is_empty();
+    let needs_client = args.handling.thumbnails.is_some() || !args.subscribe.is_empty();
     let client = needs_client.then(|| client(global)).transpose()?;
-    if let Some(dir) = &args.thumbnails {
-        std::fs::create_dir_all(dir).map_err(|err| {
-            config_error(format!(
-                "cannot create the thumbnail directory {}: {err}",
-                dir.display()
-            ))
-        })?;
-    }
     if let Some(url) = &args.public_url {
         let parsed = reqwest::Url::parse(url)
             .map_err(|err| config_error(format!("--public-url {url:?} is not a URL: {err}")))?;
@@ -79,26 +71,7 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
             );
         }
     }
-
-    let calls = Arc::new(Running::default());
-    let handler = CliHandler {
-        print: args.exec.is_none() && args.thumbnails.is_none(),
-        running: Arc::clone(&calls),
-        exec: args.exec.clone().map(|command| Exec {
-            command,
-            timeout: args.exec_timeout,
-            running: Arc::clone(&calls),
-        }),
-        thumbnails: args
-            .thumbnails
-            .clone()
-            .zip(client.clone())
-            .map(|(dir, client)| Thumbnails {
-                client,
-                dir,
-                size: ThumbnailSize::Large,
-            }),
-    };
+    let (handler, calls) = cli_handler(&args.handling, client.clone())?;
     let mut config = ServerConfig::new(secrets.all.clone());
     config.addr = args.addr;
     config.webhook.path = args.path.clone();
@@ -111,18 +84,20 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     config.webhook.inbox = if args.in_memory {
         InboxConfig::InMemory
     } else {
-        InboxConfig::Sqlite(args.inbox.clone())
+        inbox_config(&args.inbox)
     };
-    config.webhook.workers = args.workers as usize;
-    config.webhook.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
-    config.webhook.shutdown_grace = args.shutdown_grace;
-    config.webhook.retry.max_attempts = args.max_attempts;
-    config.webhook.retry.base_delay = args.retry_delay;
-    config.webhook.retry.max_delay = config.webhook.retry.max_delay.max(args.retry_delay);
-    config.webhook.retention = match args.retention {
-        Retention::For(duration) => Some(duration),
-        Retention::Forever => None,
-    };
+    apply_handling(&args.handling, &mut config.webhook);
+    if args.no_workers {
+        config.webhook.workers = 0;
+        if let Some(path) = args.inbox.sqlite_file() {
+            tracing::warn!(
+                "--no-workers on the SQLite inbox {}: deliveries are stored and wait there \
+                 until a serve without --no-workers runs on it (a SQLite file cannot be shared \
+                 with `preservica-webhook work`)",
+                path.display()
+            );
+        }
+    }
     let scheme = if config.tls.is_some() {
         "https"
     } else {
@@ -151,21 +126,18 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     if let (Some(client), Some(url)) = (&client, &args.public_url) {
         outcome = subscribe_all(client, url, &args.subscribe, secrets.primary(), &mut made).await;
     }
+    let inbox = (!args.in_memory).then_some(&args.inbox);
     if outcome.is_ok() {
         tokio::select! {
             signal = signals.next() => {
                 let waiting = plural(calls.calls(), "running handler call", "running handler calls");
-                let lost = if args.in_memory {
-                    "losing their deliveries (--in-memory)"
-                } else {
-                    "leaving their deliveries pending for the next start"
-                };
                 tracing::info!(
                     "stopping ({}): waiting up to {:?} (--shutdown-grace) for the requests in \
                      flight and the {waiting} to finish; signal again (Ctrl-C or SIGTERM) to \
-                     stop at once, {lost}",
+                     stop at once, {}",
                     signal.name(),
-                    args.shutdown_grace,
+                    args.handling.shutdown_grace,
+                    what_is_lost(inbox),
                 );
             }
             ended = &mut running => {
@@ -206,7 +178,6 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
         }
         Ok(())
     };
-    let inbox = (!args.in_memory).then_some(args.inbox.as_path());
     tokio::select! {
         stopped = stopping => stopped?,
         signal = signals.next() => return Ok(force_stop(signal, &calls, inbox)),
@@ -214,9 +185,129 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
     outcome.map(|()| ExitCode::SUCCESS)
 }
 
+/// `work`: the workers alone, on an inbox that `serve --no-workers` processes fill.
+///
+/// # Errors
+/// Configuration errors (exit 2): an inbox that cannot be shared or opened.
+pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = args.inbox.sqlite_file() {
+        return Err(config_error(format!(
+            "`work` cannot use the SQLite inbox {}: a SQLite file is opened by one process at \
+             a time, the serve that receives into it, and that serve runs its workers itself; \
+             run `preservica-webhook serve --inbox {}` without --no-workers, or give serve and \
+             work an inbox they can share",
+            path.display(),
+            path.display()
+        )));
+    }
+    warn_about_secret_files(global);
+    let client = args
+        .handling
+        .thumbnails
+        .is_some()
+        .then(|| client(global))
+        .transpose()?;
+    let (handler, calls) = cli_handler(&args.handling, client)?;
+    let mut config = WebhookConfig::new(Vec::new());
+    config.inbox = inbox_config(&args.inbox);
+    apply_handling(&args.handling, &mut config);
+    let mut signals = Signals::new()?;
+    let workers = Workers::start(&config, handler)
+        .await
+        .map_err(server_error)?;
+    tracing::info!(
+        workers = config.workers,
+        "handling the deliveries of the shared inbox"
+    );
+    let signal = signals.next().await;
+    tracing::info!(
+        "stopping ({}): waiting up to {:?} (--shutdown-grace) for the {} to finish; signal \
+         again (Ctrl-C or SIGTERM) to stop at once, {}",
+        signal.name(),
+        args.handling.shutdown_grace,
+        plural(
+            calls.calls(),
+            "running handler call",
+            "running handler calls"
+        ),
+        what_is_lost(Some(&args.inbox)),
+    );
+    tokio::select! {
+        () = workers.shutdown() => {}
+        signal = signals.next() => return Ok(force_stop(signal, &calls, Some(&args.inbox))),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The store `--inbox` names.
+pub(crate) fn inbox_config(location: &InboxLocation) -> InboxConfig {
+    match location {
+        InboxLocation::File(path) => InboxConfig::Sqlite(path.clone()),
+    }
+}
+
+/// The handler the flags ask for (printing, `--exec`, `--thumbnails`), and the count of its
+/// running calls.
+fn cli_handler(
+    args: &HandlerArgs,
+    client: Option<Client>,
+) -> anyhow::Result<(CliHandler, Arc<Running>)> {
+    if let Some(dir) = &args.thumbnails {
+        std::fs::create_dir_all(dir).map_err(|err| {
+            config_error(format!(
+                "cannot create the thumbnail directory {}: {err}",
+                dir.display()
+            ))
+        })?;
+    }
+    let calls = Arc::new(Running::default());
+    let handler = CliHandler {
+        print: args.exec.is_none() && args.thumbnails.is_none(),
+        running: Arc::clone(&calls),
+        exec: args.exec.clone().map(|command| Exec {
+            command,
+            timeout: args.exec_timeout,
+            running: Arc::clone(&calls),
+        }),
+        thumbnails: args
+            .thumbnails
+            .clone()
+            .zip(client)
+            .map(|(dir, client)| Thumbnails {
+                client,
+                dir,
+                size: ThumbnailSize::Large,
+            }),
+    };
+    Ok((handler, calls))
+}
+
+/// Sets the workers, timeouts, retries, lease and retention from the flags.
+fn apply_handling(args: &HandlerArgs, config: &mut WebhookConfig) {
+    config.workers = args.workers as usize;
+    config.handler_timeout = args.exec_timeout + TIMEOUT_MARGIN;
+    config.lease_margin = args.lease_margin;
+    config.shutdown_grace = args.shutdown_grace;
+    config.retry.max_attempts = args.max_attempts;
+    config.retry.base_delay = args.retry_delay;
+    config.retry.max_delay = config.retry.max_delay.max(args.retry_delay);
+    config.retention = match args.retention {
+        Retention::For(duration) => Some(duration),
+        Retention::Forever => None,
+    };
+}
+
+/// What stopping at once does to the deliveries whose calls it cuts short.
+fn what_is_lost(inbox: Option<&InboxLocation>) -> &'static str {
+    match inbox {
+        None => "losing their deliveries (--in-memory)",
+        Some(InboxLocation::File(_)) => "leaving their deliveries pending for the next start",
+    }
+}
+
 /// The second signal: kills the running commands and says what is left for the next start.
 /// Returning drops the runtime and with it every handler call still running.
-fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&Path>) -> ExitCode {
+fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&InboxLocation>) -> ExitCode {
     let cut = plural(
         calls.calls(),
         "running handler call",
@@ -224,7 +315,8 @@ fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&Path>) -> Exit
     );
     let killed = calls.kill_all();
     let left = match inbox {
-        Some(path) => match Inbox::open(path).and_then(|inbox| inbox.counts()) {
+        Some(InboxLocation::File(path)) => match Inbox::open(path).and_then(|inbox| inbox.counts())
+        {
             Ok(counts) => format!(
                 "{} left pending in {}, to be handled again at the next start",
                 plural(

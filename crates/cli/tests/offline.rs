@@ -28,6 +28,7 @@ fn top_level_help_lists_every_command_and_the_exit_codes() {
         asset
         thumbnail
         serve
+        work
         inbox
         send
         challenge

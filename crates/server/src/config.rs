@@ -80,10 +80,20 @@ pub struct WebhookConfig {
     /// Where deliveries are stored; default `Sqlite("preservica-webhook.db")` (`InMemory`
     /// without the `sqlite` cargo feature, which has no durable store built in).
     pub inbox: InboxConfig,
-    /// How many handler calls run at once; default 4.
+    /// How many handler calls run at once; default 4. `0` runs no workers: the receiver only
+    /// stores deliveries, for an inbox shared with processes that run the workers (a
+    /// [`Webhook`](crate::Webhook) started elsewhere on the same store). Deliveries stored
+    /// meanwhile wait in the inbox.
     pub workers: usize,
     /// How long one handler call may take before it counts as failed; default 60 s.
     pub handler_timeout: Duration,
+    /// How long a claimed delivery's lease outlasts [`WebhookConfig::handler_timeout`]: the
+    /// time left to record the outcome; default 60 s. In a store shared by several receivers,
+    /// the deliveries a crashed receiver had claimed are handed to another once their lease
+    /// (about `handler_timeout + lease_margin`) has run out, so a shorter margin takes them
+    /// over sooner, and one too short for the store to record an outcome in lets a delivery
+    /// run twice.
+    pub lease_margin: Duration,
     /// How failed handler calls are retried.
     pub retry: RetryPolicy,
     /// How long a client may take to send a request's body; default 30 s.
@@ -169,6 +179,7 @@ impl WebhookConfig {
             inbox: InboxConfig::default(),
             workers: 4,
             handler_timeout: Duration::from_secs(60),
+            lease_margin: Duration::from_secs(60),
             retry: RetryPolicy::default(),
             body_timeout: Duration::from_secs(30),
             retention: Some(Duration::from_secs(30 * 24 * 60 * 60)),

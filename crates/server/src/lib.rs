@@ -112,6 +112,7 @@ pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, Unkn
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
 pub use crate::store::DeliveryId;
+pub use crate::worker::Workers;
 /// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
 /// an application registers in the same version.
 pub use prometheus_client;

@@ -217,9 +217,8 @@ pub(crate) struct Opened {
 impl Opened {
     pub(crate) async fn open(config: &WebhookConfig) -> Result<Opened, ServerError> {
         let receiver = Receiver::new(config.secrets.iter().cloned())?.with_path(&config.path)?;
-        let limits = [("workers", config.workers), ("max_body", config.max_body)];
-        if let Some((name, _)) = limits.iter().find(|(_, value)| *value == 0) {
-            return Err(ServerError::ZeroLimit(name));
+        if config.max_body == 0 {
+            return Err(ServerError::ZeroLimit("max_body"));
         }
         if config.retry.max_attempts == 0 {
             return Err(ServerError::ZeroLimit("retry.max_attempts"));
@@ -227,9 +226,7 @@ impl Opened {
         let inbox = config.inbox.clone();
         let metrics = Metrics::new();
         let commits = metrics.inbox_commits.clone();
-        let store = tokio::task::spawn_blocking(move || store::open(inbox, commits))
-            .await
-            .map_err(|err| ServerError::Io(std::io::Error::other(err)))??;
+        let store = store::open(inbox, commits).await?;
         let shared = Arc::new(Shared {
             receiver,
             store,
@@ -240,13 +237,7 @@ impl Opened {
         });
         Ok(Opened {
             shared,
-            settings: WorkerSettings {
-                workers: config.workers,
-                handler_timeout: config.handler_timeout,
-                retry: config.retry.clone(),
-                retention: config.retention,
-                shutdown_grace: config.shutdown_grace,
-            },
+            settings: WorkerSettings::from(config),
         })
     }
 
@@ -254,6 +245,7 @@ impl Opened {
         &self.shared
     }
 
+    /// Starts the workers, unless the configuration asks for none.
     pub(crate) fn start<H: Handler>(self, handler: H) -> Webhook {
         let stop = CancellationToken::new();
         let work = Arc::new(Work {
@@ -261,15 +253,20 @@ impl Opened {
             metrics: Arc::clone(&self.shared.metrics),
             wake: Arc::clone(&self.shared.wake),
         });
-        let workers = tokio::spawn(dispatch(
-            work,
-            Arc::new(handler),
-            self.settings,
-            stop.clone(),
-        ));
+        let workers = (self.settings.workers > 0).then(|| {
+            tokio::spawn(dispatch(
+                work,
+                Arc::new(handler),
+                self.settings,
+                stop.clone(),
+            ))
+        });
+        if workers.is_none() {
+            tracing::info!("no workers: deliveries are stored for workers elsewhere to handle");
+        }
         Webhook {
             shared: self.shared,
-            workers: Some(workers),
+            workers,
             stop,
         }
     }

@@ -1,5 +1,6 @@
 //! Processing: claims due deliveries from the inbox and calls the handler on a bounded pool,
-//! retrying failures with backoff until they succeed or become dead letters.
+//! retrying failures with backoff until they succeed or become dead letters. [`Workers`] runs
+//! them without a receiver, for an inbox that receivers elsewhere fill.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -9,16 +10,16 @@ use std::time::Duration;
 
 use futures_util::FutureExt as _;
 use preservica_webhook_core::Delivery;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RetryPolicy;
-use crate::error::{Chain, InboxError};
+use crate::config::{RetryPolicy, WebhookConfig};
+use crate::error::{Chain, InboxError, ServerError};
 use crate::handler::{Handler, HandlerError, Job};
 use crate::inbox::now_millis;
 use crate::metrics::Metrics;
-use crate::store::{BoxFuture, Claim, Claimed, DeliveryId, Outcome, Store};
+use crate::store::{self, BoxFuture, Claim, Claimed, DeliveryId, Outcome, Store};
 
 /// How often the inbox is polled when nothing wakes the workers (deliveries re-queued by
 /// another process are picked up within this).
@@ -27,9 +28,87 @@ const POLL: Duration = Duration::from_secs(1);
 const CLAIM_AHEAD: usize = 2;
 /// How often processed deliveries past their retention are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60 * 60);
-/// How long a claimed delivery's lease outlasts the handler timeout: time to record the
-/// outcome. A call is cut at the timeout, so a lease ends only when its worker is gone.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// The workers alone, without a receiver: a process that handles what receivers elsewhere
+/// store in an inbox they share (a database several processes open), so that taking deliveries
+/// in and handling them scale apart. Receivers that only store are configured with
+/// [`WebhookConfig::workers`] set to 0.
+///
+/// The store, workers, handler timeout, lease margin, retries, retention and shutdown grace
+/// come from a [`WebhookConfig`]; its path, secrets and body limits are the receiver's and
+/// are not used. An inbox only one process can open (the SQLite file) gains nothing from it:
+/// its workers run in the server that holds it.
+///
+/// ```no_run
+/// # use preservica_webhook_server::{Handler, InboxConfig, WebhookConfig, Workers};
+/// # async fn run(shared: InboxConfig, handler: impl Handler) -> Result<(), Box<dyn std::error::Error>> {
+/// let mut config = WebhookConfig::new(Vec::new());
+/// config.inbox = shared;
+/// let workers = Workers::start(&config, handler).await?;
+/// preservica_webhook_server::shutdown_signal().await;
+/// workers.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Workers {
+    store: Arc<dyn Store>,
+    task: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Opens the inbox and starts the workers that call `handler`.
+    ///
+    /// # Errors
+    /// [`ServerError::ZeroLimit`] for zero workers or attempts, [`ServerError::Inbox`] when
+    /// the inbox cannot be opened.
+    pub async fn start<H: Handler>(
+        config: &WebhookConfig,
+        handler: H,
+    ) -> Result<Workers, ServerError> {
+        if config.workers == 0 {
+            return Err(ServerError::ZeroLimit("workers"));
+        }
+        if config.retry.max_attempts == 0 {
+            return Err(ServerError::ZeroLimit("retry.max_attempts"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        let store = store::open(config.inbox.clone(), metrics.inbox_commits.clone()).await?;
+        let work = Arc::new(Work {
+            store: Arc::clone(&store),
+            metrics,
+            wake: Arc::new(tokio::sync::Notify::new()),
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(dispatch(
+            work,
+            Arc::new(handler),
+            WorkerSettings::from(config),
+            stop.clone(),
+        ));
+        Ok(Workers {
+            store,
+            task: Some(task),
+            stop,
+        })
+    }
+
+    /// Stops claiming, lets running handler calls finish within
+    /// [`WebhookConfig::shutdown_grace`], and closes the inbox.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
 
 /// What the workers share with the request side: the store, the metrics, and the wake-up
 /// rung when a delivery is stored. The request side builds it; the workers never reach back.
@@ -45,6 +124,9 @@ pub(crate) struct Work {
 pub(crate) struct WorkerSettings {
     pub(crate) workers: usize,
     pub(crate) handler_timeout: Duration,
+    /// How long a lease outlasts the handler timeout: time to record the outcome. A call is
+    /// cut at the timeout, so a lease ends only when its worker is gone.
+    pub(crate) lease_margin: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) retention: Option<Duration>,
     pub(crate) shutdown_grace: Duration,
@@ -73,6 +155,19 @@ impl Clock {
     }
 }
 
+impl From<&WebhookConfig> for WorkerSettings {
+    fn from(config: &WebhookConfig) -> WorkerSettings {
+        WorkerSettings {
+            workers: config.workers,
+            handler_timeout: config.handler_timeout,
+            lease_margin: config.lease_margin,
+            retry: config.retry.clone(),
+            retention: config.retention,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
+}
+
 /// Runs until `stop` is cancelled, then lets running calls finish within the grace period.
 pub(crate) async fn dispatch<H: Handler>(
     work: Arc<Work>,
@@ -91,24 +186,42 @@ pub(crate) async fn dispatch<H: Handler>(
     // runs at the next start (or, in a shared store, once its lease ends).
     let clock = Clock::start();
     let mut running: JoinSet<()> = JoinSet::new();
-    let mut ready: VecDeque<Claimed> = VecDeque::new();
+    // Each with the end of its lease.
+    let mut ready: VecDeque<(Claimed, i64)> = VecDeque::new();
     let ahead = settings.workers.saturating_mul(CLAIM_AHEAD).max(1);
     let mut claiming: Option<BoxFuture<'_, Result<Claim, InboxError>>> = None;
     // Whether something may have become due since the last claim came back short.
     let mut look = true;
     // How many the claim in flight asked for.
     let mut asked = 0;
-    let lease = settings.handler_timeout.saturating_add(LEASE_MARGIN);
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = millis(
+        settings
+            .handler_timeout
+            .saturating_add(settings.lease_margin),
+    );
+    // A buffered delivery starts only while its lease still covers a whole call and half the
+    // margin to record the outcome; one that waited longer is left to run out and be claimed
+    // again, so that no other receiver can take it over while it runs here.
+    let start_within = millis(
+        settings
+            .handler_timeout
+            .saturating_add(settings.lease_margin / 2),
+    );
+    let mut lease_until = 0;
     let mut prune = tokio::time::interval(PRUNE_EVERY);
     prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut wait = POLL;
     loop {
         while running.len() < settings.workers {
-            let Some(claimed) = ready.pop_front() else {
+            let Some((claimed, until)) = ready.pop_front() else {
                 break;
             };
             look = true;
+            if clock.now_ms().saturating_add(start_within) > until {
+                tracing::debug!(id = %claimed.id, "a claimed delivery waited past its lease's start; leaving it to be claimed again");
+                continue;
+            }
             running.spawn(process(
                 Arc::clone(&work),
                 Arc::clone(&handler),
@@ -121,7 +234,8 @@ pub(crate) async fn dispatch<H: Handler>(
         let room = ahead.saturating_sub(ready.len());
         if claiming.is_none() && look && room > 0 {
             let now = clock.now_ms();
-            claiming = Some(work.store.claim(now, room, now.saturating_add(lease_ms)));
+            lease_until = now.saturating_add(lease_ms);
+            claiming = Some(work.store.claim(now, room, lease_until));
             (asked, look) = (room, false);
         }
         tokio::select! {
@@ -134,7 +248,7 @@ pub(crate) async fn dispatch<H: Handler>(
                     Ok(claim) => {
                         // A full claim may have left more behind: ask again at once.
                         look = claim.due.len() >= asked;
-                        ready.extend(claim.due);
+                        ready.extend(claim.due.into_iter().map(|it| (it, lease_until)));
                         if let Some(next) = claim.next_due {
                             let until = u64::try_from(next.saturating_sub(clock.now_ms())).unwrap_or(0);
                             wait = wait.min(Duration::from_millis(until));
@@ -302,108 +416,4 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use bytes::Bytes;
-    use preservica_webhook_core::DeliveryKey;
-    use prometheus_client::metrics::counter::Counter;
-
-    use super::*;
-    use crate::inbox::DeliveryState;
-    use crate::store::NewDelivery;
-    use crate::store::memory::MemoryStore;
-
-    /// Fails its first `failures` calls; records when (tokio time) each call came.
-    #[derive(Debug)]
-    struct Flaky {
-        failures: usize,
-        calls: Mutex<Vec<Instant>>,
-    }
-
-    impl Handler for Flaky {
-        async fn handle(&self, _job: &Job) -> Result<(), HandlerError> {
-            let mut calls = self.calls.lock().unwrap();
-            calls.push(Instant::now());
-            if calls.len() <= self.failures {
-                return Err(HandlerError::new("not yet"));
-            }
-            Ok(())
-        }
-    }
-
-    const BODY: &str = r#"{"subscriptionId":"s","trigger":"MOVED","events":[{"event":"Moved","entityType":"IO","entityRef":"r","identifiers":[]}]}"#;
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_wait_out_their_backoff_on_tokio_time() {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(Counter::default()));
-        let body = Bytes::from_static(BODY.as_bytes());
-        let delivery = NewDelivery::new(DeliveryKey::of(&body), body, DeliveryState::Pending);
-        store.store(delivery, now_millis()).await.unwrap();
-        let work = Arc::new(Work {
-            store: Arc::clone(&store),
-            metrics: Arc::new(Metrics::new()),
-            wake: Arc::default(),
-        });
-        let handler = Arc::new(Flaky {
-            failures: 2,
-            calls: Mutex::default(),
-        });
-        let settings = WorkerSettings {
-            workers: 1,
-            handler_timeout: Duration::from_secs(30),
-            retry: RetryPolicy {
-                max_attempts: 5,
-                base_delay: Duration::from_secs(600),
-                max_delay: Duration::from_secs(3_600),
-            },
-            retention: None,
-            shutdown_grace: Duration::from_secs(1),
-        };
-        let stop = CancellationToken::new();
-        let started = Instant::now();
-        let workers = tokio::spawn(dispatch(
-            Arc::clone(&work),
-            Arc::clone(&handler),
-            settings,
-            stop.clone(),
-        ));
-        // Hours of backoff pass in no time: tokio's clock moves on whenever all tasks wait.
-        while handler.calls.lock().unwrap().len() < 3 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(
-                started.elapsed() < Duration::from_secs(7_200),
-                "no third call"
-            );
-        }
-        stop.cancel();
-        workers.await.unwrap();
-        let calls = handler.calls.lock().unwrap().clone();
-        let gaps: Vec<u64> = calls
-            .windows(2)
-            .map(|it| (it[1] - it[0]).as_secs())
-            .collect();
-        // Jitter keeps each delay between half the backoff and all of it, plus at most one
-        // poll interval before the dispatcher sees the retry fall due.
-        assert!(
-            (300..=601).contains(&gaps[0]),
-            "first retry after {}s",
-            gaps[0]
-        );
-        assert!(
-            (600..=1_201).contains(&gaps[1]),
-            "second retry after {}s",
-            gaps[1]
-        );
-        let entries = store.list(crate::inbox::StateFilter::All).await.unwrap();
-        assert_eq!(
-            (entries[0].state, entries[0].attempts),
-            (DeliveryState::Done, 3)
-        );
-        assert_eq!(
-            handler.calls.lock().unwrap().len(),
-            3,
-            "no call after success"
-        );
-    }
-}
+mod tests;

@@ -2,7 +2,6 @@
 //! intake the receiver uses, so duplicates are spotted the same way and concurrent stores are
 //! committed in groups.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, anyhow};
@@ -12,10 +11,10 @@ use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use preservica_webhook_core::DeliveryKey;
 use preservica_webhook_server::store::{Intake, NewDelivery, Stored, open_store};
-use preservica_webhook_server::{DeliveryState, InboxConfig, InboxError};
+use preservica_webhook_server::{DeliveryState, InboxError};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 
-use crate::cli::GlobalArgs;
+use crate::cli::{GlobalArgs, InboxLocation};
 use crate::config::config_error;
 use crate::output;
 
@@ -32,16 +31,14 @@ pub(crate) struct Imported {
     pub(crate) duplicate: usize,
 }
 
-/// Imports standard input into the inbox file at `path`.
+/// Imports standard input into the inbox at `inbox`.
 ///
 /// # Errors
 /// An inbox that cannot be opened (exit 2 for configuration problems such as an inbox a
 /// running `serve` holds), a line that is not an export line, or a failure to store.
-pub(crate) async fn run(global: &GlobalArgs, path: &Path) -> anyhow::Result<ExitCode> {
-    let config = InboxConfig::Sqlite(path.to_owned());
-    let store = tokio::task::spawn_blocking(move || open_store(config))
+pub(crate) async fn run(global: &GlobalArgs, inbox: &InboxLocation) -> anyhow::Result<ExitCode> {
+    let store = open_store(crate::serve::inbox_config(inbox))
         .await
-        .context("the inbox could not be opened")?
         .map_err(|err| {
             if err.is_configuration() {
                 config_error(format!("{:#}", anyhow::Error::new(err)))
@@ -202,7 +199,7 @@ mod tests {
         assert_eq!(delivery.body, BODY.as_bytes());
         assert_eq!(delivery.key.to_hex(), key);
         assert_eq!(delivery.state, DeliveryState::Dead);
-        assert_eq!(received_at, 1_764_496_800_250);
+        assert_eq!(received_at, 1_796_032_800_250);
     }
 
     #[test]

@@ -415,8 +415,8 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
 }
 
 /// Opens the store `inbox` configures, as a server would, for a program that writes to an
-/// inbox without serving (such as `inbox import`). Blocking: it may create files and start
-/// threads. Call [`Store::close`] when done, so queued writes are finished.
+/// inbox without serving (such as `inbox import`). Call [`Store::close`] when done, so queued
+/// writes are finished.
 ///
 /// The SQLite store creates the file if needed and holds it (its lock file) until the store is
 /// dropped: no server can run on that inbox meanwhile.
@@ -424,16 +424,26 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
 /// # Errors
 /// When the store cannot be opened; [`InboxError::InUse`] for an SQLite inbox a running server
 /// holds.
-pub fn open_store(inbox: InboxConfig) -> Result<Arc<dyn Store>, InboxError> {
-    open(inbox, Counter::default())
+pub async fn open_store(inbox: InboxConfig) -> Result<Arc<dyn Store>, InboxError> {
+    open(inbox, Counter::default()).await
 }
 
 /// Opens the configured store, counting the SQLite store's commits (or the memory store's
-/// writes) in `commits`. Blocking: it may create files and start threads.
-pub(crate) fn open(inbox: InboxConfig, commits: Counter) -> Result<Arc<dyn Store>, InboxError> {
+/// writes) in `commits`. The SQLite store, which creates files and starts threads, is opened
+/// on a blocking thread.
+pub(crate) async fn open(
+    inbox: InboxConfig,
+    commits: Counter,
+) -> Result<Arc<dyn Store>, InboxError> {
     Ok(match inbox {
         #[cfg(feature = "sqlite")]
-        InboxConfig::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(&path, commits)?),
+        InboxConfig::Sqlite(path) => {
+            let opened =
+                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path, commits))
+                    .await
+                    .map_err(|err| InboxError::Io(std::io::Error::other(err)))??;
+            Arc::new(opened)
+        }
         InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
         InboxConfig::Custom(store) => store,
     })

@@ -3,3 +3,4 @@
 //! binary, and signed deliveries. Not published; nothing here is part of the toolkit's API.
 
 pub mod port;
+pub mod postgres;

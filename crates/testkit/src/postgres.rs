@@ -1,0 +1,353 @@
+//! A throwaway PostgreSQL: its own cluster in a temporary folder, listening on a free loopback
+//! port, stopped and removed when dropped.
+//!
+//! The programs come from Debian's `postgresql` package (`initdb` and `postgres`, found in
+//! `PATH` or `/usr/lib/postgresql/*/bin`); without them [`Postgres::start`] fails with a
+//! message saying to install it. PostgreSQL refuses to run as root, so a root test process
+//! runs them as the unprivileged user `nobody`, which then owns the cluster's folder; any other
+//! user runs them as itself.
+//!
+//! The cluster trusts every local connection (no password) and syncs nothing to disk: it is
+//! for tests, whose data may vanish with the machine.
+//!
+//! ```no_run
+//! let mut postgres = preservica_webhook_testkit::postgres::Postgres::start()?;
+//! let url = postgres.url(); // postgres://postgres@127.0.0.1:PORT/postgres
+//! postgres.stop()?; // an outage: clients lose their connections
+//! postgres.start_again()?; // the same cluster on the same port
+//! # anyhow::Ok(())
+//! ```
+
+use std::fs::File;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+
+use crate::port::free_loopback_port;
+
+/// How long the cluster may take to start or stop.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// The line the server logs once it takes connections.
+const READY: &str = "database system is ready to accept connections";
+/// The superuser `initdb` creates.
+const SUPERUSER: &str = "postgres";
+
+/// A running throwaway PostgreSQL cluster (see the [module documentation](self)).
+#[derive(Debug)]
+pub struct Postgres {
+    /// Holds `data/` (the cluster), `socket/` (its Unix socket) and `postgres.log`.
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+    /// Who runs the programs when this process is root: `nobody`'s user and group ids.
+    run_as: Option<(u32, u32)>,
+    server: Option<Child>,
+}
+
+impl Postgres {
+    /// Creates a cluster in a new temporary folder and starts it on a free loopback port.
+    ///
+    /// # Errors
+    /// When PostgreSQL is not installed (the message says to install Debian's `postgresql`),
+    /// or `initdb` or the server fails (the message holds its output).
+    pub fn start() -> anyhow::Result<Postgres> {
+        let bin = find_binaries()?;
+        let run_as = if rustix::process::geteuid().is_root() {
+            Some(nobody()?)
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("testkit-postgres-")
+            .tempdir()
+            .context("cannot create a folder for the PostgreSQL cluster")?;
+        std::fs::create_dir(dir.path().join("socket"))?;
+        if let Some((uid, gid)) = run_as {
+            for path in [dir.path().to_owned(), dir.path().join("socket")] {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).with_context(|| {
+                    format!("cannot give {} to the user nobody", path.display())
+                })?;
+            }
+        }
+        let mut postgres = Postgres {
+            dir,
+            bin,
+            port: 0,
+            run_as,
+            server: None,
+        };
+        postgres.initdb()?;
+        // The port was free a moment ago; another process may take it first: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            postgres.port = free_loopback_port()?;
+            match postgres.launch() {
+                Ok(()) => return Ok(postgres),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    /// The URL of the `postgres` database as the superuser `postgres`, over TCP on loopback.
+    pub fn url(&self) -> String {
+        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{SUPERUSER}", self.port)
+    }
+
+    /// The port the cluster listens on, the same after [`Postgres::start_again`].
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the server runs (between [`Postgres::stop`] and [`Postgres::start_again`] it
+    /// does not).
+    pub fn is_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Stops the server as an administrator's fast shutdown does: open transactions are rolled
+    /// back, every client is disconnected, the cluster stays on disk.
+    ///
+    /// # Errors
+    /// When the server does not stop within 30 s (it is then killed).
+    pub fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.server.take() else {
+            return Ok(());
+        };
+        signal(&server, rustix::process::Signal::INT);
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if server.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        bail!("PostgreSQL did not stop within {PATIENCE:?} and was killed")
+    }
+
+    /// Starts the stopped cluster again, on the same port.
+    ///
+    /// # Errors
+    /// When it does not start (the message holds its log), for instance because another
+    /// process took the port meanwhile.
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        self.launch()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    /// A command for one of the cluster's programs, run as the right user.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin.join(program));
+        command
+            .current_dir(self.dir.path())
+            .env_remove("PGDATA")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        if let Some((uid, gid)) = self.run_as {
+            // std drops the supplementary groups too when a root process changes the user.
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    fn initdb(&self) -> anyhow::Result<()> {
+        let output = self
+            .command("initdb")
+            .arg("--pgdata")
+            .arg(self.data())
+            .args([
+                "--username",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .context("cannot run initdb")?;
+        if !output.status.success() {
+            bail!(
+                "initdb failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts the server on `self.port` and waits until it takes connections.
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let from = log.metadata()?.len();
+        let socket = self.dir.path().join("socket");
+        let mut server = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .arg(&socket)
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=32MB",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("cannot start postgres")?;
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let logged = self.log_since(from);
+            if logged.contains(READY) {
+                self.server = Some(server);
+                return Ok(());
+            }
+            if let Some(status) = server.try_wait()? {
+                bail!("postgres exited with {status}: {logged}");
+            }
+            if Instant::now() >= deadline {
+                let _ = server.kill();
+                let _ = server.wait();
+                bail!("postgres did not start within {PATIENCE:?}: {logged}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_since(&self, from: u64) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(self.log_path()) {
+            let _ = file.read_to_string(&mut text);
+        }
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+        text.get(from..).unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // An immediate shutdown: nothing is kept, so nothing needs writing.
+        if let Some(mut server) = self.server.take() {
+            signal(&server, rustix::process::Signal::QUIT);
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if matches!(server.try_wait(), Ok(Some(_)) | Err(_)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+fn signal(server: &Child, signal: rustix::process::Signal) {
+    let pid = i32::try_from(server.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(pid) = pid {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// The folder holding `initdb` and `postgres`: the first in `PATH` that has both, else the
+/// newest `/usr/lib/postgresql/VERSION/bin`.
+fn find_binaries() -> anyhow::Result<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Some(dir) = std::env::split_paths(&path).find(|dir| has_both(dir)) {
+        return Ok(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        anyhow!(
+            "PostgreSQL is not installed: no initdb and postgres in PATH or in \
+             /usr/lib/postgresql/*/bin; install Debian's `postgresql` package \
+             (`apt-get install postgresql`; `.ci/run` does it when they are missing)"
+        )
+    })
+}
+
+/// The user and group ids of `nobody`, from `/etc/passwd`.
+fn nobody() -> anyhow::Result<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").context("cannot read /etc/passwd")?;
+    passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            match fields.as_slice() {
+                ["nobody", _, uid, gid, ..] => Some((uid.parse().ok()?, gid.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "PostgreSQL refuses to run as root, and there is no user `nobody` in /etc/passwd \
+                 to run it as; run the tests as an unprivileged user"
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpStream;
+
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_stops_starts_again_and_is_removed() {
+        let mut postgres = Postgres::start().unwrap();
+        let port = postgres.port();
+        let dir = postgres.dir.path().to_owned();
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        assert_eq!(
+            postgres.url(),
+            format!("postgres://postgres@127.0.0.1:{port}/postgres")
+        );
+        postgres.stop().unwrap();
+        assert!(!postgres.is_running());
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        postgres.start_again().unwrap();
+        assert_eq!(postgres.port(), port);
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
+        drop(postgres);
+        assert!(!dir.exists());
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+}

@@ -18,9 +18,9 @@
 //! 3. `durable`: `serve --inbox` on a fresh file (verify and commit before answering), the
 //!    handler's output to /dev/null;
 //! 4. `durable-10`: the same with ten events in each delivery;
-//! 5. `durable-full`, only with `--prefill N`: `durable` on an inbox that already holds N
-//!    processed deliveries, stored with `inbox import` before the server starts (the import's
-//!    rate is reported too), so intake on a full inbox can be compared with `durable`.
+//! 5. `durable-full`, with `--prefill N`, wherever `durable` runs: `durable` on an inbox that
+//!    already holds N processed deliveries, stored with `inbox import` before the server starts
+//!    (the import's rate is reported too), so intake on a full inbox is compared with `durable`.
 //!
 //! It prints a table (requests/s, p50/p99/max latency, idle and peak RSS, throughput as a
 //! fraction of the baseline, deliveries processed per second) and what `serve`'s own
@@ -222,8 +222,16 @@ impl Options {
     fn kinds(&self) -> Vec<Kind> {
         Kind::ALL
             .into_iter()
-            .filter(|kind| self.only.is_empty() || self.only.contains(kind))
-            .filter(|kind| *kind != Kind::DurableFull || self.prefill > 0)
+            .filter(|kind| match kind {
+                // With --prefill, wherever `durable` runs, so the two can be compared.
+                Kind::DurableFull => {
+                    self.prefill > 0
+                        && (self.only.is_empty()
+                            || self.only.contains(&Kind::Durable)
+                            || self.only.contains(&Kind::DurableFull))
+                }
+                _ => self.only.is_empty() || self.only.contains(kind),
+            })
             .collect()
     }
 }
@@ -680,6 +688,10 @@ mod tests {
         assert_eq!(options.kinds(), [Kind::Baseline, Kind::Durable]);
         assert_eq!((options.connections, options.seconds), (8, 2.5));
         assert_eq!(options.serve_args, ["--quiet"]);
+        let options = Options::parse(&args("--only durable --prefill 10")).expect("valid");
+        assert_eq!(options.kinds(), [Kind::Durable, Kind::DurableFull]);
+        let options = Options::parse(&args("--only baseline --prefill 10")).expect("valid");
+        assert_eq!(options.kinds(), [Kind::Baseline]);
     }
 
     #[test]

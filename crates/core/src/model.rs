@@ -263,6 +263,11 @@ impl DeliveryKey {
         DeliveryKey(Sha256::digest(body).into())
     }
 
+    /// The key whose digest is `bytes`, as a store kept it (see [`DeliveryKey::as_bytes`]).
+    pub const fn from_bytes(bytes: [u8; 32]) -> DeliveryKey {
+        DeliveryKey(bytes)
+    }
+
     /// The digest bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

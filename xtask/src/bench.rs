@@ -553,7 +553,6 @@ async fn prefill(binary: &Path, scratch: &Path, count: u64, nonce: u32) -> Resul
 
 /// Writes `count` export lines of processed deliveries, received now.
 fn write_prefill(path: &Path, count: u64, nonce: u32) -> Result<()> {
-    use sha2::Digest as _;
     use std::io::Write as _;
 
     let now = std::time::SystemTime::now()
@@ -571,7 +570,7 @@ fn write_prefill(path: &Path, count: u64, nonce: u32) -> Result<()> {
         let body = load::delivery_body(nonce, 0, sequence, 1);
         let text = std::str::from_utf8(&body).context("delivery bodies are text")?;
         let line = serde_json::json!({
-            "key": hex::encode(sha2::Sha256::digest(&body)),
+            "key": preservica_webhook_core::DeliveryKey::of(&body).to_hex(),
             "state": "done",
             "receivedAt": received_at,
             "body": text,

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use preservica_webhook_server::store::{InboxAdmin, now_millis};
-use preservica_webhook_server::{DeliveryId, DeliveryState, Inbox, InboxEntry, StateFilter};
+use preservica_webhook_server::{
+    DeliveryId, DeliveryState, Inbox, InboxEntry, InboxError, StateFilter,
+};
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, InboxLocation, StateArg};
 use crate::config::config_error;
@@ -42,14 +44,18 @@ async fn export(inbox: &dyn InboxAdmin) -> anyhow::Result<ExitCode> {
 /// Opens the inbox `--inbox` names.
 fn open(args: &InboxArgs) -> anyhow::Result<Box<dyn InboxAdmin>> {
     let InboxLocation::File(path) = &args.inbox;
-    let inbox = Inbox::open(path).map_err(|err| {
-        if err.is_configuration() {
-            config_error(format!("{:#}", anyhow::Error::new(err)))
-        } else {
-            anyhow::Error::new(err)
-        }
-    })?;
+    let inbox = Inbox::open(path).map_err(open_failed)?;
     Ok(Box::new(inbox))
+}
+
+/// An inbox that could not be opened: a configuration error (exit 2) when the inbox named is
+/// the problem (missing, foreign, held by a running serve), any other error as it is.
+pub(crate) fn open_failed(err: InboxError) -> anyhow::Error {
+    if err.is_configuration() {
+        config_error(format!("{:#}", anyhow::Error::new(err)))
+    } else {
+        anyhow::Error::new(err)
+    }
 }
 
 fn filter(state: StateArg) -> StateFilter {

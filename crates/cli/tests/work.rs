@@ -1,38 +1,18 @@
 //! `work` (workers only) and `serve --no-workers` (intake only), on the stores one process
 //! holds: what they refuse and what they do.
 
-use std::io::BufRead as _;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_preservica-webhook");
-const SECRET: &str = "my_shared_secret";
-
-/// The binary in `dir`, with none of the user's configuration.
-fn command(dir: &Path) -> std::process::Command {
-    let mut command = std::process::Command::new(BIN);
-    command.current_dir(dir);
-    for name in [
-        "PRESERVICA_SERVER",
-        "PRESERVICA_USERNAME",
-        "PRESERVICA_PASSWORD",
-        "PRESERVICA_TENANT",
-        "PRESERVICA_2FA_TOKEN",
-        "PRESERVICA_WEBHOOK_SECRET",
-        "RUST_LOG",
-    ] {
-        command.env_remove(name);
-    }
-    command
-}
+use common::{SECRET, Serve, cmd};
 
 /// Runs the binary to its end: exit code, stdout, stderr.
 fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = command(dir)
+    let output = cmd(dir)
         .args(args)
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     (
@@ -40,16 +20,6 @@ fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-/// A `serve` child, killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -102,57 +72,19 @@ fn no_workers_leaves_out_the_handler_flags() {
 #[test]
 fn serve_without_workers_stores_deliveries_and_leaves_them_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(dir.path())
-        .args([
-            "serve",
-            "127.0.0.1:0",
-            "--no-workers",
-            "--inbox",
-            "events.db",
-        ])
-        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serve = Serve(child);
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let mut seen = Vec::new();
-    let url = loop {
-        let line = lines.next().expect("serve ended before listening").unwrap();
-        if let Some(at) = line.find("listening on http") {
-            break line[at + "listening on ".len()..].trim().to_owned();
-        }
-        seen.push(line);
-    };
-    assert!(
-        seen.iter()
-            .any(|line| line.contains("--no-workers on the SQLite inbox events.db")),
-        "{seen:?}"
-    );
+    let mut serve = Serve::start(dir.path(), &["--no-workers", "--inbox", "events.db"], &[]);
+    serve.wait_stderr("--no-workers on the SQLite inbox events.db");
     for trigger in ["MOVED", "INDEXED"] {
-        let (code, out, err) = run(dir.path(), &["send", &url, "--trigger", trigger]);
+        let (code, out, err) = run(dir.path(), &["send", &serve.url, "--trigger", trigger]);
         assert_eq!(code, Some(0), "{out}{err}");
     }
     // Longer than the workers' first claim would take, had they run.
     std::thread::sleep(Duration::from_millis(500));
-    let pid = serve.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
     let started = Instant::now();
-    let printed: Vec<String> = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .collect();
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
     assert!(started.elapsed() < Duration::from_secs(20));
+    let printed = serve.rest_of_stdout();
     assert!(printed.is_empty(), "serve --no-workers handled {printed:?}");
     drop(serve);
 

@@ -15,7 +15,6 @@ use preservica_webhook_server::{DeliveryState, InboxError};
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 
 use crate::cli::{GlobalArgs, InboxLocation};
-use crate::config::config_error;
 use crate::output;
 
 /// How many deliveries are on their way into the inbox at once: enough for the inbox to commit
@@ -39,13 +38,7 @@ pub(crate) struct Imported {
 pub(crate) async fn run(global: &GlobalArgs, inbox: &InboxLocation) -> anyhow::Result<ExitCode> {
     let store = open_store(crate::serve::inbox_config(inbox))
         .await
-        .map_err(|err| {
-            if err.is_configuration() {
-                config_error(format!("{:#}", anyhow::Error::new(err)))
-            } else {
-                anyhow::Error::new(err)
-            }
-        })?;
+        .map_err(super::open_failed)?;
     let result = import(store.as_ref(), tokio::io::stdin()).await;
     store.close().await;
     let imported = result?;

@@ -2,5 +2,6 @@
 //! services started on a free loopback port with their own data folder, harnesses for the
 //! binary, and signed deliveries. Not published; nothing here is part of the toolkit's API.
 
+pub mod nats;
 pub mod port;
 pub mod postgres;

@@ -240,6 +240,13 @@ pub struct SignedRequest {
     signature: Signature,
 }
 
+impl SignedRequest {
+    /// The signature the request carries (not yet checked against a body).
+    pub fn signature(&self) -> Signature {
+        self.signature
+    }
+}
+
 impl Decision {
     /// The response to send. For [`Decision::Accept`] it is the 200 to send once the delivery
     /// is stored.

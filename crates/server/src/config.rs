@@ -137,6 +137,11 @@ pub enum InboxConfig {
     /// the [`store`](crate::store) module for what it must do. The server calls
     /// [`Store::close`] on it when it shuts down.
     Custom(Arc<dyn Store>),
+    /// A NATS JetStream stream (cargo feature `nats`): receivers anywhere publish to it, a
+    /// NATS cluster replicates it, workers anywhere take from its durable consumer. See
+    /// [`store::nats`](crate::store::nats).
+    #[cfg(feature = "nats")]
+    Nats(Box<crate::store::nats::NatsConfig>),
 }
 
 /// How failed handler calls are retried: exponential backoff with jitter.

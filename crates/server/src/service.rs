@@ -15,9 +15,7 @@ use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Body;
-use preservica_webhook_core::{
-    Decision, DeliveryKey, Head, Receiver, Rejection, Reply, SignedRequest,
-};
+use preservica_webhook_core::{Decision, Head, Receiver, Rejection, Reply, SignedRequest};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -345,6 +343,7 @@ impl Shared {
             Ok(verified) => verified,
             Err(rejection) => return self.refuse(&Refusal::Protocol(rejection)),
         };
+        let signature = Some(signed.signature());
         let (body, key, parsed) = verified.into_parts();
         let state = match parsed {
             Ok(_) => DeliveryState::Pending,
@@ -355,16 +354,17 @@ impl Shared {
             body = %String::from_utf8_lossy(&body),
             "verified delivery"
         );
-        self.store_delivery(key, body, state).await
+        let delivery = NewDelivery {
+            key,
+            body,
+            state,
+            signature,
+        };
+        self.store_delivery(delivery).await
     }
 
-    async fn store_delivery(
-        &self,
-        key: DeliveryKey,
-        body: Bytes,
-        state: DeliveryState,
-    ) -> (Reply, &'static str, bool) {
-        let delivery = NewDelivery { key, body, state };
+    async fn store_delivery(&self, delivery: NewDelivery) -> (Reply, &'static str, bool) {
+        let state = delivery.state;
         match self.store.store(delivery, inbox::now_millis()).await {
             Ok(Stored::New(_)) if state == DeliveryState::Undecodable => {
                 self.metrics.accepted.inc();
@@ -397,13 +397,14 @@ impl Shared {
     /// Registers the receiver's metrics in `registry`.
     pub(crate) fn register_metrics(&self, registry: &mut Registry) {
         self.metrics.register(registry);
+        self.store.register_metrics(registry);
     }
 
     /// The receiver's metrics alone, in a registry of their own, as OpenMetrics text.
     async fn render_metrics(&self) -> String {
         self.refresh_gauges().await;
         let mut registry = Registry::default();
-        self.metrics.register(&mut registry);
+        self.register_metrics(&mut registry);
         metrics::encode_text(&registry)
     }
 }

@@ -125,6 +125,8 @@
 //! ```
 
 pub(crate) mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -136,8 +138,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use preservica_webhook_core::DeliveryKey;
+use preservica_webhook_core::{DeliveryKey, Signature};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 use crate::config::InboxConfig;
 use crate::error::InboxError;
@@ -179,6 +182,9 @@ pub struct NewDelivery {
     /// the receiver; `inbox import` stores done and dead deliveries too. A store keeps the
     /// state it is given: only a pending delivery is ever claimed.
     pub state: DeliveryState,
+    /// The `Preservica-Signature` the receiver verified the body with, for a store that passes
+    /// it on (the NATS store keeps it as a message header); `None` from `inbox import`.
+    pub signature: Option<Signature>,
 }
 
 /// What [`Intake::store`] did.
@@ -380,6 +386,13 @@ pub trait InboxAdmin: Send + Sync {
 
 /// A whole store: what a server runs on.
 pub trait Store: Intake + WorkQueue + InboxAdmin + fmt::Debug {
+    /// Registers metrics of the store's own (beside the receiver's inbox gauges, which come
+    /// from [`InboxAdmin::counts`]) in `registry`; a store refreshes them when it counts.
+    /// The default has none.
+    fn register_metrics(&self, registry: &mut Registry) {
+        let _ = registry;
+    }
+
     /// Finishes what is queued and lets go of the store's resources; called once when the
     /// server shuts down, after the workers stopped. Calls after it may fail with
     /// [`InboxError::Closed`]. The default does nothing.
@@ -445,6 +458,8 @@ pub(crate) async fn open(
             Arc::new(opened)
         }
         InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
+        #[cfg(feature = "nats")]
+        InboxConfig::Nats(config) => Arc::new(nats::NatsStore::open(*config).await?),
         InboxConfig::Custom(store) => store,
     })
 }
@@ -534,7 +549,12 @@ impl From<StoredDelivery> for InboxEntry {
 impl NewDelivery {
     /// A delivery to store.
     pub fn new(key: DeliveryKey, body: Bytes, state: DeliveryState) -> NewDelivery {
-        NewDelivery { key, body, state }
+        NewDelivery {
+            key,
+            body,
+            state,
+            signature: None,
+        }
     }
 }
 

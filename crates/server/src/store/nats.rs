@@ -1,0 +1,917 @@
+//! The NATS JetStream store ([`InboxConfig::Nats`](crate::InboxConfig::Nats), cargo feature
+//! `nats`): verified deliveries are published to a JetStream stream, which a NATS cluster
+//! replicates; workers anywhere take them from one durable pull consumer.
+//!
+//! - **Intake.** The raw body is published to `<subject prefix>.<TRIGGER>` (default
+//!   `preservica.webhook.MOVED` and so on) with the header `Nats-Msg-Id` set to the delivery
+//!   key (SHA-256 of the body, hex) and the original `Preservica-Signature`, so any consumer
+//!   can verify it again. [`Intake::store`] resolves once JetStream acknowledged the publish;
+//!   an acknowledgement that says *duplicate* (the stream's duplicate window already has that
+//!   id, from any receiver) is a [`Stored::Duplicate`]. Publishes from concurrent requests are
+//!   all in flight at once. An authentic body that is not a delivery goes to
+//!   `<subject prefix>.undecodable` and is never handled.
+//! - **Work.** One durable pull consumer (explicit ack) shared by every worker process. A claim
+//!   takes the messages the consumer delivered (waiting up to
+//!   [`NatsConfig::claim_wait`] for the first) and restarts each one's ack timer, which is the
+//!   lease ([`NatsConfig::ack_wait`]). Done → ack; retry → nak with the backoff delay; dead →
+//!   the message is published to the dead-letter stream (`<stream>_DEAD`, subjects
+//!   `<subject prefix>-dead.<TRIGGER>`), that publish acknowledged, then the original is
+//!   terminated. A worker that vanishes leaves its messages unacknowledged: JetStream hands
+//!   them to another worker once their ack wait runs out.
+//! - **Administration.** Ids are stream sequence numbers. A message is *dead* while its copy is
+//!   in the dead-letter stream, *pending* while it is above the consumer's acknowledgement
+//!   floor, *done* below it. Re-queuing a dead letter publishes its body again (under a new
+//!   message id, so the duplicate window does not swallow it) and removes the dead copy.
+//!
+//! The pull consumer keeps idle heartbeats on, so a pull request that the server lets expire
+//! without a word (nats-server before 2.9.16) is noticed and the pull started again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, Context};
+use async_nats::{HeaderMap, ServerAddr};
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use futures_util::future::FutureExt as _;
+use preservica_webhook_core::{Delivery, DeliveryKey};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::InboxError;
+use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+use crate::store::{
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
+    StoredDelivery, WorkQueue,
+};
+
+/// The header that carries Preservica's signature of the body, kept from the request.
+pub const SIGNATURE_HEADER: &str = "Preservica-Signature";
+/// The header JetStream deduplicates on.
+const MSG_ID: &str = "Nats-Msg-Id";
+/// Dead-letter headers: the handler's last error, the attempts made, the original sequence.
+const ERROR_HEADER: &str = "Preservica-Webhook-Error";
+const ATTEMPTS_HEADER: &str = "Preservica-Webhook-Attempts";
+const SEQUENCE_HEADER: &str = "Preservica-Webhook-Sequence";
+/// The subject token of authentic bodies that are not deliveries.
+const UNDECODABLE: &str = "undecodable";
+
+/// Where and how the NATS store keeps deliveries. [`NatsConfig::new`] gives the defaults;
+/// set what differs.
+///
+/// ```
+/// use preservica_webhook_server::store::nats::NatsConfig;
+///
+/// let mut nats = NatsConfig::new(vec!["nats://nats-1:4222".into(), "nats://nats-2:4222".into()]);
+/// nats.replicas = 3;
+/// let inbox = preservica_webhook_server::InboxConfig::Nats(Box::new(nats));
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NatsConfig {
+    /// The servers to connect to (`nats://host:4222`, `tls://host:4222`); the client fails over
+    /// between them and learns the rest of the cluster from them.
+    pub servers: Vec<String>,
+    /// How the connection authenticates; default none.
+    pub auth: NatsAuth,
+    /// A PEM file of CA certificates to trust for the servers' TLS certificates (TLS is then
+    /// required).
+    pub tls_ca: Option<PathBuf>,
+    /// A PEM client certificate and its key, for servers that verify clients (TLS is then
+    /// required).
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// The stream; default `PRESERVICA_WEBHOOK`. Its dead-letter stream is `<stream>_DEAD`.
+    pub stream: String,
+    /// The subjects' prefix; default `preservica.webhook`: deliveries are published to
+    /// `<prefix>.<TRIGGER>`, dead letters to `<prefix>-dead.<TRIGGER>`.
+    pub subject_prefix: String,
+    /// The durable consumer every worker shares; default `preservica-webhook-workers`.
+    pub consumer: String,
+    /// The stream's replicas, for a cluster (1, 3 or 5); default 1.
+    pub replicas: usize,
+    /// How long the stream keeps messages; default 30 days. At least the duplicate window.
+    pub max_age: Duration,
+    /// How long a delivery's id is remembered, so that the same body again is a duplicate;
+    /// default 1 day.
+    pub duplicate_window: Duration,
+    /// How long a claimed message is leased to a worker before JetStream hands it to another;
+    /// default 120 s. Make it longer than the handler timeout.
+    pub ack_wait: Duration,
+    /// How long one publish (and its acknowledgement) or JetStream request may take before the
+    /// receiver answers 503; default 5 s.
+    pub request_timeout: Duration,
+    /// How many messages one pull asks for; default 32.
+    pub batch: usize,
+    /// How long a claim waits for a first message; default 1 s.
+    pub claim_wait: Duration,
+    /// How long a pull request lasts before the next is sent; default 30 s.
+    pub pull_expires: Duration,
+    /// The idle heartbeat the server sends while a pull request waits; default 5 s. Two missed
+    /// ones end the pull, which is started again.
+    pub heartbeat: Duration,
+}
+
+/// How a NATS connection authenticates.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A token.
+    Token(String),
+    /// A user and password.
+    UserPassword(String, String),
+    /// A credentials file (a JWT and its NKey seed), as `nsc` writes it.
+    CredentialsFile(PathBuf),
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::Token(_) => f.write_str("Token(***)"),
+            NatsAuth::UserPassword(user, _) => write!(f, "UserPassword({user:?}, ***)"),
+            NatsAuth::CredentialsFile(path) => write!(f, "CredentialsFile({path:?})"),
+        }
+    }
+}
+
+impl NatsConfig {
+    /// The defaults, on these servers.
+    pub fn new(servers: Vec<String>) -> NatsConfig {
+        NatsConfig {
+            servers,
+            auth: NatsAuth::None,
+            tls_ca: None,
+            tls_client: None,
+            stream: "PRESERVICA_WEBHOOK".to_owned(),
+            subject_prefix: "preservica.webhook".to_owned(),
+            consumer: "preservica-webhook-workers".to_owned(),
+            replicas: 1,
+            max_age: Duration::from_secs(30 * 24 * 60 * 60),
+            duplicate_window: Duration::from_secs(24 * 60 * 60),
+            ack_wait: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(5),
+            batch: 32,
+            claim_wait: Duration::from_secs(1),
+            pull_expires: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+
+    /// The dead-letter stream's name, `<stream>_DEAD`.
+    pub fn dead_stream(&self) -> String {
+        format!("{}_DEAD", self.stream)
+    }
+
+    fn dead_prefix(&self) -> String {
+        format!("{}-dead", self.subject_prefix)
+    }
+}
+
+/// The NATS JetStream store (see the [module documentation](self)).
+pub(crate) struct NatsStore {
+    config: NatsConfig,
+    js: Context,
+    consumer: PullConsumer,
+    /// The consumer's message stream, started by the first claim and again after an error.
+    messages: tokio::sync::Mutex<Option<pull::Stream>>,
+    /// Claimed messages by stream sequence, to acknowledge when their outcome comes.
+    leased: Mutex<HashMap<u64, jetstream::Message>>,
+    gauges: Gauges,
+}
+
+/// What `/metrics` shows of the stream, refreshed with the inbox counts.
+#[derive(Debug, Default)]
+struct Gauges {
+    stream_messages: Gauge,
+    consumer_pending: Gauge,
+    consumer_ack_pending: Gauge,
+    redelivered: Gauge,
+    dead_letters: Gauge,
+}
+
+/// A dead letter as the dead-letter stream has it.
+#[derive(Debug)]
+struct Dead {
+    sequence: u64,
+    subject: String,
+    headers: HeaderMap,
+    payload: Bytes,
+    error: Option<String>,
+    attempts: u32,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("servers", &self.config.servers)
+            .field("stream", &self.config.stream)
+            .field("consumer", &self.config.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(what: &str, err: impl std::fmt::Display) -> InboxError {
+    InboxError::backend(format!("NATS JetStream could not {what}: {err}"))
+}
+
+impl NatsStore {
+    /// Connects, then creates or checks the stream, the dead-letter stream and the consumer.
+    pub(crate) async fn open(config: NatsConfig) -> Result<NatsStore, InboxError> {
+        let servers = config
+            .servers
+            .iter()
+            .map(|it| it.parse::<ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| {
+                InboxError::backend(format!(
+                    "a NATS server address in {:?} is not a URL (nats://host:4222): {err}",
+                    config.servers
+                ))
+            })?;
+        let mut options = async_nats::ConnectOptions::new()
+            .name("preservica-webhook")
+            .connection_timeout(config.request_timeout)
+            // Reconnect for ever: an outage is answered 503 until the servers are back.
+            .max_reconnects(None);
+        options = match &config.auth {
+            NatsAuth::None => options,
+            NatsAuth::Token(token) => options.token(token.clone()),
+            NatsAuth::UserPassword(user, password) => {
+                options.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::CredentialsFile(path) => {
+                options.credentials_file(path).await.map_err(|err| {
+                    InboxError::backend(format!(
+                        "cannot read the NATS credentials file {}: {err}",
+                        path.display()
+                    ))
+                })?
+            }
+        };
+        if let Some(ca) = &config.tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &config.tls_client {
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        let client = options.connect(servers).await.map_err(|err| {
+            InboxError::backend(format!(
+                "cannot connect to NATS at {} (check the URL, that the server runs, and the \
+                 credentials): {err}",
+                config.servers.join(",")
+            ))
+        })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .build(client);
+        let main = ensure_stream(
+            &js,
+            &config,
+            config.stream.clone(),
+            format!("{}.>", config.subject_prefix),
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            &config,
+            config.dead_stream(),
+            format!("{}.>", config.dead_prefix()),
+        )
+        .await?;
+        let consumer = main
+            .get_or_create_consumer(
+                &config.consumer,
+                pull::Config {
+                    durable_name: Some(config.consumer.clone()),
+                    description: Some("preservica-webhook workers".to_owned()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    filter_subject: format!("{}.>", config.subject_prefix),
+                    max_ack_pending: 10_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|err| backend(&format!("create the consumer {}", config.consumer), err))?;
+        Ok(NatsStore {
+            config,
+            js,
+            consumer,
+            messages: tokio::sync::Mutex::new(None),
+            leased: Mutex::new(HashMap::new()),
+            gauges: Gauges::default(),
+        })
+    }
+
+    fn subject(&self, delivery: &NewDelivery) -> String {
+        if delivery.state == DeliveryState::Undecodable {
+            return format!("{}.{UNDECODABLE}", self.config.subject_prefix);
+        }
+        let trigger = Delivery::from_slice(&delivery.body)
+            .ok()
+            .and_then(|it| it.trigger)
+            .map_or_else(|| "UNKNOWN".to_owned(), |it| subject_token(it.as_str()));
+        format!("{}.{trigger}", self.config.subject_prefix)
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<jetstream::publish::PublishAck, InboxError> {
+        let publish = async {
+            self.js
+                .publish_with_headers(subject, headers, payload)
+                .await?
+                .await
+        };
+        match tokio::time::timeout(self.config.request_timeout, publish).await {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(err)) => Err(backend("store a message", err)),
+            Err(_) => Err(backend(
+                "store a message",
+                format!(
+                    "no acknowledgement within {:?}",
+                    self.config.request_timeout
+                ),
+            )),
+        }
+    }
+
+    async fn main_stream(&self) -> Result<stream::Stream, InboxError> {
+        self.js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|err| backend(&format!("open the stream {}", self.config.stream), err))
+    }
+
+    async fn dead_stream(&self) -> Result<stream::Stream, InboxError> {
+        let name = self.config.dead_stream();
+        self.js
+            .get_stream(&name)
+            .await
+            .map_err(|err| backend(&format!("open the stream {name}"), err))
+    }
+
+    /// Every message of a stream, oldest first.
+    async fn read_all(
+        stream: &stream::Stream,
+    ) -> Result<Vec<async_nats::jetstream::message::StreamMessage>, InboxError> {
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|err| backend("read a stream's state", err))?;
+        let mut messages = Vec::new();
+        if info.state.messages == 0 {
+            return Ok(messages);
+        }
+        for sequence in info.state.first_sequence..=info.state.last_sequence {
+            match stream.get_raw_message(sequence).await {
+                Ok(message) => messages.push(message),
+                Err(err) if err.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                Err(err) => return Err(backend("read a message", err)),
+            }
+        }
+        Ok(messages)
+    }
+
+    /// The dead letters, by the sequence of the message they are a copy of.
+    async fn dead_letters(&self) -> Result<HashMap<u64, Dead>, InboxError> {
+        let dead = self.dead_stream().await?;
+        let mut letters = HashMap::new();
+        for message in Self::read_all(&dead).await? {
+            let header = |name: &str| {
+                message
+                    .headers
+                    .get(name)
+                    .map(|value| value.as_str().to_owned())
+            };
+            let Some(original) = header(SEQUENCE_HEADER).and_then(|it| it.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            letters.insert(
+                original,
+                Dead {
+                    sequence: message.sequence,
+                    subject: message.subject.to_string(),
+                    error: header(ERROR_HEADER),
+                    attempts: header(ATTEMPTS_HEADER)
+                        .and_then(|it| it.parse().ok())
+                        .unwrap_or(0),
+                    headers: message.headers.clone(),
+                    payload: message.payload.clone(),
+                },
+            );
+        }
+        Ok(letters)
+    }
+
+    /// The sequence at and below which every message is acknowledged.
+    async fn ack_floor(&self) -> Result<u64, InboxError> {
+        let info = self
+            .consumer
+            .get_info()
+            .await
+            .map_err(|err| backend("read the consumer's state", err))?;
+        Ok(info.ack_floor.stream_sequence)
+    }
+
+    fn entry(
+        &self,
+        message: &async_nats::jetstream::message::StreamMessage,
+        floor: u64,
+        dead: &HashMap<u64, Dead>,
+    ) -> InboxEntry {
+        let undecodable =
+            message.subject.as_str() == format!("{}.{UNDECODABLE}", self.config.subject_prefix);
+        let letter = dead.get(&message.sequence);
+        let state = match letter {
+            _ if undecodable => DeliveryState::Undecodable,
+            Some(_) => DeliveryState::Dead,
+            None if message.sequence > floor => DeliveryState::Pending,
+            None => DeliveryState::Done,
+        };
+        let received_at =
+            i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        InboxEntry::from(StoredDelivery {
+            id: DeliveryId::from(message.sequence),
+            key: DeliveryKey::of(&message.payload),
+            body: message.payload.clone(),
+            state,
+            received_at,
+            attempts: letter.map_or(0, |it| it.attempts),
+            next_attempt_at: None,
+            last_error: letter.and_then(|it| it.error.clone()),
+        })
+    }
+
+    /// Publishes a dead letter's body to the stream again and removes the dead copy.
+    async fn requeue(&self, original: u64, letter: &Dead) -> Result<(), InboxError> {
+        let trigger = letter
+            .subject
+            .rsplit('.')
+            .next()
+            .unwrap_or("UNKNOWN")
+            .to_owned();
+        let mut headers = HeaderMap::new();
+        let key = DeliveryKey::of(&letter.payload);
+        // A new id: the duplicate window still remembers the original's.
+        headers.insert(
+            MSG_ID,
+            format!("{}:retry:{}", key.to_hex(), letter.sequence).as_str(),
+        );
+        if let Some(signature) = letter.headers.get(SIGNATURE_HEADER) {
+            headers.insert(SIGNATURE_HEADER, signature.as_str());
+        }
+        self.publish(
+            format!("{}.{trigger}", self.config.subject_prefix),
+            headers,
+            letter.payload.clone(),
+        )
+        .await?;
+        self.dead_stream()
+            .await?
+            .delete_message(letter.sequence)
+            .await
+            .map_err(|err| backend("remove a re-queued dead letter", err))?;
+        tracing::info!(id = original, "dead letter re-queued");
+        Ok(())
+    }
+
+    /// Takes what the consumer delivered: waits up to `claim_wait` for a first message, then
+    /// takes what is there without waiting, up to `limit`.
+    async fn take(&self, limit: usize) -> Result<Vec<jetstream::Message>, InboxError> {
+        let mut guard = self.messages.lock().await;
+        if guard.is_none() {
+            let started = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(self.config.batch.max(1))
+                .expires(self.config.pull_expires)
+                .heartbeat(self.config.heartbeat)
+                .messages()
+                .await
+                .map_err(|err| backend("start pulling messages", err))?;
+            *guard = Some(started);
+        }
+        let messages = guard.as_mut().expect("started above");
+        let mut taken = Vec::new();
+        let first = match tokio::time::timeout(self.config.claim_wait, messages.next()).await {
+            Err(_) => return Ok(taken),
+            Ok(next) => next,
+        };
+        let mut next = first;
+        loop {
+            match next {
+                Some(Ok(message)) => taken.push(message),
+                Some(Err(err)) => {
+                    // A missed heartbeat, a lost connection: pull anew at the next claim.
+                    *guard = None;
+                    if taken.is_empty() {
+                        return Err(backend("pull messages", err));
+                    }
+                    tracing::warn!(error = %err, "pulling messages failed; pulling anew");
+                    return Ok(taken);
+                }
+                None => {
+                    *guard = None;
+                    return Ok(taken);
+                }
+            }
+            if taken.len() >= limit {
+                return Ok(taken);
+            }
+            let Some(more) = messages.next().now_or_never() else {
+                return Ok(taken);
+            };
+            next = more;
+        }
+    }
+
+    async fn settle(&self, message: &jetstream::Message, kind: AckKind) -> Result<(), InboxError> {
+        message
+            .ack_with(kind)
+            .await
+            .map_err(|err| backend("acknowledge a message", err))
+    }
+}
+
+async fn ensure_stream(
+    js: &Context,
+    config: &NatsConfig,
+    name: String,
+    subjects: String,
+) -> Result<stream::Stream, InboxError> {
+    let wanted = stream::Config {
+        name: name.clone(),
+        subjects: vec![subjects],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        num_replicas: config.replicas.max(1),
+        max_age: config.max_age,
+        duplicate_window: config.duplicate_window.min(config.max_age),
+        ..Default::default()
+    };
+    let mut stream = js
+        .get_or_create_stream(wanted.clone())
+        .await
+        .map_err(|err| backend(&format!("create or open the stream {name}"), err))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|err| backend(&format!("read the stream {name}"), err))?;
+    let have = &info.config;
+    if have.subjects != wanted.subjects
+        || have.num_replicas != wanted.num_replicas
+        || have.max_age != wanted.max_age
+        || have.duplicate_window != wanted.duplicate_window
+    {
+        tracing::warn!(
+            stream = %name,
+            subjects = ?have.subjects,
+            replicas = have.num_replicas,
+            max_age_s = have.max_age.as_secs(),
+            duplicate_window_s = have.duplicate_window.as_secs(),
+            "the stream exists with other settings than configured; it is used as it is"
+        );
+    }
+    Ok(stream)
+}
+
+/// A subject token for a trigger: letters, digits, `_` and `-` kept, anything else `_`.
+fn subject_token(trigger: &str) -> String {
+    let token: String = trigger
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if token.is_empty() {
+        "UNKNOWN".to_owned()
+    } else {
+        token
+    }
+}
+
+/// A header value on one line: NATS headers cannot hold line breaks.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+impl Intake for NatsStore {
+    fn store(&self, delivery: NewDelivery, _now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
+        Box::pin(async move {
+            let mut headers = HeaderMap::new();
+            headers.insert(MSG_ID, delivery.key.to_hex().as_str());
+            if let Some(signature) = &delivery.signature {
+                headers.insert(SIGNATURE_HEADER, signature.to_hex().as_str());
+            }
+            let subject = self.subject(&delivery);
+            let ack = self.publish(subject, headers, delivery.body).await?;
+            let id = DeliveryId::from(ack.sequence);
+            Ok(if ack.duplicate {
+                Stored::Duplicate(id)
+            } else {
+                Stored::New(id)
+            })
+        })
+    }
+}
+
+impl WorkQueue for NatsStore {
+    fn claim(
+        &self,
+        _now: i64,
+        limit: usize,
+        _lease_until: i64,
+    ) -> BoxFuture<'_, Result<Claim, InboxError>> {
+        Box::pin(async move {
+            let undecodable = format!("{}.{UNDECODABLE}", self.config.subject_prefix);
+            let mut claim = Claim::default();
+            for message in self.take(limit.max(1)).await? {
+                let info = match message.info() {
+                    Ok(info) => (info.stream_sequence, info.delivered),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "a message without JetStream metadata; skipped");
+                        continue;
+                    }
+                };
+                let (sequence, delivered) = info;
+                if message.subject.as_str() == undecodable {
+                    // Kept in the stream, never handled.
+                    self.settle(&message, AckKind::Ack).await?;
+                    continue;
+                }
+                // The lease starts now: the message may have waited in the pull's buffer.
+                self.settle(&message, AckKind::Progress).await?;
+                claim.due.push(Claimed {
+                    id: DeliveryId::from(sequence),
+                    key: DeliveryKey::of(&message.payload),
+                    body: message.payload.clone(),
+                    attempts: u32::try_from(delivered.saturating_sub(1)).unwrap_or(0),
+                });
+                self.leased
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(sequence, message);
+            }
+            Ok(claim)
+        })
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: Outcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), InboxError>> {
+        Box::pin(async move {
+            let Some(sequence) = id.as_u64() else {
+                return Ok(());
+            };
+            let message = {
+                let mut leased = self.leased.lock().unwrap_or_else(PoisonError::into_inner);
+                // Only the outcome of the delivery this process holds now: an older one's
+                // lease ran out and the message was delivered again.
+                let current = leased
+                    .get(&sequence)
+                    .and_then(|it| it.info().ok())
+                    .map(|it| it.delivered);
+                if current != Some(i64::from(attempt)) {
+                    return Ok(());
+                }
+                leased.remove(&sequence)
+            };
+            let Some(message) = message else {
+                return Ok(());
+            };
+            match outcome {
+                Outcome::Done => self.settle(&message, AckKind::Ack).await,
+                Outcome::Retry { at, .. } => {
+                    let delay = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+                    self.settle(&message, AckKind::Nak(Some(Duration::from_millis(delay))))
+                        .await
+                }
+                Outcome::Dead { error } => {
+                    let trigger = message
+                        .subject
+                        .as_str()
+                        .rsplit('.')
+                        .next()
+                        .unwrap_or("UNKNOWN")
+                        .to_owned();
+                    let mut headers = HeaderMap::new();
+                    let key = DeliveryKey::of(&message.payload);
+                    // Unique per stream message: a second dead-lettering of the same message
+                    // (after a crash before the term) is a duplicate.
+                    headers.insert(MSG_ID, format!("{}:{sequence}", key.to_hex()).as_str());
+                    if let Some(signature) = message
+                        .headers
+                        .as_ref()
+                        .and_then(|it| it.get(SIGNATURE_HEADER))
+                    {
+                        headers.insert(SIGNATURE_HEADER, signature.as_str());
+                    }
+                    headers.insert(ERROR_HEADER, one_line(&error).as_str());
+                    headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
+                    headers.insert(SEQUENCE_HEADER, sequence.to_string().as_str());
+                    // Not terminated unless the dead copy is stored: the message then runs
+                    // again once its lease ends, and is dead-lettered again.
+                    self.publish(
+                        format!("{}.{trigger}", self.config.dead_prefix()),
+                        headers,
+                        message.payload.clone(),
+                    )
+                    .await?;
+                    self.settle(&message, AckKind::Term).await
+                }
+            }
+        })
+    }
+}
+
+impl InboxAdmin for NatsStore {
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+        Box::pin(async move {
+            let floor = self.ack_floor().await?;
+            let dead = self.dead_letters().await?;
+            let main = self.main_stream().await?;
+            let entries = Self::read_all(&main)
+                .await?
+                .iter()
+                .map(|message| self.entry(message, floor, &dead))
+                .filter(|entry| match filter {
+                    StateFilter::All => true,
+                    StateFilter::Only(state) => entry.state == state,
+                })
+                .collect();
+            Ok(entries)
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+        Box::pin(async move {
+            let Some(sequence) = id.as_u64() else {
+                return Ok(None);
+            };
+            let main = self.main_stream().await?;
+            let message = match main.get_raw_message(sequence).await {
+                Ok(message) => message,
+                Err(err) if err.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    return Ok(None);
+                }
+                Err(err) => return Err(backend("read a message", err)),
+            };
+            let floor = self.ack_floor().await?;
+            let dead = self.dead_letters().await?;
+            Ok(Some(self.entry(&message, floor, &dead)))
+        })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+        _now: i64,
+    ) -> BoxFuture<'a, Result<bool, InboxError>> {
+        Box::pin(async move {
+            let Some(sequence) = id.as_u64() else {
+                return Ok(false);
+            };
+            let dead = self.dead_letters().await?;
+            let Some(letter) = dead.get(&sequence) else {
+                return Ok(false);
+            };
+            self.requeue(sequence, letter).await?;
+            Ok(true)
+        })
+    }
+
+    fn retry_dead(&self, _now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        Box::pin(async move {
+            let dead = self.dead_letters().await?;
+            let mut letters: Vec<(&u64, &Dead)> = dead.iter().collect();
+            letters.sort_by_key(|(original, _)| **original);
+            for (original, letter) in &letters {
+                self.requeue(**original, letter).await?;
+            }
+            Ok(letters.len())
+        })
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+        Box::pin(async move {
+            let main = self
+                .main_stream()
+                .await?
+                .get_info()
+                .await
+                .map_err(|err| backend("read the stream's state", err))?;
+            let dead = self
+                .dead_stream()
+                .await?
+                .get_info()
+                .await
+                .map_err(|err| backend("read the dead-letter stream's state", err))?;
+            let consumer = self
+                .consumer
+                .get_info()
+                .await
+                .map_err(|err| backend("read the consumer's state", err))?;
+            let ack_pending = u64::try_from(consumer.num_ack_pending).unwrap_or(u64::MAX);
+            let pending = consumer.num_pending.saturating_add(ack_pending);
+            let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+            self.gauges.stream_messages.set(gauge(main.state.messages));
+            self.gauges
+                .consumer_pending
+                .set(gauge(consumer.num_pending));
+            self.gauges.consumer_ack_pending.set(gauge(ack_pending));
+            self.gauges.redelivered.set(gauge(
+                u64::try_from(consumer.num_redelivered).unwrap_or(u64::MAX),
+            ));
+            self.gauges.dead_letters.set(gauge(dead.state.messages));
+            Ok(StateCounts {
+                pending,
+                done: main
+                    .state
+                    .messages
+                    .saturating_sub(pending)
+                    .saturating_sub(dead.state.messages),
+                dead: dead.state.messages,
+                undecodable: 0,
+            })
+        })
+    }
+}
+
+impl Store for NatsStore {
+    fn register_metrics(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("preservica_webhook_nats");
+        let gauges = [
+            (
+                "stream_messages",
+                "Messages in the JetStream stream (every state, within its max age)",
+                &self.gauges.stream_messages,
+            ),
+            (
+                "consumer_pending",
+                "Stream messages not yet delivered to a worker",
+                &self.gauges.consumer_pending,
+            ),
+            (
+                "consumer_ack_pending",
+                "Messages delivered to a worker and not yet acknowledged",
+                &self.gauges.consumer_ack_pending,
+            ),
+            (
+                "consumer_redelivered",
+                "Unacknowledged messages delivered more than once",
+                &self.gauges.redelivered,
+            ),
+            (
+                "dead_letters",
+                "Messages in the dead-letter stream",
+                &self.gauges.dead_letters,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Messages claimed and not completed are left to their ack wait.
+            self.leased
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+            *self.messages.lock().await = None;
+            if let Err(err) = self.js.client().flush().await {
+                tracing::warn!(error = %err, "NATS: pending acknowledgements could not be flushed");
+            }
+        })
+    }
+}

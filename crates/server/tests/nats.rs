@@ -1,0 +1,345 @@
+//! The NATS JetStream store against a real `nats-server -js` (started by each test on a free
+//! loopback port): intake with message-id deduplication and the signature kept, the workers'
+//! ack / nak / dead letter, leases that outlive a vanished worker, an outage, a long idle pull,
+//! and a three-node cluster with three replicas.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use preservica_webhook_core::{DeliveryKey, sign, verify};
+use preservica_webhook_server::store::nats::NatsConfig;
+use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
+use preservica_webhook_server::{DeliveryState, InboxConfig, ServerConfig, StateFilter};
+use preservica_webhook_testkit::nats::{Nats, NatsCluster};
+
+use common::*;
+
+/// Short leases, pulls and heartbeats, so that redelivery and idle pulls take seconds.
+fn fast(servers: Vec<String>) -> NatsConfig {
+    let mut config = NatsConfig::new(servers);
+    config.ack_wait = Duration::from_secs(2);
+    config.claim_wait = Duration::from_millis(200);
+    config.pull_expires = Duration::from_secs(1);
+    config.heartbeat = Duration::from_millis(400);
+    config.request_timeout = Duration::from_secs(2);
+    config
+}
+
+async fn open(config: &NatsConfig) -> Arc<dyn Store> {
+    open_store(InboxConfig::Nats(Box::new(config.clone())))
+        .await
+        .unwrap()
+}
+
+fn delivery(body: &[u8]) -> NewDelivery {
+    let mut delivery = NewDelivery::new(
+        DeliveryKey::of(body),
+        Bytes::copy_from_slice(body),
+        DeliveryState::Pending,
+    );
+    delivery.signature = Some(sign(&secret(), body));
+    delivery
+}
+
+/// The JetStream context a consumer of the stream would have.
+async fn jetstream(url: &str) -> jetstream::Context {
+    jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+/// Claims until `count` deliveries came (failing after `within`).
+async fn claim_n(
+    store: &dyn Store,
+    count: usize,
+    within: Duration,
+) -> Vec<preservica_webhook_server::store::Claimed> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut claimed = Vec::new();
+    while claimed.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count} deliveries claimed within {within:?}",
+            claimed.len()
+        );
+        if let Ok(claim) = store.claim(0, count - claimed.len(), 0).await {
+            claimed.extend(claim.due);
+        }
+    }
+    claimed
+}
+
+#[tokio::test]
+async fn publishes_the_raw_body_once_with_its_key_and_signature() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let store = open(&config).await;
+    let body = body(1);
+
+    let first = store.store(delivery(&body), 0).await.unwrap();
+    let again = store.store(delivery(&body), 0).await.unwrap();
+    let Stored::New(id) = first else {
+        panic!("first store is new: {first:?}")
+    };
+    assert_eq!(again, Stored::Duplicate(id.clone()));
+
+    let js = jetstream(&nats.url()).await;
+    let stream = js.get_stream("PRESERVICA_WEBHOOK").await.unwrap();
+    let info = stream.get_info().await.unwrap();
+    assert_eq!(info.state.messages, 1);
+    assert_eq!(info.config.max_age, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
+    assert!(info.config.duplicate_window <= info.config.max_age);
+    let message = stream.get_raw_message(id.as_u64().unwrap()).await.unwrap();
+    assert_eq!(message.subject.as_str(), "preservica.webhook.MOVED");
+    assert_eq!(&message.payload[..], &body[..]);
+    let header = |name: &str| message.headers.get(name).unwrap().as_str().to_owned();
+    assert_eq!(header("Nats-Msg-Id"), DeliveryKey::of(&body).to_hex());
+    // Any consumer can verify the message again with the shared secret.
+    let signature = header("Preservica-Signature");
+    verify(&[secret()], &message.payload, Some(&signature)).unwrap();
+}
+
+#[tokio::test]
+async fn handled_deliveries_are_acked_retried_after_their_delay_or_dead_lettered() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let store = open(&config).await;
+    for n in 0..3 {
+        store.store(delivery(&body(n)), 0).await.unwrap();
+    }
+    let claimed = claim_n(store.as_ref(), 3, Duration::from_secs(10)).await;
+    assert!(claimed.iter().all(|it| it.attempts == 0));
+    let [done, retried, dead] = <[_; 3]>::try_from(claimed).unwrap();
+    store
+        .complete(done.id.clone(), 1, Outcome::Done, 0)
+        .await
+        .unwrap();
+    let retry = Outcome::Retry {
+        at: 300,
+        error: "try later".into(),
+    };
+    store
+        .complete(retried.id.clone(), 1, retry, 0)
+        .await
+        .unwrap();
+    let failed = Outcome::Dead {
+        error: "exit status 3\nsecond line".into(),
+    };
+    store.complete(dead.id.clone(), 1, failed, 0).await.unwrap();
+
+    // The retried one comes back, as its second attempt; nothing else does.
+    let again = claim_n(store.as_ref(), 1, Duration::from_secs(10)).await;
+    assert_eq!(again[0].id, retried.id);
+    assert_eq!(again[0].attempts, 1);
+    store
+        .complete(retried.id.clone(), 2, Outcome::Done, 0)
+        .await
+        .unwrap();
+    let nothing = store.claim(0, 10, 0).await.unwrap();
+    assert!(nothing.due.is_empty(), "{:?}", nothing.due);
+
+    // The dead one is in the dead-letter stream, signature and error kept.
+    let js = jetstream(&nats.url()).await;
+    let dead_stream = js.get_stream("PRESERVICA_WEBHOOK_DEAD").await.unwrap();
+    assert_eq!(dead_stream.get_info().await.unwrap().state.messages, 1);
+    let letter = dead_stream.get_raw_message(1).await.unwrap();
+    assert_eq!(letter.payload, dead.body);
+    assert_eq!(letter.subject.as_str(), "preservica.webhook-dead.MOVED");
+    let signature = letter.headers.get("Preservica-Signature").unwrap().as_str();
+    verify(&[secret()], &letter.payload, Some(signature)).unwrap();
+
+    let entries = store.list(StateFilter::All).await.unwrap();
+    let states: Vec<(String, DeliveryState)> = entries
+        .iter()
+        .map(|it| (it.id.to_string(), it.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (done.id.to_string(), DeliveryState::Done),
+            (retried.id.to_string(), DeliveryState::Done),
+            (dead.id.to_string(), DeliveryState::Dead),
+        ]
+    );
+    let shown = store.get(&dead.id).await.unwrap().unwrap();
+    assert_eq!(
+        shown.last_error.as_deref(),
+        Some("exit status 3 second line")
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.pending, counts.dead), (0, 1));
+
+    // Re-queued, it runs again from its first attempt and the dead copy is gone.
+    assert_eq!(store.retry_dead(0).await.unwrap(), 1);
+    assert_eq!(dead_stream.get_info().await.unwrap().state.messages, 0);
+    let requeued = claim_n(store.as_ref(), 1, Duration::from_secs(10)).await;
+    assert_eq!(requeued[0].body, dead.body);
+    assert_eq!(requeued[0].attempts, 0);
+    assert_eq!(store.retry_dead(0).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_vanished_workers_delivery_is_handed_out_again_after_its_lease() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let receiver = open(&config).await;
+    receiver.store(delivery(&body(7)), 0).await.unwrap();
+
+    let crashed = open(&config).await;
+    let first = claim_n(crashed.as_ref(), 1, Duration::from_secs(10)).await;
+    drop(crashed);
+
+    let survivor = open(&config).await;
+    let again = claim_n(survivor.as_ref(), 1, Duration::from_secs(15)).await;
+    assert_eq!(again[0].id, first[0].id);
+    assert_eq!(again[0].attempts, 1, "the lost attempt counts");
+    survivor
+        .complete(again[0].id.clone(), 2, Outcome::Done, 0)
+        .await
+        .unwrap();
+    // An outcome from the lost attempt changes nothing.
+    survivor
+        .complete(first[0].id.clone(), 1, Outcome::Done, 0)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_outage_fails_the_store_and_the_store_recovers_without_reopening() {
+    let mut nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let store = open(&config).await;
+    store.store(delivery(&body(1)), 0).await.unwrap();
+
+    nats.stop().unwrap();
+    let refused = store.store(delivery(&body(2)), 0).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(store.claim(0, 1, 0).await.is_ok_and(|it| it.due.len() <= 1));
+
+    nats.start_again().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(stored) = store.store(delivery(&body(2)), 0).await {
+            assert!(matches!(stored, Stored::New(_)), "{stored:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Both are there, and the workers get them.
+    let claimed = claim_n(store.as_ref(), 2, Duration::from_secs(15)).await;
+    let mut bodies: Vec<Bytes> = claimed.into_iter().map(|it| it.body).collect();
+    bodies.sort();
+    let mut expected = vec![Bytes::from(body(1)), Bytes::from(body(2))];
+    expected.sort();
+    assert_eq!(bodies, expected);
+}
+
+#[tokio::test]
+async fn a_delivery_after_a_long_idle_pull_is_still_handed_out() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let store = open(&config).await;
+    // Several pull requests expire (1 s each, heartbeats every 0.4 s) with nothing to deliver.
+    let idle = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < idle {
+        if let Ok(claim) = store.claim(0, 4, 0).await {
+            assert!(claim.due.is_empty());
+        }
+    }
+    store.store(delivery(&body(9)), 0).await.unwrap();
+    let claimed = claim_n(store.as_ref(), 1, Duration::from_secs(5)).await;
+    assert_eq!(&claimed[0].body[..], &body(9)[..]);
+}
+
+#[tokio::test]
+async fn a_receiver_publishes_and_its_workers_handle_with_stream_metrics() {
+    let nats = Nats::start().unwrap();
+    let mut config = ServerConfig::new(vec![secret()]);
+    config.addr = "127.0.0.1:0".parse().unwrap();
+    config.webhook.inbox = InboxConfig::Nats(Box::new(fast(vec![nats.url()])));
+    let (handler, mut calls) = Scripted::ok();
+    let server = Running::start(config, handler).await;
+    let client = client();
+    assert_eq!(
+        deliver(&client, &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    assert_eq!(
+        deliver(&client, &server.url("/"), &secret(), BODY).await,
+        200
+    );
+    let call = next_call(&mut calls).await;
+    assert_eq!(call.body, BODY);
+    assert!(call.ok);
+
+    let metrics = client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "preservica_webhook_nats_stream_messages 1",
+        "preservica_webhook_nats_consumer_pending",
+        "preservica_webhook_nats_consumer_redelivered",
+        "preservica_webhook_nats_dead_letters 0",
+        "preservica_webhook_deliveries_duplicate_total 1",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
+    // Handled once: the duplicate is not handled again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(calls.try_recv().is_err());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_three_replica_stream_survives_a_node_crash() {
+    let mut cluster = NatsCluster::start().unwrap();
+    let urls: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    let mut config = fast(urls);
+    config.replicas = 3;
+    config.request_timeout = Duration::from_secs(3);
+    // The cluster may take a moment to place a new replicated stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let store = loop {
+        match open_store(InboxConfig::Nats(Box::new(config.clone()))).await {
+            Ok(store) => break store,
+            Err(err) => {
+                assert!(tokio::time::Instant::now() < deadline, "{err:#?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    store.store(delivery(&body(1)), 0).await.unwrap();
+
+    cluster.nodes[0].kill().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if store.store(delivery(&body(2)), 0).await.is_ok() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster.nodes[0].start_again().unwrap();
+
+    let js = jetstream(&cluster.nodes[1].url()).await;
+    let info = js
+        .get_stream("PRESERVICA_WEBHOOK")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    assert_eq!(info.state.messages, 2);
+    let claimed = claim_n(store.as_ref(), 2, Duration::from_secs(20)).await;
+    assert_eq!(claimed.len(), 2);
+}

@@ -19,6 +19,8 @@ pub(crate) const DEFAULT_CREDENTIALS: &str = "credentials.properties";
 pub(crate) enum InboxLocation {
     /// A SQLite file: anything that is not a URL.
     File(PathBuf),
+    /// A NATS JetStream stream (`--nats`).
+    Nats(crate::nats::NatsLocation),
 }
 
 impl InboxLocation {
@@ -27,6 +29,7 @@ impl InboxLocation {
     pub(crate) fn sqlite_file(&self) -> Option<&Path> {
         match self {
             InboxLocation::File(path) => Some(path),
+            InboxLocation::Nats(_) => None,
         }
     }
 }
@@ -156,6 +159,9 @@ pub(crate) fn parse_inbox(text: &str) -> Result<InboxLocation, String> {
             && scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme && matches!(scheme, "nats" | "tls") {
+            return Err(format!("give a NATS server with --nats {text}"));
+        }
         if is_scheme {
             return Err(format!(
                 "no inbox is built in for {scheme}:// URLs; give a path to a SQLite file"
@@ -393,8 +399,11 @@ pub(crate) struct ServeArgs {
     )]
     pub(crate) inbox: InboxLocation,
     /// Keep the inbox in memory: deliveries not yet processed are lost on exit
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     pub(crate) in_memory: bool,
+    /// A NATS JetStream inbox instead of the SQLite file.
+    #[command(flatten)]
+    pub(crate) nats: crate::nats::NatsArgs,
     /// Only take deliveries in: store them and answer, run no workers. For an inbox shared
     /// with `preservica-webhook work` processes, which handle them
     #[arg(long, conflicts_with_all = ["exec", "thumbnails", "in_memory"])]
@@ -478,8 +487,11 @@ pub(crate) struct HandlerArgs {
 pub(crate) struct WorkArgs {
     /// The inbox that `serve --no-workers` processes store deliveries in, shared by every
     /// process that opens it
-    #[arg(long, value_name = "LOCATION", value_parser = parse_inbox)]
-    pub(crate) inbox: InboxLocation,
+    #[arg(long, value_name = "LOCATION", value_parser = parse_inbox, required_unless_present = "nats")]
+    pub(crate) inbox: Option<InboxLocation>,
+    /// The NATS JetStream stream that `serve --nats` receivers publish to.
+    #[command(flatten)]
+    pub(crate) nats: crate::nats::NatsArgs,
     /// How deliveries are handled.
     #[command(flatten)]
     pub(crate) handling: HandlerArgs,
@@ -491,6 +503,9 @@ pub(crate) struct InboxArgs {
     /// The inbox serve writes to: a SQLite file
     #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
     pub(crate) inbox: InboxLocation,
+    /// A NATS JetStream inbox instead of the SQLite file.
+    #[command(flatten)]
+    pub(crate) nats: crate::nats::NatsArgs,
     /// What to do with it.
     #[command(subcommand)]
     pub(crate) command: InboxCommand,

@@ -14,6 +14,7 @@ mod cli;
 mod config;
 mod inbox;
 mod manage;
+mod nats;
 mod output;
 mod serve;
 mod testing;

@@ -49,7 +49,7 @@ const STDERR_DRAIN: Duration = Duration::from_secs(1);
 /// # Errors
 /// Configuration errors (exit 2), a failure to listen or subscribe, and a server that stops
 /// with an error.
-pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(global)?;
     warn_about_secret_files(global);
     let needs_client = args.handling.thumbnails.is_some() || !args.subscribe.is_empty();
@@ -81,12 +81,16 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
         .clone()
         .zip(args.tls_key.clone())
         .map(|(cert, key)| TlsFiles { cert, key });
+    if let Some(nats) = args.nats.location()? {
+        args.inbox = InboxLocation::Nats(nats);
+    }
     config.webhook.inbox = if args.in_memory {
         InboxConfig::InMemory
     } else {
         inbox_config(&args.inbox)
     };
     apply_handling(&args.handling, &mut config.webhook);
+    crate::nats::fit_lease(&mut config.webhook);
     if args.no_workers {
         config.webhook.workers = 0;
         if let Some(path) = args.inbox.sqlite_file() {
@@ -190,7 +194,12 @@ pub(crate) async fn serve(global: &GlobalArgs, args: ServeArgs) -> anyhow::Resul
 /// # Errors
 /// Configuration errors (exit 2): an inbox that cannot be shared or opened.
 pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<ExitCode> {
-    if let Some(path) = args.inbox.sqlite_file() {
+    let inbox = match (args.nats.location()?, &args.inbox) {
+        (Some(nats), _) => InboxLocation::Nats(nats),
+        (None, Some(inbox)) => inbox.clone(),
+        (None, None) => return Err(config_error("give the shared inbox with --nats URL")),
+    };
+    if let Some(path) = inbox.sqlite_file() {
         return Err(config_error(format!(
             "`work` cannot use the SQLite inbox {}: a SQLite file is opened by one process at \
              a time, the serve that receives into it, and that serve runs its workers itself; \
@@ -209,8 +218,9 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
         .transpose()?;
     let (handler, calls) = cli_handler(&args.handling, client)?;
     let mut config = WebhookConfig::new(Vec::new());
-    config.inbox = inbox_config(&args.inbox);
+    config.inbox = inbox_config(&inbox);
     apply_handling(&args.handling, &mut config);
+    crate::nats::fit_lease(&mut config);
     let mut signals = Signals::new()?;
     let workers = Workers::start(&config, handler)
         .await
@@ -230,11 +240,11 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
             "running handler call",
             "running handler calls"
         ),
-        what_is_lost(Some(&args.inbox)),
+        what_is_lost(Some(&inbox)),
     );
     tokio::select! {
         () = workers.shutdown() => {}
-        signal = signals.next() => return Ok(force_stop(signal, &calls, Some(&args.inbox))),
+        signal = signals.next() => return Ok(force_stop(signal, &calls, Some(&inbox))),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -243,6 +253,7 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
 pub(crate) fn inbox_config(location: &InboxLocation) -> InboxConfig {
     match location {
         InboxLocation::File(path) => InboxConfig::Sqlite(path.clone()),
+        InboxLocation::Nats(nats) => nats.config(),
     }
 }
 
@@ -302,6 +313,10 @@ fn what_is_lost(inbox: Option<&InboxLocation>) -> &'static str {
     match inbox {
         None => "losing their deliveries (--in-memory)",
         Some(InboxLocation::File(_)) => "leaving their deliveries pending for the next start",
+        Some(InboxLocation::Nats(_)) => {
+            "leaving their messages unacknowledged in the stream, for a worker to take once \
+             their lease ends"
+        }
     }
 }
 
@@ -333,6 +348,11 @@ fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&InboxLocation>
                 anyhow::Error::new(err)
             ),
         },
+        Some(InboxLocation::Nats(nats)) => format!(
+            "their messages stay unacknowledged in the stream at {} and are handled again \
+             once their lease ends",
+            nats.servers()
+        ),
         None => "the inbox was in memory (--in-memory): their deliveries and any still \
                  waiting are lost"
             .to_owned(),

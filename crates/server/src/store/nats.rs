@@ -331,6 +331,14 @@ impl NatsStore {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<jetstream::publish::PublishAck, InboxError> {
+        // While disconnected the client would buffer the message and send it after
+        // reconnecting, long after the answer: fail now instead, as the answer says.
+        if self.js.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(backend(
+                "store a message",
+                "not connected to a NATS server (reconnecting)",
+            ));
+        }
         let publish = async {
             self.js
                 .publish_with_headers(subject, headers, payload)

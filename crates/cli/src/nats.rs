@@ -26,7 +26,7 @@ pub(crate) struct NatsArgs {
         conflicts_with = "inbox"
     )]
     pub(crate) nats: Vec<String>,
-    /// The JetStream stream (created if missing); dead letters go to <NAME>_DEAD
+    /// The JetStream stream (created if missing); dead letters go to NAME_DEAD
     #[arg(long, global = true, value_name = "NAME", default_value = DEFAULT_STREAM, requires = "nats")]
     pub(crate) nats_stream: String,
     /// Replicas of the stream when it is created, in a NATS cluster (1, 3 or 5)

@@ -517,11 +517,10 @@ impl NatsStore {
         }
         let messages = guard.as_mut().expect("started above");
         let mut taken = Vec::new();
-        let first = match tokio::time::timeout(self.config.claim_wait, messages.next()).await {
-            Err(_) => return Ok(taken),
-            Ok(next) => next,
+        let Ok(mut next) = tokio::time::timeout(self.config.claim_wait, messages.next()).await
+        else {
+            return Ok(taken);
         };
-        let mut next = first;
         loop {
             match next {
                 Some(Ok(message)) => taken.push(message),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{SECRET, Serve, cmd, poll_until, std_cmd, write};
 use preservica_webhook_core::DeliveryKey;
-use preservica_webhook_testkit::nats::Nats;
+use preservica_webhook_testkit::nats::{Nats, NatsCluster};
 
 /// Runs the binary to its end: exit code, stdout, stderr.
 fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
@@ -129,14 +129,23 @@ fn receivers_only_publish_and_a_separate_worker_handles_each_delivery_once() {
     ];
     let body = write(dir.path(), "body.json", common::CAPTURED);
     let body = body.to_str().unwrap();
-    // The same delivery to both receivers, and one of its own to each.
-    for receiver in &receivers {
-        for extra in [&["--body", body][..], &[]] {
-            let mut args = vec!["send", &receiver.url, "--trigger", "MOVED"];
-            args.extend_from_slice(extra);
-            let (code, out, err) = run(dir.path(), &args);
+    // The same delivery to both receivers at once, and one of its own to each.
+    std::thread::scope(|scope| {
+        let sends: Vec<_> = receivers
+            .iter()
+            .map(|receiver| {
+                let (dir, url) = (dir.path(), receiver.url.clone());
+                scope.spawn(move || run(dir, &["send", &url, "--trigger", "MOVED", "--body", body]))
+            })
+            .collect();
+        for send in sends {
+            let (code, out, err) = send.join().unwrap();
             assert_eq!(code, Some(0), "{out}{err}");
         }
+    });
+    for receiver in &receivers {
+        let (code, out, err) = run(dir.path(), &["send", &receiver.url, "--trigger", "MOVED"]);
+        assert_eq!(code, Some(0), "{out}{err}");
     }
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -233,4 +242,85 @@ fn a_delivery_that_keeps_failing_is_dead_lettered_and_retry_dead_brings_it_back(
     );
     assert_eq!(code, Some(0));
     assert_eq!(out.trim(), "[]");
+}
+
+#[test]
+fn replicas_on_a_three_node_cluster_lose_no_accepted_delivery_through_crashes() {
+    let mut cluster = NatsCluster::start().unwrap();
+    let urls = cluster.urls();
+    let dir = tempfile::tempdir().unwrap();
+    let nats = ["--nats", &urls, "--nats-replicas", "3"];
+    // The stream with three replicas, once the new cluster can place it.
+    poll_until("the replicated stream", || {
+        let mut args = vec!["inbox", "list"];
+        args.extend_from_slice(&nats);
+        run(dir.path(), &args).0 == Some(0)
+    });
+    let mut args = nats.to_vec();
+    args.extend_from_slice(&["--exec", RECORD_KEY]);
+    let mut replicas: Vec<Serve> = (0..3)
+        .map(|_| Serve::start(dir.path(), &args, &[]))
+        .collect();
+
+    let mut accepted = Vec::new();
+    for n in 0..30 {
+        if n == 10 {
+            // A receiver crashes and comes back.
+            replicas[1] = Serve::start(dir.path(), &args, &[]);
+        }
+        if n == 15 {
+            cluster.nodes[0].kill().unwrap();
+        }
+        if n == 25 {
+            cluster.nodes[0].start_again().unwrap();
+        }
+        let body = format!(
+            r#"{{"trigger":"MOVED","events":[{{"entityType":"IO","entityRef":"ref-{n}"}}]}}"#
+        );
+        let file = write(dir.path(), &format!("body-{n}.json"), &body);
+        let url = &replicas[n % 3].url;
+        let sent = run(
+            dir.path(),
+            &[
+                "send",
+                url,
+                "--trigger",
+                "MOVED",
+                "--body",
+                file.to_str().unwrap(),
+            ],
+        );
+        if sent.0 == Some(0) {
+            accepted.push(DeliveryKey::of(body.as_bytes()).to_hex());
+        }
+    }
+    assert!(
+        accepted.len() >= 20,
+        "most deliveries are accepted: {}",
+        accepted.len()
+    );
+
+    let keys = dir.path().join("keys.txt");
+    poll_until("every accepted delivery handled", || {
+        let handled = lines(&keys);
+        accepted.iter().all(|key| handled.contains(key))
+    });
+    let mut export = vec!["inbox", "export"];
+    export.extend_from_slice(&nats);
+    let (code, out, err) = run(dir.path(), &export);
+    assert_eq!(code, Some(0), "{err}");
+    let stored: Vec<String> = out
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            entry["key"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for key in &accepted {
+        assert_eq!(
+            stored.iter().filter(|it| *it == key).count(),
+            1,
+            "{key} once in the stream"
+        );
+    }
 }

@@ -333,12 +333,7 @@ impl NatsStore {
     ) -> Result<jetstream::publish::PublishAck, InboxError> {
         // While disconnected the client would buffer the message and send it after
         // reconnecting, long after the answer: fail now instead, as the answer says.
-        if self.js.client().connection_state() != async_nats::connection::State::Connected {
-            return Err(backend(
-                "store a message",
-                "not connected to a NATS server (reconnecting)",
-            ));
-        }
+        self.connected("store a message")?;
         let publish = async {
             self.js
                 .publish_with_headers(subject, headers, payload)
@@ -358,14 +353,29 @@ impl NatsStore {
         }
     }
 
+    /// Fails at once while the client is reconnecting, instead of after a request timeout.
+    fn connected(&self, what: &str) -> Result<(), InboxError> {
+        if self.js.client().connection_state() == async_nats::connection::State::Connected {
+            return Ok(());
+        }
+        Err(backend(
+            what,
+            "not connected to a NATS server (reconnecting)",
+        ))
+    }
+
+    /// The stream, with its state as of now.
     async fn main_stream(&self) -> Result<stream::Stream, InboxError> {
+        self.connected("read the stream")?;
         self.js
             .get_stream(&self.config.stream)
             .await
             .map_err(|err| backend(&format!("open the stream {}", self.config.stream), err))
     }
 
+    /// The dead-letter stream, with its state as of now.
     async fn dead_stream(&self) -> Result<stream::Stream, InboxError> {
+        self.connected("read the dead-letter stream")?;
         let name = self.config.dead_stream();
         self.js
             .get_stream(&name)
@@ -377,10 +387,7 @@ impl NatsStore {
     async fn read_all(
         stream: &stream::Stream,
     ) -> Result<Vec<async_nats::jetstream::message::StreamMessage>, InboxError> {
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|err| backend("read a stream's state", err))?;
+        let info = stream.cached_info();
         let mut messages = Vec::new();
         if info.state.messages == 0 {
             return Ok(messages);
@@ -830,18 +837,8 @@ impl InboxAdmin for NatsStore {
 
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
         Box::pin(async move {
-            let main = self
-                .main_stream()
-                .await?
-                .get_info()
-                .await
-                .map_err(|err| backend("read the stream's state", err))?;
-            let dead = self
-                .dead_stream()
-                .await?
-                .get_info()
-                .await
-                .map_err(|err| backend("read the dead-letter stream's state", err))?;
+            let main = self.main_stream().await?.cached_info().clone();
+            let dead = self.dead_stream().await?.cached_info().clone();
             let consumer = self
                 .consumer
                 .get_info()
@@ -910,12 +907,26 @@ impl Store for NatsStore {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            // Messages claimed and not completed are left to their ack wait.
-            self.leased
+            // The workers have stopped: what they claimed and did not complete goes back to
+            // the consumer now, for another worker, rather than at the end of its lease.
+            let left: Vec<jetstream::Message> = self
+                .leased
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .clear();
-            *self.messages.lock().await = None;
+                .drain()
+                .map(|(_, message)| message)
+                .collect();
+            for message in &left {
+                if let Err(err) = message.ack_with(AckKind::Nak(None)).await {
+                    tracing::debug!(error = %err, "NATS: an unfinished message could not be handed back");
+                }
+            }
+            // So do the messages pulled and not yet claimed.
+            if let Some(mut pulled) = self.messages.lock().await.take() {
+                while let Some(Some(Ok(message))) = pulled.next().now_or_never() {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+            }
             if let Err(err) = self.js.client().flush().await {
                 tracing::warn!(error = %err, "NATS: pending acknowledgements could not be flushed");
             }

@@ -343,3 +343,27 @@ async fn a_three_replica_stream_survives_a_node_crash() {
     let claimed = claim_n(store.as_ref(), 2, Duration::from_secs(20)).await;
     assert_eq!(claimed.len(), 2);
 }
+
+#[tokio::test]
+async fn undecodable_bodies_are_kept_never_handled_and_imports_take_pending_only() {
+    let nats = Nats::start().unwrap();
+    let store = open(&fast(vec![nats.url()])).await;
+    let mut odd = delivery(b"not json");
+    odd.state = DeliveryState::Undecodable;
+    let Stored::New(id) = store.store(odd, 0).await.unwrap() else {
+        panic!("stored anew")
+    };
+    let claim = store.claim(0, 4, 0).await.unwrap();
+    assert!(claim.due.is_empty(), "{:?}", claim.due);
+    let entry = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(entry.state, DeliveryState::Undecodable);
+    assert_eq!(&entry.body[..], b"not json");
+
+    let mut done = delivery(&body(1));
+    done.state = DeliveryState::Done;
+    let refused = store.store(done, 0).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("pending deliveries only"),
+        "{refused}"
+    );
+}

@@ -634,6 +634,16 @@ fn one_line(text: &str) -> String {
 impl Intake for NatsStore {
     fn store(&self, delivery: NewDelivery, _now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
         Box::pin(async move {
+            if !matches!(
+                delivery.state,
+                DeliveryState::Pending | DeliveryState::Undecodable
+            ) {
+                return Err(InboxError::backend(format!(
+                    "the NATS stream takes pending deliveries only, not a {} one: import only \
+                     the pending lines of an export (jq -c 'select(.state == \"pending\")')",
+                    delivery.state.as_str()
+                )));
+            }
             let mut headers = HeaderMap::new();
             headers.insert(MSG_ID, delivery.key.to_hex().as_str());
             if let Some(signature) = &delivery.signature {
@@ -931,5 +941,37 @@ impl Store for NatsStore {
                 tracing::warn!(error = %err, "NATS: pending acknowledgements could not be flushed");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_become_subject_tokens() {
+        let check = |trigger: &str, expected: &str| assert_eq!(subject_token(trigger), expected);
+        check("MOVED", "MOVED");
+        check("FULL_TEXT_INDEXED", "FULL_TEXT_INDEXED");
+        check("new.kind *>", "new_kind___");
+        check("", "UNKNOWN");
+    }
+
+    #[test]
+    fn header_values_stay_on_one_line() {
+        assert_eq!(
+            one_line("exit 3\nstderr: boom\r\n"),
+            "exit 3 stderr: boom  "
+        );
+    }
+
+    #[test]
+    fn the_defaults_keep_the_duplicate_window_within_the_age_limit() {
+        let config = NatsConfig::new(vec!["nats://127.0.0.1:4222".into()]);
+        assert!(config.duplicate_window <= config.max_age);
+        assert_eq!(config.dead_stream(), "PRESERVICA_WEBHOOK_DEAD");
+        assert_eq!(config.dead_prefix(), "preservica.webhook-dead");
+        let auth = NatsAuth::UserPassword("ops".into(), "hunter2".into());
+        assert_eq!(format!("{auth:?}"), r#"UserPassword("ops", ***)"#);
     }
 }

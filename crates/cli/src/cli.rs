@@ -486,7 +486,7 @@ pub(crate) struct HandlerArgs {
 #[derive(Debug, Args)]
 pub(crate) struct WorkArgs {
     /// The inbox that `serve --no-workers` processes store deliveries in, shared by every
-    /// process that opens it
+    /// process that opens it (for a NATS JetStream stream, give --nats URL instead)
     #[arg(long, value_name = "LOCATION", value_parser = parse_inbox, required_unless_present = "nats")]
     pub(crate) inbox: Option<InboxLocation>,
     /// The NATS JetStream stream that `serve --nats` receivers publish to.

@@ -80,8 +80,10 @@
 //! Where deliveries are kept is a seam of its own, the [`store`] module: the receiver stores
 //! through [`store::Intake`], the workers claim leased work and complete it through
 //! [`store::WorkQueue`], and the inbox's administration goes through [`store::InboxAdmin`].
-//! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate has;
-//! [`InboxConfig::Custom`] runs the server on a store of your own.
+//! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate always
+//! has, and `InboxConfig::Nats` (cargo feature `nats`) a NATS JetStream stream shared by any
+//! number of receivers and workers; [`InboxConfig::Custom`] runs the server on a store of your
+//! own.
 //!
 //! Cargo features: `tls` (default) gives the ready [`Server`] HTTPS with rustls and ring; without
 //! it the crate has no TLS dependency and a configuration with [`TlsFiles`] is refused at start

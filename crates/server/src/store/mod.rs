@@ -13,7 +13,9 @@
 //!
 //! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
 //! crate has two: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
-//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]). Your own — a
+//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]); with the cargo
+//! feature `nats`, a third keeps deliveries in a NATS JetStream stream (the `nats` module,
+//! `InboxConfig::Nats`). Your own — a
 //! database shared by several receivers, a message broker — is passed as
 //! [`InboxConfig::Custom`].
 //!

@@ -37,7 +37,7 @@ const MAX_ERROR_BODY: usize = 4096;
 /// the server and user, never the password, seed or tokens.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Settings for a [`Client`]; made by [`Client::builder`].
@@ -91,8 +91,8 @@ impl UserDetails {
 
 /// The state shared by clones of a [`Client`]: how requests are sent, and who they are sent
 /// as.
-struct Inner {
-    transport: Transport,
+pub(crate) struct Inner {
+    pub(crate) transport: Transport,
     auth: Auth,
 }
 
@@ -636,7 +636,7 @@ impl fmt::Debug for ClientBuilder {
 impl Inner {
     /// Sends an authenticated request: with the current token, and after a 401 once more with
     /// a renewed one (one renewal for all callers that saw the same token refused).
-    async fn call(
+    pub(crate) async fn call(
         &self,
         operation: &'static str,
         repeat: Repeat,
@@ -668,7 +668,7 @@ impl Inner {
     /// Reads at most [`MAX_ERROR_BODY`] bytes of a refused answer into an [`Error::Status`],
     /// with the password and the access and refresh tokens removed: a server that echoes the
     /// request must not put them into an error that gets logged.
-    async fn failure(&self, operation: &'static str, response: Response) -> Error {
+    pub(crate) async fn failure(&self, operation: &'static str, response: Response) -> Error {
         // Read a little past the limit so a secret that straddles it is still seen whole.
         const READ: usize = MAX_ERROR_BODY + 1024;
         let status = response.status();

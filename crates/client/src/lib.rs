@@ -1,6 +1,8 @@
 //! An async client for the parts of the Preservica REST API a webhook user needs: logging in
 //! (with two-factor authentication), creating, listing and removing webhook subscriptions,
-//! reading the entities events are about, and downloading their thumbnails.
+//! reading the entities events are about, downloading their thumbnails, and reading
+//! Preservica's own records of what happened (the event log, the entities updated since a
+//! time, the process monitors) to find notifications a receiver missed.
 //!
 //! # Example
 //!
@@ -59,6 +61,7 @@ mod client;
 mod credentials;
 mod entity;
 mod error;
+mod records;
 mod retry;
 mod thumbnail;
 mod transport;
@@ -70,6 +73,7 @@ pub use crate::credentials::{
 };
 pub use crate::entity::Entity;
 pub use crate::error::{Error, WEBHOOK_ROLES};
+pub use crate::records::{EventAction, EventsQuery, Monitor, MonitorsQuery, UpdatedEntity};
 pub use crate::retry::RetryPolicy;
 pub use crate::thumbnail::{ParseThumbnailSizeError, Thumbnail, ThumbnailSize};
 pub use preservica_webhook_core::{

@@ -12,6 +12,8 @@
 //!   signing oracle;
 //! - the [`Receiver`], which turns a request (method, URI, headers, body bytes) into a
 //!   [`Decision`]: answer a challenge, accept a verified delivery, or refuse;
+//! - [`recovery`]: the windows no receiver was up ([`recovery::gaps`]) and the deliveries
+//!   that stand in for the notifications missed then ([`recovery::recover`]);
 //! - the [`Backoff`] the client and the server's workers both wait by between attempts (the
 //!   caller draws the jitter).
 //!
@@ -58,6 +60,7 @@ pub mod backoff;
 pub mod challenge;
 pub mod model;
 pub mod receiver;
+pub mod recovery;
 pub mod signing;
 pub mod wire;
 

@@ -105,6 +105,10 @@ pub struct WebhookConfig {
     pub retention: Option<Duration>,
     /// On shutdown, how long running handler calls may take to finish; default 30 s.
     pub shutdown_grace: Duration,
+    /// How often the receiver records in the inbox that it is up; default 30 s. A run's
+    /// start, heartbeats and clean stop tell when no receiver was listening (`gaps`,
+    /// catch-up). `None` records nothing.
+    pub heartbeat: Option<Duration>,
 }
 
 /// A PEM certificate chain and private key, for HTTPS.
@@ -189,6 +193,7 @@ impl WebhookConfig {
             body_timeout: Duration::from_secs(30),
             retention: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             shutdown_grace: Duration::from_secs(30),
+            heartbeat: Some(Duration::from_secs(30)),
         }
     }
 }

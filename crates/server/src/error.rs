@@ -123,6 +123,9 @@ pub enum InboxError {
     /// The inbox was closed (the server is shutting down).
     #[error("the inbox is closed; the server is shutting down")]
     Closed,
+    /// The store does not do this (a store of your own that leaves out an optional part).
+    #[error("this inbox cannot {0}; use the SQLite or in-memory inbox, or a store that does")]
+    Unsupported(&'static str),
     /// A file could not be read or written (the export's output).
     #[error("input/output failed (check the path, its permissions and free space)")]
     Io(#[from] std::io::Error),
@@ -139,7 +142,8 @@ impl InboxError {
             | InboxError::LockFile { .. }
             | InboxError::Unreadable { .. }
             | InboxError::NotAnInbox { .. }
-            | InboxError::InUse(_) => true,
+            | InboxError::InUse(_)
+            | InboxError::Unsupported(_) => true,
             InboxError::Backend(_) | InboxError::Closed | InboxError::Io(_) => false,
         }
     }

@@ -30,7 +30,7 @@ use crate::store::sqlite::{Failure, delivery_id, rowid};
     not(feature = "sqlite"),
     allow(unused_imports, reason = "the SQLite `Inbox` uses them")
 )]
-use crate::store::{BoxFuture, DeliveryId, InboxAdmin};
+use crate::store::{BoxFuture, DeliveryId, InboxAdmin, RunRecord};
 
 /// What became of a stored delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -330,6 +330,55 @@ impl Inbox {
     pub fn counts(&self) -> Result<StateCounts, InboxError> {
         Ok(counts(&self.conn()).map_err(|err| Failure::new("count deliveries", err))?)
     }
+
+    /// Every receiver run recorded in the inbox, oldest start first; none in an inbox no
+    /// server of this version has run on.
+    ///
+    /// # Errors
+    /// [`InboxError::Backend`] when the database cannot be read.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, InboxError> {
+        let conn = self.conn();
+        let exists: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|err| Failure::new("list runs", err))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let runs = conn
+            .prepare(
+                "SELECT id, started_at, last_seen_at, stopped_at FROM runs ORDER BY started_at, id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(RunRecord {
+                        id: row.get(0)?,
+                        started_at: row.get(1)?,
+                        last_seen_at: row.get(2)?,
+                        stopped_at: row.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(|err| Failure::new("list runs", err))?;
+        Ok(runs)
+    }
+
+    /// Records a receiver's run: inserts it, or updates its heartbeat and stop by id.
+    pub(crate) fn record_run(&self, run: &RunRecord) -> Result<(), InboxError> {
+        self.conn()
+            .execute(
+                "INSERT INTO runs (id, started_at, last_seen_at, stopped_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, \
+                 stopped_at = excluded.stopped_at",
+                params![run.id, run.started_at, run.last_seen_at, run.stopped_at],
+            )
+            .map_err(|err| Failure::new("record the receiver's run", err))?;
+        Ok(())
+    }
 }
 
 #[cfg(feature = "sqlite")]
@@ -366,6 +415,10 @@ impl InboxAdmin for Inbox {
 
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
         Box::pin(async move { Inbox::counts(self) })
+    }
+
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        Box::pin(async move { Inbox::runs(self) })
     }
 }
 
@@ -413,6 +466,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS deliveries_by_update ON deliveries (state, updated_at);
 PRAGMA user_version = 1;
+";
+
+#[cfg(feature = "sqlite")]
+/// When receivers ran (see [`RunRecord`]); added beside the deliveries by every server that
+/// opens the inbox, so an older inbox gains it without a new schema version.
+const RUNS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    stopped_at INTEGER
+);
 ";
 
 #[cfg(feature = "sqlite")]
@@ -467,6 +532,7 @@ pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
             });
         }
     }
+    conn.execute_batch(RUNS_TABLE).map_err(at)?;
     Ok(conn)
 }
 

@@ -99,6 +99,7 @@ mod handler;
 mod inbox;
 mod metrics;
 mod refusal;
+mod run_log;
 mod server;
 mod service;
 pub mod store;
@@ -113,7 +114,7 @@ pub use crate::inbox::Inbox;
 pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, UnknownState};
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
-pub use crate::store::DeliveryId;
+pub use crate::store::{DeliveryId, RunRecord};
 pub use crate::worker::Workers;
 /// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
 /// an application registers in the same version.

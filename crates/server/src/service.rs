@@ -29,6 +29,7 @@ use crate::handler::Handler;
 use crate::inbox::{self, DeliveryState};
 use crate::metrics::{self, Metrics};
 use crate::refusal::Refusal;
+use crate::run_log;
 use crate::store::{self, NewDelivery, Store, Stored};
 use crate::worker::{Work, WorkerSettings, dispatch};
 
@@ -66,6 +67,7 @@ use crate::worker::{Work, WorkerSettings, dispatch};
 pub struct Webhook {
     shared: Arc<Shared>,
     workers: Option<JoinHandle<()>>,
+    run_log: Option<JoinHandle<()>>,
     stop: CancellationToken,
 }
 
@@ -194,6 +196,9 @@ impl Webhook {
         if let Some(workers) = self.workers.take() {
             let _ = workers.await;
         }
+        if let Some(run_log) = self.run_log.take() {
+            let _ = run_log.await;
+        }
         self.shared.store.close().await;
         tracing::info!("inbox closed");
     }
@@ -210,6 +215,7 @@ impl Drop for Webhook {
 pub(crate) struct Opened {
     shared: Arc<Shared>,
     settings: WorkerSettings,
+    heartbeat: Option<Duration>,
 }
 
 impl Opened {
@@ -236,6 +242,7 @@ impl Opened {
         Ok(Opened {
             shared,
             settings: WorkerSettings::from(config),
+            heartbeat: config.heartbeat,
         })
     }
 
@@ -262,9 +269,13 @@ impl Opened {
         if workers.is_none() {
             tracing::info!("no workers: deliveries are stored for workers elsewhere to handle");
         }
+        let run_log = self
+            .heartbeat
+            .map(|every| run_log::spawn(Arc::clone(&self.shared.store), every, stop.clone()));
         Webhook {
             shared: self.shared,
             workers,
+            run_log,
             stop,
         }
     }

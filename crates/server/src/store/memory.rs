@@ -12,8 +12,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    StoredDelivery, WorkQueue,
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
+    Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// Deliveries in memory; lost when the process ends.
@@ -35,6 +35,8 @@ struct Memory {
     counts: StateCounts,
     last_id: u64,
     closed: bool,
+    /// The receivers' runs by id.
+    runs: HashMap<String, RunRecord>,
 }
 
 #[derive(Debug)]
@@ -161,9 +163,24 @@ impl InboxAdmin for MemoryStore {
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
         self.with(|memory| memory.counts)
     }
+
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        self.with(|memory| {
+            let mut runs: Vec<RunRecord> = memory.runs.values().cloned().collect();
+            runs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+            runs
+        })
+    }
 }
 
 impl Store for MemoryStore {
+    fn record_run<'a>(&'a self, run: &'a RunRecord) -> BoxFuture<'a, Result<(), InboxError>> {
+        let run = run.clone();
+        self.with(move |memory| {
+            memory.runs.insert(run.id.clone(), run);
+        })
+    }
+
     fn close(&self) -> BoxFuture<'_, ()> {
         self.state
             .lock()

@@ -379,11 +379,37 @@ pub trait InboxAdmin: Send + Sync {
         })
     }
 
+    /// Every recorded receiver run (see [`Store::record_run`]), oldest start first. The
+    /// default refuses with [`InboxError::Unsupported`].
+    ///
+    /// # Errors
+    /// Any failure to read them.
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        Box::pin(std::future::ready(Err(InboxError::Unsupported(
+            "list when receivers ran",
+        ))))
+    }
+
     /// How many deliveries are in each state (the metrics' inbox gauges).
     ///
     /// # Errors
     /// Any failure to count them.
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>>;
+}
+
+/// One receiver's run, as a store records it: when it started, its last heartbeat, and when
+/// it stopped cleanly (ms since the Unix epoch). `gaps` and catch-up read the runs to find
+/// when no receiver was up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The run's own id (random, unique per process start).
+    pub id: String,
+    /// When it started.
+    pub started_at: i64,
+    /// Its last heartbeat (its start before the first).
+    pub last_seen_at: i64,
+    /// When it stopped cleanly; `None` while it runs, or when it crashed.
+    pub stopped_at: Option<i64>,
 }
 
 /// A whole store: what a server runs on.
@@ -393,6 +419,20 @@ pub trait Store: Intake + WorkQueue + InboxAdmin + fmt::Debug {
     /// The default has none.
     fn register_metrics(&self, registry: &mut Registry) {
         let _ = registry;
+    }
+
+    /// Records (inserts, or updates by id) a receiver's run; the server calls it at start,
+    /// at every heartbeat and at a clean stop. The default refuses with
+    /// [`InboxError::Unsupported`]: the server then runs without recording, and `gaps`
+    /// cannot tell when it was down.
+    ///
+    /// # Errors
+    /// Any failure to record it; the server logs it and goes on.
+    fn record_run<'a>(&'a self, run: &'a RunRecord) -> BoxFuture<'a, Result<(), InboxError>> {
+        let _ = run;
+        Box::pin(std::future::ready(Err(InboxError::Unsupported(
+            "record when receivers run",
+        ))))
     }
 
     /// Finishes what is queued and lets go of the store's resources; called once when the

@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::InboxError;
 use crate::inbox::{self, DeliveryState, Inbox, InboxEntry, SqliteCause, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    WorkQueue,
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
+    Store, Stored, WorkQueue,
 };
 
 /// The most commands applied in one transaction.
@@ -265,9 +265,20 @@ impl InboxAdmin for SqliteStore {
         let counts = *self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         Box::pin(std::future::ready(Ok(counts)))
     }
+
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        self.admin(|inbox| inbox.runs())
+    }
 }
 
 impl Store for SqliteStore {
+    /// On the administrator's connection: a heartbeat every half minute does not need the
+    /// writer's queue.
+    fn record_run<'a>(&'a self, run: &'a RunRecord) -> BoxFuture<'a, Result<(), InboxError>> {
+        let run = run.clone();
+        self.admin(move |inbox| inbox.record_run(&run))
+    }
+
     /// Asks the writer to finish its queue and close the database, and waits for it.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {

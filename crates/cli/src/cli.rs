@@ -273,6 +273,34 @@ Examples:
   preservica-webhook inbox export > deliveries.jsonl")]
     Inbox(InboxArgs),
 
+    /// List the windows in which no receiver was up, from the runs recorded in the inbox
+    #[command(after_help = "\
+Examples:
+  preservica-webhook gaps
+  preservica-webhook gaps --inbox /var/lib/preservica-webhook/inbox.db --json
+
+Every serve records its start, a heartbeat every 30 s and its clean stop in the inbox. A gap is a
+time no run covered (a run that crashed ends a heartbeat after its last), from the first recorded
+run on, widened by --margin on both sides. `catch-up --gaps` recovers what was missed in them.")]
+    Gaps(GapsArgs),
+
+    /// File deliveries for the notifications missed while no receiver was up, from Preservica's
+    /// own records
+    #[command(after_help = "\
+Examples:
+  # After an outage: every gap the inbox knows of (stop serve on a SQLite inbox first)
+  preservica-webhook catch-up --gaps
+  # A window of your choosing
+  preservica-webhook catch-up --since 2026-12-01T08:00:00Z --until 2026-12-01T12:00:00Z
+
+For each window it reads Preservica's event log (an Ingest event stands for FULL_TEXT_INDEXED, a
+Moved event for MOVED) and, for INGEST_FAILED, the failed ingest monitors; for every event whose
+trigger a subscription listens for and whose notification the inbox does not hold, it files a
+recovered delivery: the shape of a real one, with \"recovered\": true, not signed by Preservica.
+Handlers see the mark (PRESERVICA_RECOVERED=1 for --exec). Running it again files nothing twice.
+Event types with no known trigger (a security change among them) are counted, not recovered.")]
+    CatchUp(CatchUpArgs),
+
     /// Send a receiver a signed delivery in Preservica's shape; prints the status
     #[command(after_help = "\
 Examples:
@@ -446,7 +474,8 @@ pub(crate) struct HandlerArgs {
     /// PRESERVICA_SUBSCRIPTION_ID, PRESERVICA_ENTITY_REFS (space-separated, at most 64 KiB:
     /// a longer list is cut at a whole reference, PRESERVICA_ENTITY_REFS_TRUNCATED is then 1,
     /// else 0; read the body for all of them), PRESERVICA_ENTITY_COUNT (how many the delivery
-    /// has), PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based).
+    /// has), PRESERVICA_DELIVERY_KEY (hex SHA-256 of the body), PRESERVICA_ATTEMPT (1-based),
+    /// PRESERVICA_RECOVERED (1 for a delivery `catch-up` filed for a missed notification, else 0).
     /// Its stderr lines go to serve's log with the delivery's inbox id; processes it leaves
     /// running are killed when it exits
     #[arg(long, value_name = "CMD")]
@@ -567,6 +596,68 @@ pub(crate) enum InboxCommand {
     /// does not exist; stop `serve` on an inbox file first. Attempt counts and errors are not
     /// in an export: imported deliveries start with none
     Import,
+}
+
+/// `gaps`.
+#[derive(Debug, Args)]
+pub(crate) struct GapsArgs {
+    /// The inbox the receivers record their runs in
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    pub(crate) inbox: InboxLocation,
+    /// How much wider than the silence each gap is taken, on both sides: for clocks that
+    /// disagree and events recorded a little off their moment
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) margin: Duration,
+}
+
+/// `catch-up`.
+#[derive(Debug, Args)]
+pub(crate) struct CatchUpArgs {
+    /// The inbox to file recovered deliveries in
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    pub(crate) inbox: InboxLocation,
+    /// Recover from this time on (RFC 3339, or a UTC date-time such as 2026-12-01T08:00)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, required_unless_present = "gaps", conflicts_with = "gaps")]
+    pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recover every gap in the runs the inbox recorded (see `gaps`)
+    #[arg(long)]
+    pub(crate) gaps: bool,
+    /// Recover up to this time [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub(crate) until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only recover for the subscriptions that send to this URL [default: every subscription]
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// With --gaps: how much wider than the silence each gap is taken, on both sides
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) margin: Duration,
+}
+
+/// A time given on the command line: RFC 3339, or a date-time without offset (UTC).
+pub(crate) fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let text = text.trim();
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&chrono::Utc));
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Ok(naive.and_utc());
+        }
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc());
+    }
+    Err(format!(
+        "{text:?} is not a time; give RFC 3339 such as 2026-12-01T08:00:00Z, or a UTC date-time such as 2026-12-01T08:00"
+    ))
 }
 
 /// How `send` transfers the body.

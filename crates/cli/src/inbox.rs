@@ -54,8 +54,13 @@ fn location(args: &InboxArgs) -> anyhow::Result<InboxLocation> {
 
 /// Opens the inbox `--inbox` or `--nats` names.
 async fn open(args: &InboxArgs) -> anyhow::Result<Arc<dyn InboxAdmin>> {
-    match location(args)? {
-        InboxLocation::File(path) => Ok(Arc::new(Inbox::open(&path).map_err(open_failed)?)),
+    open_admin(&location(args)?).await
+}
+
+/// Opens an inbox for reading and re-queueing, beside servers that may run on it.
+pub(crate) async fn open_admin(location: &InboxLocation) -> anyhow::Result<Arc<dyn InboxAdmin>> {
+    match location {
+        InboxLocation::File(path) => Ok(Arc::new(Inbox::open(path).map_err(open_failed)?)),
         InboxLocation::Nats(nats) => {
             let store = open_store(nats.config()).await.map_err(open_failed)?;
             Ok(store)

@@ -16,6 +16,7 @@ mod inbox;
 mod manage;
 mod nats;
 mod output;
+mod recovery;
 mod serve;
 mod testing;
 
@@ -59,6 +60,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(global, args).await,
         Command::Work(args) => serve::work(global, args).await,
         Command::Inbox(args) => inbox::run(global, &args).await,
+        Command::Gaps(args) => recovery::gaps(global, &args).await,
+        Command::CatchUp(args) => recovery::catch_up(global, &args).await,
         Command::Send(args) => testing::send(global, &args).await,
         Command::Challenge(args) => testing::challenge(global, &args).await,
         Command::Sign(args) => testing::sign(global, &args),

@@ -572,6 +572,9 @@ struct EventLine<'a> {
     entity_type: Option<&'a str>,
     entity_ref: Option<&'a str>,
     identifiers: &'a [serde_json::Value],
+    /// Only on deliveries catch-up filed for missed notifications.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    recovered: bool,
 }
 
 /// The delivery's events as JSON lines, written to stdout at once.
@@ -591,6 +594,7 @@ fn event_lines(job: &Job) -> Result<Vec<u8>, serde_json::Error> {
             entity_type: event.entity_type.as_ref().map(EntityType::as_str),
             entity_ref: event.entity_ref.as_deref(),
             identifiers: &event.identifiers,
+            recovered: delivery.is_recovered(),
         };
         serde_json::to_writer(&mut lines, &line)?;
         lines.push(b'\n');
@@ -656,6 +660,10 @@ impl Exec {
             .env("PRESERVICA_ENTITY_COUNT", refs.total.to_string())
             .env("PRESERVICA_DELIVERY_KEY", job.key.to_hex())
             .env("PRESERVICA_ATTEMPT", job.attempt.to_string())
+            .env(
+                "PRESERVICA_RECOVERED",
+                if delivery.is_recovered() { "1" } else { "0" },
+            )
             // The command has no use for the webhook secret; keep it out of its reach.
             .env_remove(SECRET_ENV)
             .stdin(Stdio::piped())

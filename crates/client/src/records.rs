@@ -175,7 +175,7 @@ impl Client {
     pub fn events(
         &self,
         query: &EventsQuery,
-    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + Unpin + '_ {
         let mut url = self.inner.transport.endpoint(&["api", "entity", "events"]);
         {
             let mut pairs = url.query_pairs_mut();
@@ -204,7 +204,7 @@ impl Client {
     pub fn event_actions(
         &self,
         event_ref: &str,
-    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + Unpin + '_ {
         let url = self.first_page(&["api", "entity", "events", event_ref, "event-actions"]);
         self.pages(Source::EVENTS, url)
     }
@@ -219,7 +219,7 @@ impl Client {
         &self,
         kind: &EntityType,
         reference: &EntityRef,
-    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<EventAction, Error>> + Send + Unpin + '_ {
         let url = entity::collection(kind).map(|collection| {
             self.first_page(&[
                 "api",
@@ -231,7 +231,7 @@ impl Client {
         });
         match url {
             Ok(url) => self.pages(Source::EVENTS, url).left_stream(),
-            Err(err) => stream::once(async move { Err(err) }).right_stream(),
+            Err(err) => stream::once(std::future::ready(Err(err))).right_stream(),
         }
     }
 
@@ -245,7 +245,7 @@ impl Client {
         &self,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
-    ) -> impl Stream<Item = Result<UpdatedEntity, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<UpdatedEntity, Error>> + Send + Unpin + '_ {
         let mut url = self.first_page(&["api", "entity", "entities", "updated-since"]);
         {
             let mut pairs = url.query_pairs_mut();
@@ -265,7 +265,7 @@ impl Client {
     pub fn monitors(
         &self,
         query: &MonitorsQuery,
-    ) -> impl Stream<Item = Result<Monitor, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<Monitor, Error>> + Send + Unpin + '_ {
         let mut url = self
             .inner
             .transport
@@ -298,7 +298,7 @@ impl Client {
         &self,
         source: Source<T>,
         first: Url,
-    ) -> impl Stream<Item = Result<T, Error>> + Send + '_ {
+    ) -> impl Stream<Item = Result<T, Error>> + Send + Unpin + '_ {
         stream::try_unfold(Paging::Next(first), move |paging| async move {
             let url = match paging {
                 Paging::Next(url) => url,
@@ -329,6 +329,7 @@ impl Client {
             Ok(Some((items, following)))
         })
         .try_flatten()
+        .boxed()
     }
 }
 

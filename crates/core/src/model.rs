@@ -223,6 +223,12 @@ impl Delivery {
             })
     }
 
+    /// True for a delivery filed by catch-up for a notification that was missed (see
+    /// [`recovery`](crate::recovery)): `"recovered": true`, not signed by Preservica.
+    pub fn is_recovered(&self) -> bool {
+        self.extra.get("recovered") == Some(&Value::Bool(true))
+    }
+
     /// The references of all events' entities, in order.
     pub fn entity_refs(&self) -> impl Iterator<Item = &str> {
         self.events

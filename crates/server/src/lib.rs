@@ -80,7 +80,8 @@
 //! Where deliveries are kept is a seam of its own, the [`store`] module: the receiver stores
 //! through [`store::Intake`], the workers claim leased work and complete it through
 //! [`store::WorkQueue`], and the inbox's administration goes through [`store::InboxAdmin`].
-//! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate has;
+//! [`InboxConfig::Sqlite`], `InboxConfig::Postgres` (a database shared by several receivers
+//! and worker processes) and [`InboxConfig::InMemory`] are the stores this crate has;
 //! [`InboxConfig::Custom`] runs the server on a store of your own.
 //!
 //! Cargo features: `tls` (default) gives the ready [`Server`] HTTPS with rustls and ring; without
@@ -88,7 +89,9 @@
 //! (run behind a proxy that terminates HTTPS, or mount [`WebhookService`] in a server of your own).
 //! `sqlite` (default) gives the SQLite inbox (`InboxConfig::Sqlite` and `Inbox`); without it
 //! SQLite is not compiled in, and the receiver runs on [`InboxConfig::InMemory`] (then the
-//! default) or a store of your own ([`InboxConfig::Custom`]).
+//! default) or a store of your own ([`InboxConfig::Custom`]). `postgres` (off by default) gives
+//! the PostgreSQL inbox (`InboxConfig::Postgres`, `PostgresLocation`), with TLS to the database
+//! through rustls and ring.
 
 mod access_log;
 mod config;
@@ -112,6 +115,8 @@ pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, Unkn
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
 pub use crate::store::DeliveryId;
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresLocation;
 pub use crate::worker::Workers;
 /// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
 /// an application registers in the same version.

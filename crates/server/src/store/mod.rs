@@ -12,9 +12,10 @@
 //!   export, count.
 //!
 //! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
-//! crate has two: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
-//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]). Your own — a
-//! database shared by several receivers, a message broker — is passed as
+//! crate has three: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
+//! queued writes in groups), a PostgreSQL database shared by several receivers
+//! (`InboxConfig::Postgres`, cargo feature `postgres`) and memory only
+//! ([`InboxConfig::InMemory`]). Your own — a message broker, another database — is passed as
 //! [`InboxConfig::Custom`].
 //!
 //! # Shape of the methods
@@ -125,6 +126,8 @@
 //! ```
 
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -143,6 +146,8 @@ use crate::config::InboxConfig;
 use crate::error::InboxError;
 pub use crate::inbox::now_millis;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresLocation;
 
 /// The future every store method returns: `Send`, so a store can be held as `Arc<dyn Store>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -443,6 +448,10 @@ pub(crate) async fn open(
                     .await
                     .map_err(|err| InboxError::Io(std::io::Error::other(err)))??;
             Arc::new(opened)
+        }
+        #[cfg(feature = "postgres")]
+        InboxConfig::Postgres(location) => {
+            Arc::new(postgres::PostgresStore::open(&location, commits).await?)
         }
         InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
         InboxConfig::Custom(store) => store,

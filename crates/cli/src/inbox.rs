@@ -2,11 +2,12 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::anyhow;
-use preservica_webhook_server::store::{InboxAdmin, now_millis};
+use preservica_webhook_server::store::{InboxAdmin, now_millis, open_store};
 use preservica_webhook_server::{
-    DeliveryId, DeliveryState, Inbox, InboxEntry, InboxError, StateFilter,
+    DeliveryId, DeliveryState, Inbox, InboxConfig, InboxEntry, InboxError, StateFilter,
 };
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, InboxLocation, StateArg};
@@ -22,12 +23,14 @@ mod import;
 /// A missing or foreign inbox file (exit 2), database errors, and unknown or non-dead ids.
 pub(crate) async fn run(global: &GlobalArgs, args: &InboxArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
-        InboxCommand::List { state } => list(global, open(args)?.as_ref(), *state).await,
-        InboxCommand::Show { id, pretty } => show(global, open(args)?.as_ref(), id, *pretty).await,
-        InboxCommand::Retry { id, dead } => {
-            retry(global, open(args)?.as_ref(), id.as_ref(), *dead).await
+        InboxCommand::List { state } => list(global, open(args).await?.as_ref(), *state).await,
+        InboxCommand::Show { id, pretty } => {
+            show(global, open(args).await?.as_ref(), id, *pretty).await
         }
-        InboxCommand::Export => export(open(args)?.as_ref()).await,
+        InboxCommand::Retry { id, dead } => {
+            retry(global, open(args).await?.as_ref(), id.as_ref(), *dead).await
+        }
+        InboxCommand::Export => export(open(args).await?.as_ref()).await,
         // Writes through the receiver's own intake, and may create the inbox.
         InboxCommand::Import => import::run(global, &args.inbox).await,
     }
@@ -41,11 +44,18 @@ async fn export(inbox: &dyn InboxAdmin) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the inbox `--inbox` names.
-fn open(args: &InboxArgs) -> anyhow::Result<Box<dyn InboxAdmin>> {
-    let InboxLocation::File(path) = &args.inbox;
-    let inbox = Inbox::open(path).map_err(open_failed)?;
-    Ok(Box::new(inbox))
+/// Opens the inbox `--inbox` names: a SQLite file beside the serve that holds it, or a shared
+/// database (whose tables are created if missing).
+async fn open(args: &InboxArgs) -> anyhow::Result<Arc<dyn InboxAdmin>> {
+    match &args.inbox {
+        InboxLocation::File(path) => Ok(Arc::new(Inbox::open(path).map_err(open_failed)?)),
+        InboxLocation::Postgres(location) => {
+            let store = open_store(InboxConfig::Postgres(location.clone()))
+                .await
+                .map_err(open_failed)?;
+            Ok(store)
+        }
+    }
 }
 
 /// An inbox that could not be opened: a configuration error (exit 2) when the inbox named is

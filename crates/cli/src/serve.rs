@@ -243,6 +243,7 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
 pub(crate) fn inbox_config(location: &InboxLocation) -> InboxConfig {
     match location {
         InboxLocation::File(path) => InboxConfig::Sqlite(path.clone()),
+        InboxLocation::Postgres(location) => InboxConfig::Postgres(location.clone()),
     }
 }
 
@@ -302,6 +303,10 @@ fn what_is_lost(inbox: Option<&InboxLocation>) -> &'static str {
     match inbox {
         None => "losing their deliveries (--in-memory)",
         Some(InboxLocation::File(_)) => "leaving their deliveries pending for the next start",
+        Some(InboxLocation::Postgres(_)) => {
+            "leaving their deliveries to be handled again, here or by another process, once \
+             their leases have run out"
+        }
     }
 }
 
@@ -333,6 +338,10 @@ fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&InboxLocation>
                 anyhow::Error::new(err)
             ),
         },
+        Some(InboxLocation::Postgres(location)) => format!(
+            "their deliveries stay pending in {location}, to be handled again by any process \
+             on it once their leases have run out"
+        ),
         None => "the inbox was in memory (--in-memory): their deliveries and any still \
                  waiting are lost"
             .to_owned(),

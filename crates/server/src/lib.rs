@@ -51,7 +51,9 @@
 //!   shutdown past [`WebhookConfig::shutdown_grace`]) is handled again at the next start, so make
 //!   the handler idempotent. A handler timeout drops the handler's future at its next `.await`;
 //!   put blocking work in `tokio::task::spawn_blocking`.
-//! - One server per inbox: a server holds `<inbox>.lock` and a second one refuses to start.
+//! - One server per SQLite inbox: a server holds `<inbox>.lock` and a second one refuses to
+//!   start. A PostgreSQL inbox is shared: any number of servers and [`Workers`] on it, a
+//!   delivery leased to one worker at a time.
 //! - Dead letters stay until re-queued ([`Inbox::retry`], [`Inbox::retry_dead`], which reset
 //!   the attempt count); processed deliveries are pruned after [`WebhookConfig::retention`].
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].

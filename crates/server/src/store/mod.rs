@@ -424,11 +424,12 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
 /// writes are finished.
 ///
 /// The SQLite store creates the file if needed and holds it (its lock file) until the store is
-/// dropped: no server can run on that inbox meanwhile.
+/// dropped: no server can run on that inbox meanwhile. The PostgreSQL store connects and
+/// brings the database's tables up to date, beside any servers running on it.
 ///
 /// # Errors
 /// When the store cannot be opened; [`InboxError::InUse`] for an SQLite inbox a running server
-/// holds.
+/// holds, [`InboxError::Connect`] for a database that cannot be reached.
 pub async fn open_store(inbox: InboxConfig) -> Result<Arc<dyn Store>, InboxError> {
     open(inbox, Counter::default()).await
 }

@@ -107,7 +107,10 @@ CREATE INDEX preservica_webhook_by_state ON preservica_webhook_deliveries (state
 /// `sslrootcert` (a PEM file) when given, else the platform's trusted roots; its name must match
 /// the host. `disable`, `allow` and `prefer` (and no `sslmode`) connect without TLS.
 #[derive(Clone)]
-pub struct PostgresLocation {
+pub struct PostgresLocation(Arc<Location>);
+
+/// What a [`PostgresLocation`] holds, shared by its clones.
+struct Location {
     config: tokio_postgres::Config,
     /// TLS asked for (`sslmode` require or stricter).
     tls: bool,
@@ -221,12 +224,12 @@ impl PostgresLocation {
             config.connect_timeout(CALL_TIMEOUT);
         }
         let shown = show(&config, url, tls);
-        Ok(PostgresLocation {
+        Ok(PostgresLocation(Arc::new(Location {
             config,
             tls,
             root_cert,
             shown,
-        })
+        })))
     }
 }
 
@@ -244,14 +247,14 @@ impl FromStr for PostgresLocation {
 
 impl fmt::Display for PostgresLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.shown)
+        f.write_str(&self.0.shown)
     }
 }
 
 impl fmt::Debug for PostgresLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("PostgresLocation")
-            .field(&self.shown)
+            .field(&self.0.shown)
             .finish()
     }
 }
@@ -392,6 +395,7 @@ impl PostgresStore {
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         };
+        let location = &location.0;
         let manager = if location.tls {
             let tls = tls_connector(location.root_cert.as_deref()).map_err(connect)?;
             Manager::from_config(location.config.clone(), tls, manager_config)
@@ -1160,16 +1164,16 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(location.config.get_password(), Some(&b"from-env"[..]));
-        assert!(location.tls);
-        assert_eq!(location.root_cert.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(location.0.config.get_password(), Some(&b"from-env"[..]));
+        assert!(location.0.tls);
+        assert_eq!(location.0.root_cert.as_deref(), Some(Path::new("/ca.pem")));
         let url_wins = PostgresLocation::parse_with(
             "postgres://u:from-url@db/inbox?sslmode=disable",
             env(&[("PGPASSWORD", "from-env"), ("PGSSLMODE", "require")]),
         )
         .unwrap();
-        assert_eq!(url_wins.config.get_password(), Some(&b"from-url"[..]));
-        assert!(!url_wins.tls);
+        assert_eq!(url_wins.0.config.get_password(), Some(&b"from-url"[..]));
+        assert!(!url_wins.0.tls);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
 use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
-use preservica_webhook_server::{DeliveryState, InboxConfig, InboxError, PostgresLocation};
+use preservica_webhook_server::{
+    DeliveryState, InboxConfig, InboxError, PostgresLocation, StateFilter,
+};
 use preservica_webhook_testkit::postgres::Postgres;
 
 fn inbox(url: &str) -> InboxConfig {
@@ -69,13 +71,7 @@ async fn two_stores_on_one_database_keep_a_delivery_sent_to_both_once() {
     }
     assert_eq!(new.len(), 100);
     assert_eq!(a.counts().await.unwrap().pending, 100);
-    assert_eq!(
-        b.list(preservica_webhook_server::StateFilter::All)
-            .await
-            .unwrap()
-            .len(),
-        100
-    );
+    assert_eq!(b.list(StateFilter::All).await.unwrap().len(), 100);
     a.close().await;
     b.close().await;
 }
@@ -283,4 +279,73 @@ async fn connects_over_tls_when_the_url_asks_and_verifies_the_server() {
         matches!(unverified, InboxError::Connect { .. }),
         "{unverified}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_re_queued_and_exported() {
+    let postgres = Postgres::start().unwrap();
+    let store = open(&postgres.url()).await;
+    // Real times: a listing tells a running lease by the clock.
+    let now = preservica_webhook_server::store::now_millis();
+    for n in 0..3 {
+        store
+            .store(delivery(n), now + i64::try_from(n).unwrap())
+            .await
+            .unwrap();
+    }
+    let claim = store.claim(now + 10, 10, now + 60_000).await.unwrap();
+    let ids: Vec<_> = claim.due.iter().map(|it| it.id.clone()).collect();
+    assert_eq!(ids.len(), 3);
+    // Leased and running: the attempt is not counted as finished yet.
+    let running = store.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(running.attempts, 0);
+    for id in &ids[..2] {
+        let dead = Outcome::Dead {
+            error: "gone".into(),
+        };
+        store.complete(id.clone(), 1, dead, now + 20).await.unwrap();
+    }
+    let dead = store
+        .list(StateFilter::Only(DeliveryState::Dead))
+        .await
+        .unwrap();
+    let dead_ids: Vec<_> = dead.iter().map(|it| it.id.clone()).collect();
+    assert_eq!(dead_ids, ids[..2]);
+    assert_eq!(dead[0].attempts, 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("gone"));
+    assert!(store.retry(&ids[0], now + 30).await.unwrap());
+    assert!(
+        !store.retry(&ids[0], now + 30).await.unwrap(),
+        "not dead any more"
+    );
+    assert!(
+        !store.retry(&ids[2], now + 30).await.unwrap(),
+        "pending, not dead"
+    );
+    assert!(
+        !store
+            .retry(&"no-such-id".parse().unwrap(), now + 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.retry_dead(now + 40).await.unwrap(), 1);
+    let requeued = store.get(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (requeued.state, requeued.attempts),
+        (DeliveryState::Pending, 0)
+    );
+    let mut out = Vec::new();
+    assert_eq!(store.export(&mut out).await.unwrap(), 3);
+    let lines: Vec<serde_json::Value> = out
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["id"], ids[0].to_string());
+    assert_eq!(
+        lines[0]["body"],
+        std::str::from_utf8(&delivery(0).body).unwrap()
+    );
+    store.close().await;
 }

@@ -448,6 +448,32 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Re-queues the dead letter `id`, or every dead letter: pending, due at `now`, attempts
+    /// reset. Returns how many.
+    async fn requeue(&self, id: Option<i64>, now: i64) -> Result<usize, InboxError> {
+        let what = if id.is_some() {
+            "re-queue a delivery"
+        } else {
+            "re-queue dead deliveries"
+        };
+        let changed = self
+            .with_client(what, async |client| {
+                client
+                    .execute(
+                        "UPDATE preservica_webhook_deliveries \
+                         SET state = 'pending', attempts = 0, next_attempt_at = $1, \
+                             lease_until = NULL, updated_at = $1 \
+                         WHERE state = 'dead' AND ($2::int8 IS NULL OR id = $2)",
+                        &[&now, &id],
+                    )
+                    .await
+            })
+            .await?;
+        Ok(usize::try_from(changed).unwrap_or(usize::MAX))
+    }
+}
+
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresStore")
@@ -966,40 +992,12 @@ impl InboxAdmin for PostgresStore {
             let Some(id) = row_id(id) else {
                 return Ok(false);
             };
-            let changed = self
-                .with_client("re-queue a delivery", async |client| {
-                    client
-                        .execute(
-                            "UPDATE preservica_webhook_deliveries \
-                             SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-                                 lease_until = NULL, updated_at = $1 \
-                             WHERE id = $2 AND state = 'dead'",
-                            &[&now, &id],
-                        )
-                        .await
-                })
-                .await?;
-            Ok(changed == 1)
+            Ok(self.requeue(Some(id), now).await? == 1)
         })
     }
 
     fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
-        Box::pin(async move {
-            let changed = self
-                .with_client("re-queue dead deliveries", async |client| {
-                    client
-                        .execute(
-                            "UPDATE preservica_webhook_deliveries \
-                             SET state = 'pending', attempts = 0, next_attempt_at = $1, \
-                                 lease_until = NULL, updated_at = $1 \
-                             WHERE state = 'dead'",
-                            &[&now],
-                        )
-                        .await
-                })
-                .await?;
-            Ok(usize::try_from(changed).unwrap_or(usize::MAX))
-        })
+        Box::pin(self.requeue(None, now))
     }
 
     /// Reads the deliveries a page at a time (by id), writing each page before reading the

@@ -423,7 +423,13 @@ impl PostgresStore {
                     version,
                 });
             }
-            Ok(Err(Migrated::Failed(err))) => return Err(connect(Box::new(err))),
+            Ok(Err(Migrated::Failed(err))) => {
+                return Err(connect(Box::new(Failure {
+                    what: "create or migrate its tables (the user needs the right to create \
+                           tables in the database the first time)",
+                    source: Box::new(err),
+                })));
+            }
             Err(_) => return Err(connect(Box::new(NoAnswer))),
         }
         drop(client);
@@ -446,9 +452,7 @@ impl PostgresStore {
     {
         with_client(&self.pool, what, call).await
     }
-}
 
-impl PostgresStore {
     /// Re-queues the dead letter `id`, or every dead letter: pending, due at `now`, attempts
     /// reset. Returns how many.
     async fn requeue(&self, id: Option<i64>, now: i64) -> Result<usize, InboxError> {

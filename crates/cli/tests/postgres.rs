@@ -253,7 +253,7 @@ fn replicas_killed_and_restarted_under_load_lose_nothing_and_never_run_a_deliver
 }
 
 #[test]
-fn with_the_database_down_deliveries_get_503_and_challenges_200_until_it_is_back() {
+fn with_the_database_down_deliveries_get_503_and_challenges_200_until_it_is_back_even_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut postgres = Postgres::start().unwrap();
     let url = postgres.url();
@@ -291,6 +291,53 @@ fn with_the_database_down_deliveries_get_503_and_challenges_200_until_it_is_back
     let stored = exported(dir.path(), &url);
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(!stored.contains_key(&key(&body(3))));
+
+    // Stopped and started again under load: every delivery answered 200 was committed.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (target, stop, accepted) =
+            (serve.url.clone(), Arc::clone(&stop), Arc::clone(&accepted));
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            let mut n = 100;
+            while !stop.load(Ordering::SeqCst) {
+                let body = body(n);
+                let status = post(&target, &body).unwrap();
+                if status == 200 {
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                }
+                answers.push((key(&body), status));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    postgres.stop().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    postgres.start_again().unwrap();
+    std::thread::sleep(Duration::from_millis(1_000));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = load.join().unwrap();
+    let refused = answers.iter().filter(|(_, status)| *status == 503).count();
+    assert!(
+        refused > 0,
+        "no delivery was refused while the database was down"
+    );
+    assert_eq!(answers.last().unwrap().1, 200, "not recovered under load");
+    let stored = exported(dir.path(), &url);
+    for (key, status) in &answers {
+        assert!(matches!(status, 200 | 503), "answered {status}");
+        if *status == 200 {
+            assert!(
+                stored.contains_key(key),
+                "{key} answered 200 but not stored"
+            );
+        }
+    }
 }
 
 /// `preservica-webhook work ARGS`, its stderr in `work.log`.

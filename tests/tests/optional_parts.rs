@@ -1,8 +1,15 @@
 //! The server's expensive parts stay optional: without its default features, neither SQLite
-//! nor a TLS stack is in its dependency graph, so an embedder with a store and a proxy of its
-//! own compiles neither.
+//! nor a TLS stack nor a PostgreSQL driver is in its dependency graph, so an embedder with a
+//! store and a proxy of its own compiles none of them.
 
-const OPTIONAL: [&str; 4] = ["rusqlite", "libsqlite3-sys", "rustls", "tokio-rustls"];
+const OPTIONAL: [&str; 6] = [
+    "rusqlite",
+    "libsqlite3-sys",
+    "rustls",
+    "tokio-rustls",
+    "tokio-postgres",
+    "deadpool-postgres",
+];
 
 /// The packages in the normal and build dependency graph of the server built with `features`.
 fn server_packages(features: &[&str]) -> Vec<String> {
@@ -31,4 +38,13 @@ fn server_without_default_features_has_no_sqlite_or_tls() {
     check(&[], &[]);
     check(&["sqlite"], &["rusqlite", "libsqlite3-sys"]);
     check(&["tls"], &["rustls", "tokio-rustls"]);
+    check(
+        &["postgres"],
+        &[
+            "rustls",
+            "tokio-rustls",
+            "tokio-postgres",
+            "deadpool-postgres",
+        ],
+    );
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use preservica_webhook_core::{EntityRef, EntityType, KNOWN_TRIGGERS, TriggerType};
-use preservica_webhook_server::DeliveryId;
+use preservica_webhook_server::{DeliveryId, PostgresLocation};
 
 /// The default inbox file of `serve` and `inbox`.
 pub(crate) const DEFAULT_INBOX: &str = "preservica-webhook.db";
@@ -15,10 +15,13 @@ pub(crate) const DEFAULT_INBOX: &str = "preservica-webhook.db";
 pub(crate) const DEFAULT_CREDENTIALS: &str = "credentials.properties";
 
 /// Where an inbox is, as `--inbox` gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum InboxLocation {
     /// A SQLite file: anything that is not a URL.
     File(PathBuf),
+    /// A PostgreSQL database shared by several processes: a `postgres://` or `postgresql://`
+    /// URL, completed from the libpq environment variables.
+    Postgres(PostgresLocation),
     /// A NATS JetStream stream (`--nats`).
     Nats(crate::nats::NatsLocation),
 }
@@ -29,7 +32,21 @@ impl InboxLocation {
     pub(crate) fn sqlite_file(&self) -> Option<&Path> {
         match self {
             InboxLocation::File(path) => Some(path),
-            InboxLocation::Nats(_) => None,
+            InboxLocation::Postgres(_) | InboxLocation::Nats(_) => None,
+        }
+    }
+}
+
+/// Two locations are the same when they name the same file or the same database (shown
+/// without passwords).
+impl PartialEq for InboxLocation {
+    fn eq(&self, other: &InboxLocation) -> bool {
+        match (self, other) {
+            (InboxLocation::File(a), InboxLocation::File(b)) => a == b,
+            (InboxLocation::Postgres(a), InboxLocation::Postgres(b)) => {
+                a.to_string() == b.to_string()
+            }
+            _ => false,
         }
     }
 }
@@ -152,7 +169,13 @@ pub(crate) enum LogFormat {
 /// `--inbox`: a URL of a shared inbox, or else a path to a SQLite file.
 pub(crate) fn parse_inbox(text: &str) -> Result<InboxLocation, String> {
     if text.is_empty() {
-        return Err("give a path to a SQLite file".to_owned());
+        return Err("give a path to a SQLite file or a postgres:// URL".to_owned());
+    }
+    if PostgresLocation::is_url(text) {
+        return text
+            .parse()
+            .map(InboxLocation::Postgres)
+            .map_err(|err| err.to_string());
     }
     if let Some((scheme, _)) = text.split_once("://") {
         let is_scheme = !scheme.is_empty()
@@ -164,11 +187,41 @@ pub(crate) fn parse_inbox(text: &str) -> Result<InboxLocation, String> {
         }
         if is_scheme {
             return Err(format!(
-                "no inbox is built in for {scheme}:// URLs; give a path to a SQLite file"
+                "no inbox is built in for {scheme}:// URLs; give a path to a SQLite file or a \
+                 postgres:// URL"
             ));
         }
     }
     Ok(InboxLocation::File(PathBuf::from(text)))
+}
+
+/// `--inbox`'s parser: [`parse_inbox`], with an error that does not repeat the value given,
+/// which may hold a database password.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InboxParser;
+
+impl clap::builder::TypedValueParser for InboxParser {
+    type Value = InboxLocation;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<InboxLocation, clap::Error> {
+        let name = arg.map_or_else(|| "--inbox".to_owned(), |arg| arg.to_string());
+        let refuse = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {reason}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("the location is not valid UTF-8".to_owned()))?;
+        parse_inbox(text).map_err(refuse)
+    }
 }
 
 /// How long processed deliveries are kept.
@@ -254,6 +307,7 @@ duplicates, handler results, inbox depth, dead letters, latency).")]
     #[command(after_help = "\
 Examples:
   # Receivers that only store, and workers beside them, on one shared inbox
+  INBOX=postgres://webhook@db.example.org/webhook
   preservica-webhook serve 0.0.0.0:8000 --inbox \"$INBOX\" --no-workers
   preservica-webhook work --inbox \"$INBOX\" --exec ./handle-event.sh
 
@@ -417,12 +471,14 @@ pub(crate) struct ServeArgs {
                 IPv6), localhost:PORT, or PORT alone for 127.0.0.1:PORT; port 0 picks a free port"
     )]
     pub(crate) addr: SocketAddr,
-    /// The inbox: a SQLite file, created if missing
+    /// The inbox: a SQLite file, created if missing, or a postgres:// URL of a database that
+    /// several serve and work processes share (tables created and migrated by the program;
+    /// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE fill in what it leaves out)
     #[arg(
         long,
-        value_name = "PATH",
+        value_name = "PATH|URL",
         default_value = DEFAULT_INBOX,
-        value_parser = parse_inbox,
+        value_parser = InboxParser,
         conflicts_with = "in_memory"
     )]
     pub(crate) inbox: InboxLocation,
@@ -515,8 +571,9 @@ pub(crate) struct HandlerArgs {
 #[derive(Debug, Args)]
 pub(crate) struct WorkArgs {
     /// The inbox that `serve --no-workers` processes store deliveries in, shared by every
-    /// process that opens it (for a NATS JetStream stream, give --nats URL instead)
-    #[arg(long, value_name = "LOCATION", value_parser = parse_inbox, required_unless_present = "nats")]
+    /// process that opens it: a postgres:// URL (for a NATS JetStream stream, give --nats URL
+    /// instead)
+    #[arg(long, value_name = "URL", value_parser = InboxParser, required_unless_present = "nats")]
     pub(crate) inbox: Option<InboxLocation>,
     /// The NATS JetStream stream that `serve --nats` receivers publish to.
     #[command(flatten)]
@@ -529,8 +586,8 @@ pub(crate) struct WorkArgs {
 /// `inbox`.
 #[derive(Debug, Args)]
 pub(crate) struct InboxArgs {
-    /// The inbox serve writes to: a SQLite file
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    /// The inbox serve writes to: a SQLite file or a postgres:// URL
+    #[arg(long, global = true, value_name = "PATH|URL", default_value = DEFAULT_INBOX, value_parser = InboxParser)]
     pub(crate) inbox: InboxLocation,
     /// A NATS JetStream inbox instead of the SQLite file.
     #[command(flatten)]
@@ -602,7 +659,7 @@ pub(crate) enum InboxCommand {
 #[derive(Debug, Args)]
 pub(crate) struct GapsArgs {
     /// The inbox the receivers record their runs in
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_INBOX, value_parser = InboxParser)]
     pub(crate) inbox: InboxLocation,
     /// How much wider than the silence each gap is taken, on both sides: for clocks that
     /// disagree and events recorded a little off their moment
@@ -614,7 +671,7 @@ pub(crate) struct GapsArgs {
 #[derive(Debug, Args)]
 pub(crate) struct CatchUpArgs {
     /// The inbox to file recovered deliveries in
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_INBOX, value_parser = parse_inbox)]
+    #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_INBOX, value_parser = InboxParser)]
     pub(crate) inbox: InboxLocation,
     /// Recover from this time on (RFC 3339, or a UTC date-time such as 2026-12-01T08:00)
     #[arg(long, value_name = "TIME", value_parser = parse_time, required_unless_present = "gaps", conflicts_with = "gaps")]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use preservica_webhook_server::store::{InboxAdmin, now_millis, open_store};
 use preservica_webhook_server::{
-    DeliveryId, DeliveryState, Inbox, InboxEntry, InboxError, StateFilter,
+    DeliveryId, DeliveryState, Inbox, InboxConfig, InboxEntry, InboxError, StateFilter,
 };
 
 use crate::cli::{GlobalArgs, InboxArgs, InboxCommand, InboxLocation, StateArg};
@@ -57,10 +57,18 @@ async fn open(args: &InboxArgs) -> anyhow::Result<Arc<dyn InboxAdmin>> {
     open_admin(&location(args)?).await
 }
 
-/// Opens an inbox for reading and re-queueing, beside servers that may run on it.
+/// Opens an inbox for reading and re-queueing, beside servers that may run on it: a SQLite
+/// file beside the serve that holds it, or a shared database or stream (a database's tables
+/// are created if missing).
 pub(crate) async fn open_admin(location: &InboxLocation) -> anyhow::Result<Arc<dyn InboxAdmin>> {
     match location {
         InboxLocation::File(path) => Ok(Arc::new(Inbox::open(path).map_err(open_failed)?)),
+        InboxLocation::Postgres(location) => {
+            let store = open_store(InboxConfig::Postgres(location.clone()))
+                .await
+                .map_err(open_failed)?;
+            Ok(store)
+        }
         InboxLocation::Nats(nats) => {
             let store = open_store(nats.config()).await.map_err(open_failed)?;
             Ok(store)

@@ -253,6 +253,7 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
 pub(crate) fn inbox_config(location: &InboxLocation) -> InboxConfig {
     match location {
         InboxLocation::File(path) => InboxConfig::Sqlite(path.clone()),
+        InboxLocation::Postgres(location) => InboxConfig::Postgres(location.clone()),
         InboxLocation::Nats(nats) => nats.config(),
     }
 }
@@ -313,6 +314,10 @@ fn what_is_lost(inbox: Option<&InboxLocation>) -> &'static str {
     match inbox {
         None => "losing their deliveries (--in-memory)",
         Some(InboxLocation::File(_)) => "leaving their deliveries pending for the next start",
+        Some(InboxLocation::Postgres(_)) => {
+            "leaving their deliveries to be handled again, here or by another process, once \
+             their leases have run out"
+        }
         Some(InboxLocation::Nats(_)) => {
             "leaving their messages unacknowledged in the stream, for a worker to take once \
              their lease ends"
@@ -348,6 +353,10 @@ fn force_stop(signal: StopSignal, calls: &Running, inbox: Option<&InboxLocation>
                 anyhow::Error::new(err)
             ),
         },
+        Some(InboxLocation::Postgres(location)) => format!(
+            "their deliveries stay pending in {location}, to be handled again by any process \
+             on it once their leases have run out"
+        ),
         Some(InboxLocation::Nats(nats)) => format!(
             "their messages stay unacknowledged in the stream at {} and are handled again \
              once their lease ends",

@@ -134,6 +134,11 @@ pub enum InboxConfig {
     /// the next start.
     #[cfg(feature = "sqlite")]
     Sqlite(PathBuf),
+    /// A PostgreSQL database shared by every receiver and worker process that opens it: see
+    /// [`PostgresLocation`](crate::store::PostgresLocation) for the URL. The program creates
+    /// and migrates its tables itself.
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::PostgresLocation),
     /// Memory only: everything not yet processed is lost when the process stops. For tests
     /// and for users who choose it; never the default.
     InMemory,

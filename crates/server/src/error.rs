@@ -114,6 +114,50 @@ pub enum InboxError {
         .0.display()
     )]
     InUse(PathBuf),
+    /// A shared inbox's location (a `postgres://` URL) cannot be used.
+    #[error(
+        "{location} is not a usable PostgreSQL inbox URL: {reason}; write it as \
+         postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=require]"
+    )]
+    BadLocation {
+        /// The location as given, its password replaced.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The database of a shared inbox could not be reached or refused this user when the
+    /// store was opened.
+    #[error(
+        "cannot connect to the PostgreSQL inbox {location} (check that PostgreSQL runs there, \
+         that it takes this user and password — in the URL or PGPASSWORD — and, with \
+         sslmode=require, that its certificate is trusted: sslrootcert=PATH)"
+    )]
+    Connect {
+        /// The location, without its password.
+        location: String,
+        /// The driver's reason.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The shared inbox's schema is newer than this program knows: a newer version migrated
+    /// it.
+    #[error(
+        "the PostgreSQL inbox {location} has schema version {version}, newer than this \
+         program knows; run the newer preservica-webhook that migrated it"
+    )]
+    UnknownSchema {
+        /// The location, without its password.
+        location: String,
+        /// The schema version found.
+        version: i64,
+    },
+    /// The inbox's database cannot be reached now (connection lost, no answer in time). The
+    /// receiver answers 503 meanwhile; the store connects again by itself once it is back.
+    #[error(
+        "the inbox database cannot be reached (check that it runs and that this host can \
+         connect to it); deliveries are answered 503 until it is back"
+    )]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store failed on an inbox that was open: the database, the disk, the network.
     /// The message is the store's own (for SQLite, `the inbox database could not …` with
     /// SQLite's reason as its source). A store of your own makes one with
@@ -133,7 +177,8 @@ pub enum InboxError {
 
 impl InboxError {
     /// Whether the user fixes this in the configuration: a bad path or permissions, a file
-    /// that is not an inbox or is damaged, an inbox in use by another server. A command
+    /// that is not an inbox or is damaged, an inbox in use by another server, a database URL
+    /// that cannot be used or reached. A command
     /// exits 2 for these.
     pub fn is_configuration(&self) -> bool {
         match self {
@@ -143,8 +188,14 @@ impl InboxError {
             | InboxError::Unreadable { .. }
             | InboxError::NotAnInbox { .. }
             | InboxError::InUse(_)
-            | InboxError::Unsupported(_) => true,
-            InboxError::Backend(_) | InboxError::Closed | InboxError::Io(_) => false,
+            | InboxError::Unsupported(_)
+            | InboxError::BadLocation { .. }
+            | InboxError::Connect { .. }
+            | InboxError::UnknownSchema { .. } => true,
+            InboxError::Unavailable(_)
+            | InboxError::Backend(_)
+            | InboxError::Closed
+            | InboxError::Io(_) => false,
         }
     }
 

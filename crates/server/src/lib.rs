@@ -51,7 +51,9 @@
 //!   shutdown past [`WebhookConfig::shutdown_grace`]) is handled again at the next start, so make
 //!   the handler idempotent. A handler timeout drops the handler's future at its next `.await`;
 //!   put blocking work in `tokio::task::spawn_blocking`.
-//! - One server per inbox: a server holds `<inbox>.lock` and a second one refuses to start.
+//! - One server per SQLite inbox: a server holds `<inbox>.lock` and a second one refuses to
+//!   start. A PostgreSQL inbox is shared: any number of servers and [`Workers`] on it, a
+//!   delivery leased to one worker at a time.
 //! - Dead letters stay until re-queued ([`Inbox::retry`], [`Inbox::retry_dead`], which reset
 //!   the attempt count); processed deliveries are pruned after [`WebhookConfig::retention`].
 //! - Idle keep-alive connections are closed after [`ServerConfig::header_timeout`].
@@ -81,16 +83,19 @@
 //! through [`store::Intake`], the workers claim leased work and complete it through
 //! [`store::WorkQueue`], and the inbox's administration goes through [`store::InboxAdmin`].
 //! [`InboxConfig::Sqlite`] and [`InboxConfig::InMemory`] are the two stores this crate always
-//! has, and `InboxConfig::Nats` (cargo feature `nats`) a NATS JetStream stream shared by any
-//! number of receivers and workers; [`InboxConfig::Custom`] runs the server on a store of your
-//! own.
+//! has; `InboxConfig::Postgres` (cargo feature `postgres`) is a database shared by several
+//! receivers and worker processes, and `InboxConfig::Nats` (cargo feature `nats`) a NATS
+//! JetStream stream shared by any number of receivers and workers; [`InboxConfig::Custom`]
+//! runs the server on a store of your own.
 //!
 //! Cargo features: `tls` (default) gives the ready [`Server`] HTTPS with rustls and ring; without
 //! it the crate has no TLS dependency and a configuration with [`TlsFiles`] is refused at start
 //! (run behind a proxy that terminates HTTPS, or mount [`WebhookService`] in a server of your own).
 //! `sqlite` (default) gives the SQLite inbox (`InboxConfig::Sqlite` and `Inbox`); without it
 //! SQLite is not compiled in, and the receiver runs on [`InboxConfig::InMemory`] (then the
-//! default) or a store of your own ([`InboxConfig::Custom`]).
+//! default) or a store of your own ([`InboxConfig::Custom`]). `postgres` (off by default) gives
+//! the PostgreSQL inbox (`InboxConfig::Postgres`, `PostgresLocation`), with TLS to the database
+//! through rustls and ring.
 
 mod access_log;
 mod config;
@@ -115,6 +120,8 @@ pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, Unkn
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
 pub use crate::store::{DeliveryId, RunRecord};
+#[cfg(feature = "postgres")]
+pub use crate::store::PostgresLocation;
 pub use crate::worker::Workers;
 /// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
 /// an application registers in the same version.

@@ -45,6 +45,8 @@ pub struct Postgres {
     port: u16,
     /// Who runs the programs when this process is root: `nobody`'s user and group ids.
     run_as: Option<(u32, u32)>,
+    /// Whether the server takes TLS connections only ([`Postgres::start_with_tls`]).
+    tls: bool,
     server: Option<Child>,
 }
 
@@ -55,6 +57,19 @@ impl Postgres {
     /// When PostgreSQL is not installed (the message says to install Debian's `postgresql`),
     /// or `initdb` or the server fails (the message holds its output).
     pub fn start() -> anyhow::Result<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// Like [`Postgres::start`], with TLS: the server presents the PEM certificate chain `cert`
+    /// with its key `key` and refuses connections without TLS.
+    ///
+    /// # Errors
+    /// As [`Postgres::start`], and when the files cannot be copied into the cluster.
+    pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<Postgres> {
+        Postgres::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> anyhow::Result<Postgres> {
         let bin = find_binaries()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(nobody()?)
@@ -78,9 +93,13 @@ impl Postgres {
             bin,
             port: 0,
             run_as,
+            tls: tls.is_some(),
             server: None,
         };
         postgres.initdb()?;
+        if let Some((cert, key)) = tls {
+            postgres.install_tls(cert, key)?;
+        }
         // The port was free a moment ago; another process may take it first: try a few.
         let mut last = None;
         for _ in 0..5 {
@@ -192,6 +211,28 @@ impl Postgres {
         Ok(())
     }
 
+    /// Copies the certificate and key into the cluster (the key readable by the server's user
+    /// alone, as PostgreSQL demands) and lets only TLS connections in.
+    fn install_tls(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data();
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(name);
+            std::fs::copy(from, &to)
+                .with_context(|| format!("cannot copy {} into the cluster", from.display()))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
+            }
+        }
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+        )
+        .context("cannot write pg_hba.conf")?;
+        Ok(())
+    }
+
     /// Starts the server on `self.port` and waits until it takes connections.
     fn launch(&mut self) -> anyhow::Result<()> {
         let log = File::options()
@@ -206,6 +247,7 @@ impl Postgres {
             .arg(self.data())
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(&socket)
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .args([
                 "-c",
                 "fsync=off",

@@ -13,10 +13,10 @@
 //!
 //! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
 //! crate has two: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
-//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]); with the cargo
-//! feature `nats`, a third keeps deliveries in a NATS JetStream stream (the `nats` module,
-//! `InboxConfig::Nats`). Your own — a
-//! database shared by several receivers, a message broker — is passed as
+//! queued writes in groups) and memory only ([`InboxConfig::InMemory`]); with cargo features,
+//! a PostgreSQL database shared by several receivers (`InboxConfig::Postgres`, feature
+//! `postgres`) and a NATS JetStream stream (the `nats` module, `InboxConfig::Nats`, feature
+//! `nats`). Your own — another database, a message broker — is passed as
 //! [`InboxConfig::Custom`].
 //!
 //! # Shape of the methods
@@ -129,6 +129,8 @@
 pub(crate) mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
@@ -148,6 +150,8 @@ use crate::config::InboxConfig;
 use crate::error::InboxError;
 pub use crate::inbox::now_millis;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresLocation;
 
 /// The future every store method returns: `Send`, so a store can be held as `Arc<dyn Store>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -474,11 +478,12 @@ pub fn write_export_line(entry: &InboxEntry, out: &mut dyn Write) -> Result<(), 
 /// writes are finished.
 ///
 /// The SQLite store creates the file if needed and holds it (its lock file) until the store is
-/// dropped: no server can run on that inbox meanwhile.
+/// dropped: no server can run on that inbox meanwhile. The PostgreSQL store connects and
+/// brings the database's tables up to date, beside any servers running on it.
 ///
 /// # Errors
 /// When the store cannot be opened; [`InboxError::InUse`] for an SQLite inbox a running server
-/// holds.
+/// holds, [`InboxError::Connect`] for a database that cannot be reached.
 pub async fn open_store(inbox: InboxConfig) -> Result<Arc<dyn Store>, InboxError> {
     open(inbox, Counter::default()).await
 }
@@ -498,6 +503,10 @@ pub(crate) async fn open(
                     .await
                     .map_err(|err| InboxError::Io(std::io::Error::other(err)))??;
             Arc::new(opened)
+        }
+        #[cfg(feature = "postgres")]
+        InboxConfig::Postgres(location) => {
+            Arc::new(postgres::PostgresStore::open(&location, commits).await?)
         }
         InboxConfig::InMemory => Arc::new(memory::MemoryStore::new(commits)),
         #[cfg(feature = "nats")]

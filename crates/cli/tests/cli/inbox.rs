@@ -1,6 +1,6 @@
 //! `inbox` subcommands on an inbox that `serve` filled.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

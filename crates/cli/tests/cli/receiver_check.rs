@@ -1,6 +1,6 @@
 //! `send` and `challenge` against stand-in receivers that answer in every wrong way.
 
-mod common;
+use crate::common;
 
 use std::process::Output;
 

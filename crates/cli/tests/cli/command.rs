@@ -2,7 +2,7 @@
 //! configuration that cannot work (each said once, exit 2), help that shows the defaults, the
 //! log format, retention, and what `serve` leaves behind.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

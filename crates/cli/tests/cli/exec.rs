@@ -1,7 +1,7 @@
 //! `serve --exec` with the real binary: what the command is given, what it may leave behind,
 //! and how stopping treats it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

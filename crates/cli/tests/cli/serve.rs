@@ -1,6 +1,6 @@
 //! `serve` on a free port, driven by `send` and `challenge`.
 
-mod common;
+use crate::common;
 
 use common::{SECRET, Serve, cmd, write};
 use predicates::prelude::*;

@@ -1,7 +1,7 @@
 //! `work` (workers only) and `serve --no-workers` (intake only), on the stores one process
 //! holds: what they refuse and what they do.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Commands that need no network: help, exit codes, secrets, sign, verify, completions.
 
-mod common;
+use crate::common;
 
 use common::{CAPTURED, SECRET, cmd, write};
 use expect_test::expect;

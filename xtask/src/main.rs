@@ -109,9 +109,10 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 /// A cargo command in the workspace root without what `cargo run` put in this process's
-/// environment for xtask itself (its package's `CARGO_PKG_*`, `CARGO_MANIFEST_*`, …): a child
-/// cargo must see the environment the user ran `cargo xtask` in, or builds differ from a
-/// plain `cargo test` and rebuild each other's work.
+/// environment for xtask itself (its `CARGO_PKG_*`, `CARGO_MANIFEST_*`, …). ring's build
+/// script watches `CARGO_PKG_NAME` and `CARGO_MANIFEST_DIR`: with xtask's values a child
+/// cargo rebuilds ring and everything above it (the CLI too), and a plain `cargo test`
+/// afterwards rebuilds them again.
 pub(crate) fn cargo_command(args: &[&str]) -> Command {
     let mut command = Command::new(cargo());
     command.args(args).current_dir(workspace_root());

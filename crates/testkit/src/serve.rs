@@ -53,6 +53,8 @@ pub struct Serve {
     pub stderr_seen: Vec<String>,
     /// Whether it was waited for: its pid (and group id) may belong to another process now.
     reaped: bool,
+    /// The command it was started with, for [`Serve::restart`].
+    again: Command,
 }
 
 fn forward_lines(pipe: impl std::io::Read + Send + 'static) -> Receiver<String> {
@@ -91,6 +93,7 @@ impl Serve {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(Stdio::piped());
+        let again = copy(&command);
         let mut child = command.spawn().context("could not start the program")?;
         let stdout = match child.stdout.take() {
             Some(pipe) => forward_lines(pipe),
@@ -104,6 +107,7 @@ impl Serve {
             stderr,
             stderr_seen: Vec::new(),
             reaped: false,
+            again,
         };
         let line = serve.next_stderr("listening on http")?;
         let start = line.find("listening on ").unwrap_or_default() + "listening on ".len();
@@ -212,6 +216,16 @@ impl Serve {
         self.reaped = true;
     }
 
+    /// Kills it with SIGKILL if it still runs and starts the same command again (stdout
+    /// piped), as a supervisor would after a crash.
+    ///
+    /// # Panics
+    /// As [`Serve::spawn`].
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Serve::spawn(copy(&self.again));
+    }
+
     /// Waits at most `within` for the exit and returns the exit code with the rest of stderr;
     /// panics (and the drop kills it) when it still runs then.
     pub fn wait_exit(&mut self, within: Duration) -> (Option<i32>, Vec<String>) {
@@ -245,6 +259,22 @@ impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The same program, arguments, environment and folder (`Command` is not `Clone`).
+fn copy(command: &Command) -> Command {
+    let mut copy = Command::new(command.get_program());
+    copy.args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => copy.env(name, value),
+            None => copy.env_remove(name),
+        };
+    }
+    if let Some(dir) = command.get_current_dir() {
+        copy.current_dir(dir);
+    }
+    copy
 }
 
 fn pid(id: u32) -> Pid {
@@ -319,7 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_url_and_lines_and_stops_on_sigterm() {
+    fn reads_the_url_and_lines_stops_on_sigterm_and_starts_again() {
         let dir = tempfile::tempdir().unwrap();
         let mut serve = Serve::spawn(fake(dir.path()));
         assert_eq!(serve.url, "http://127.0.0.1:9/hook");
@@ -327,6 +357,9 @@ mod tests {
         let (code, _) = serve.terminate();
         assert_eq!(code, Some(0));
         assert_eq!(serve.rest_of_stdout(), ["bye"]);
+        serve.restart();
+        assert_eq!(serve.stdout_line(), "ready");
+        assert_eq!(serve.url, "http://127.0.0.1:9/hook");
     }
 
     #[test]

@@ -186,7 +186,7 @@ async fn crash_round(round: usize) {
 
     // Restart on the same inbox and send everything again, as a sender unsure of what
     // arrived would.
-    let mut serve = tokio::task::block_in_place(|| Serve::start(dir, &args, &[]));
+    tokio::task::block_in_place(|| serve.restart());
     let addr = addr_of(&serve);
     let statuses: Vec<Option<u16>> = stream::iter(&deliveries)
         .map(|delivery| post(addr, delivery, true))

@@ -18,3 +18,14 @@ fn the_xtask_alias_shows_its_build() {
         .any(|word| word == "--quiet" || word == "-q");
     assert!(!quiet, "the alias hides the build: {alias}");
 }
+
+/// `cargo xtask` builds xtask before anything else; without features it needs anyhow alone,
+/// so that build takes seconds and `cargo xtask ci` speaks from its first second. The bench's
+/// dependencies sit behind its `bench` feature.
+#[test]
+fn xtask_without_features_depends_on_anyhow_alone() {
+    let mut packages = preservica_webhook_tests::packages("xtask", &[]);
+    packages.sort();
+    packages.dedup();
+    assert_eq!(packages, ["anyhow", "xtask"]);
+}

@@ -1,64 +1,19 @@
 //! `cargo xtask bench`: how fast `serve` takes deliveries, side by side with the fastest thing
-//! the same machine can do.
-//!
-//! ```text
-//! cargo xtask bench                                # the four runs, 64 connections, 10 s each
-//! cargo xtask bench --seconds 5 --connections 32
-//! cargo xtask bench --only baseline --only durable # a subset, in the usual order
-//! cargo xtask bench --only durable --serve-arg --quiet  # extra arguments for `serve`
-//! cargo xtask bench --binary /elsewhere/preservica-webhook  # a build of your own, not rebuilt
-//! cargo xtask bench --only durable --prefill 1000000  # also on an inbox already this full
-//! ```
+//! the same machine can do; the runs, the options and how to read the numbers are in
+//! `docs/bench.md`.
 //!
 //! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
-//! the generator for a 1 s warm-up plus the measured time, and killed:
-//!
-//! 1. `baseline`: a bare hyper server that reads the body and answers 200 (the ceiling);
-//! 2. `in-memory`: `serve --in-memory` (verify and parse, no disk);
-//! 3. `durable`: `serve --inbox` on a fresh file (verify and commit before answering), the
-//!    handler's output to /dev/null;
-//! 4. `durable-10`: the same with ten events in each delivery;
-//! 5. `durable-full`, with `--prefill N`, wherever `durable` runs: `durable` on an inbox that
-//!    already holds N processed deliveries, stored with `inbox import` before the server starts
-//!    (the import's rate is reported too), so intake on a full inbox is compared with `durable`.
-//!
-//! It prints a table (requests/s, p50/p99/max latency, idle and peak RSS, throughput as a
-//! fraction of the baseline, deliveries processed per second) and what `serve`'s own
-//! `/metrics` counted (deliveries per inbox commit, the handler's progress), writes it as JSON
-//! to `target/bench/report.json`, and says which goals of issue 7 are met. A missed goal is
-//! reported; the command fails only when a server answered something other than 200, a
-//! connection failed, or a server could not run.
-//!
-//! # Processing
-//!
-//! Intake alone hides a receiver that stores faster than it hands deliveries to its handler:
-//! the backlog then grows without bound. So after the load stops, each `serve` run keeps
-//! reading `serve`'s `/metrics` until its backlog (`inbox_depth`) is empty, or for at most
-//! 30 s, and reports *processed/s*: handler successes ÷ the time from the start of the load
-//! (warm-up included) until then, with the default handler (its output to /dev/null). Beside
-//! it, *vs intake* is processed/s as a fraction of the run's intake requests/s.
-//!
-//! # Targets
-//!
-//! What the receiver aims for on this bench, judged by reading the table (the goals of issue
-//! 7 that the command judges itself are older and looser):
-//!
-//! - durable intake (`durable` req/s) at least 0.25 of the baseline, p99 at most 15 ms at 64
-//!   connections;
-//! - `in-memory` intake at least 0.5 of the baseline;
-//! - processed/s at least 0.9 of intake for `durable` and `in-memory`, so the backlog drains
-//!   as fast as it fills;
-//! - idle RSS of `serve` at most 20 MiB.
-//!
-//! Everything is measured in release builds: the binary is built once with
-//! `cargo build --release --locked -p preservica-webhook-cli`, and when this xtask itself is a
-//! debug build, it builds itself in release and replaces itself with that build first, so the
-//! generator and the baseline are as optimised as the server they are compared with.
+//! the generator for a warm-up plus the measured time, its backlog drained (read from its
+//! `/metrics`), and killed. It prints a table and `serve`'s own counters and writes them as
+//! JSON to `target/bench/report.json`. It fails only when a server answered something other
+//! than 200, a connection failed, or a server could not run. Everything is a release build:
+//! the binary is built with `cargo build --release --locked -p preservica-webhook-cli`, and
+//! this xtask rebuilds itself in release (with the `bench` feature) first.
 //!
 //! - `load`: the load generator.
 //! - `baseline`: the bare hyper server (`xtask bench baseline-server ADDR`).
 //! - `process`: servers as child processes, their address and their memory.
-//! - `report`: the table, the JSON and the goals.
+//! - `report`: the table and the JSON.
 
 mod baseline;
 pub(crate) mod load;
@@ -66,12 +21,11 @@ pub(crate) mod process;
 mod report;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command as StdCommand, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use preservica_webhook_core::Secret;
-use tokio::process::Command;
 
 use self::load::Plan;
 use self::process::Server;
@@ -90,44 +44,56 @@ enum Kind {
     Durable10,
 }
 
-impl Kind {
-    const ALL: [Kind; 5] = [
+/// Each run: its name, what runs, and how many events each delivery carries.
+const RUNS: [(Kind, &str, &str, usize); 5] = [
+    (
         Kind::Baseline,
-        Kind::InMemory,
+        "baseline",
+        "bare hyper, 200 after reading the body",
+        1,
+    ),
+    (Kind::InMemory, "in-memory", "serve --in-memory", 1),
+    (
         Kind::Durable,
+        "durable",
+        "serve --inbox FILE, stdout to /dev/null",
+        1,
+    ),
+    (
         Kind::DurableFull,
+        "durable-full",
+        "serve --inbox FILE already holding --prefill deliveries",
+        1,
+    ),
+    (
         Kind::Durable10,
-    ];
+        "durable-10",
+        "serve --inbox FILE, 10 events per delivery",
+        10,
+    ),
+];
+
+impl Kind {
+    fn row(self) -> (Kind, &'static str, &'static str, usize) {
+        RUNS.into_iter()
+            .find(|run| run.0 == self)
+            .expect("every kind has a row")
+    }
 
     fn name(self) -> &'static str {
-        match self {
-            Kind::Baseline => "baseline",
-            Kind::InMemory => "in-memory",
-            Kind::Durable => "durable",
-            Kind::DurableFull => "durable-full",
-            Kind::Durable10 => "durable-10",
-        }
+        self.row().1
     }
 
     fn server(self) -> &'static str {
-        match self {
-            Kind::Baseline => "bare hyper, 200 after reading the body",
-            Kind::InMemory => "serve --in-memory",
-            Kind::Durable => "serve --inbox FILE, stdout to /dev/null",
-            Kind::DurableFull => "serve --inbox FILE already holding --prefill deliveries",
-            Kind::Durable10 => "serve --inbox FILE, 10 events per delivery",
-        }
+        self.row().2
     }
 
     fn events_per_delivery(self) -> usize {
-        match self {
-            Kind::Durable10 => 10,
-            _ => 1,
-        }
+        self.row().3
     }
 
     fn parse(name: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+        RUNS.into_iter().find(|run| run.1 == name).map(|run| run.0)
     }
 }
 
@@ -159,58 +125,54 @@ impl Options {
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
-            let mut value = |flag: &str| {
-                args.next()
-                    .with_context(|| format!("{flag} needs a value"))
-                    .cloned()
-            };
-            match arg.as_str() {
-                "--seconds" => options.seconds = positive(&value("--seconds")?, "--seconds")?,
-                "--warmup" => {
-                    let text = value("--warmup")?;
-                    options.warmup = text
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|secs| secs.is_finite() && *secs >= 0.0)
-                        .with_context(|| format!("--warmup {text:?} is not a number of seconds"))?;
-                }
-                "--connections" => {
-                    let text = value("--connections")?;
-                    options.connections = text
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|count| (1..=4096).contains(count))
-                        .with_context(|| {
-                            format!("--connections {text:?} is not a count from 1 to 4096")
-                        })?;
-                }
-                "--only" => {
-                    let text = value("--only")?;
-                    let kind = Kind::parse(&text).with_context(|| {
-                        format!(
-                            "--only {text:?} is not a run; the runs are {}",
-                            Kind::ALL.map(Kind::name).join(", ")
-                        )
-                    })?;
-                    options.only.push(kind);
-                }
-                "--serve-arg" => options.serve_args.push(value("--serve-arg")?),
-                "--binary" => options.binary = Some(PathBuf::from(value("--binary")?)),
-                "--prefill" => {
-                    let text = value("--prefill")?;
-                    options.prefill = text
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|count| *count > 0)
-                        .with_context(|| {
-                            format!("--prefill {text:?} is not a positive number of deliveries")
-                        })?;
-                }
+            let flag = arg.as_str();
+            let text = match flag {
+                "--seconds" | "--warmup" | "--connections" | "--only" | "--serve-arg"
+                | "--binary" | "--prefill" => args
+                    .next()
+                    .with_context(|| format!("{flag} needs a value"))?,
                 other => bail!(
                     "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
                      [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]... [--binary PATH] \
                      [--prefill N]"
                 ),
+            };
+            let number = |what: &str| -> Result<f64> {
+                let value = text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|it| it.is_finite() && *it >= 0.0);
+                value.with_context(|| format!("{flag} {text:?} is not {what}"))
+            };
+            match flag {
+                "--seconds" => {
+                    options.seconds = number("a number of seconds")?;
+                    if options.seconds == 0.0 {
+                        bail!("--seconds must be above 0");
+                    }
+                }
+                "--warmup" => options.warmup = number("a number of seconds")?,
+                "--connections" => {
+                    let count = text
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|it| (1..=4096).contains(it));
+                    options.connections = count.with_context(|| {
+                        format!("--connections {text:?} is not a count from 1 to 4096")
+                    })?;
+                }
+                "--only" => options.only.push(Kind::parse(text).with_context(|| {
+                    let runs = RUNS.map(|run| run.1).join(", ");
+                    format!("--only {text:?} is not a run; the runs are {runs}")
+                })?),
+                "--serve-arg" => options.serve_args.push(text.clone()),
+                "--binary" => options.binary = Some(PathBuf::from(text)),
+                _ => {
+                    let count = text.parse::<u64>().ok().filter(|it| *it > 0);
+                    options.prefill = count.with_context(|| {
+                        format!("--prefill {text:?} is not a positive number of deliveries")
+                    })?;
+                }
             }
         }
         if options.prefill == 0 && options.only.contains(&Kind::DurableFull) {
@@ -220,7 +182,7 @@ impl Options {
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        Kind::ALL
+        RUNS.map(|run| run.0)
             .into_iter()
             .filter(|kind| match kind {
                 // With --prefill, wherever `durable` runs, so the two can be compared.
@@ -236,25 +198,18 @@ impl Options {
     }
 }
 
-fn positive(text: &str, flag: &str) -> Result<f64> {
-    text.parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .with_context(|| format!("{flag} {text:?} is not a positive number of seconds"))
-}
-
 /// Runs the benchmark (or, as `bench baseline-server ADDR`, the baseline server).
 ///
 /// # Errors
 /// On bad arguments, a failed build, a server that cannot start or dies, a non-200 answer or
-/// a failed connection. Missed goals are reported, not errors.
+/// a failed connection.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("baseline-server") {
         return baseline::run(&args[1..]);
     }
     let options = Options::parse(args)?;
     if cfg!(debug_assertions) {
-        return reexec_in_release(args);
+        return crate::rebuild_with_bench(args);
     }
     let kinds = options.kinds();
     let binary = match &options.binary {
@@ -286,8 +241,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     print!("{}", report::table(&report.runs));
     println!();
     print!("{}", report::inside_lines(&report.runs));
-    println!();
-    print!("{}", report::goal_lines(&report.goals));
     if let Some(line) = report::full_inbox_line(&report.runs) {
         println!("\n{line}");
     }
@@ -358,7 +311,7 @@ async fn run_all(
             options.warmup,
             options.seconds
         );
-        let mut server = Server::start(kind.name(), command).await?;
+        let mut server = Server::start(kind.name(), command)?;
         // Right after start-up, before any request.
         let idle = server.memory()?;
         let load_started = std::time::Instant::now();
@@ -389,7 +342,7 @@ async fn run_all(
                 server.stderr_tail()
             );
         }
-        server.stop().await?;
+        server.stop();
         let run = Run {
             name: kind.name().to_owned(),
             server: std::iter::once(kind.server())
@@ -432,7 +385,6 @@ async fn run_all(
     }
     machine.load_after = report::load_average();
     report::set_ratios(&mut runs);
-    let goals = report::goals(&runs, options.connections);
     Ok(Report {
         machine,
         command: std::iter::once("cargo xtask bench".to_owned())
@@ -443,7 +395,6 @@ async fn run_all(
         seconds: options.seconds,
         warmup_seconds: options.warmup,
         runs,
-        goals,
     })
 }
 
@@ -481,7 +432,7 @@ async fn drain(
 /// `serve`'s counters from its `/metrics`; `None` (with a note) when they cannot be read.
 async fn scrape_metrics(server: &Server) -> Option<report::ServeMetrics> {
     let why = match load::get(server.addr(), "/metrics").await {
-        Ok((status, text)) if status.is_success() => match report::parse_metrics(&text) {
+        Ok((200, text)) => match report::parse_metrics(&text) {
             Some(metrics) => return Some(metrics),
             None => "it has no deliveries counter".to_owned(),
         },
@@ -527,7 +478,7 @@ async fn prefill(binary: &Path, scratch: &Path, count: u64, nonce: u32) -> Resul
     let started = std::time::Instant::now();
     let input = std::fs::File::open(&lines)
         .with_context(|| format!("could not read {}", lines.display()))?;
-    let output = Command::new(binary)
+    let output = tokio::process::Command::new(binary)
         .args(["inbox", "import", "--inbox", "inbox.db"])
         .current_dir(scratch)
         .env_remove("RUST_LOG")
@@ -585,10 +536,8 @@ fn write_prefill(path: &Path, count: u64, nonce: u32) -> Result<()> {
 /// Builds `package` with `cargo build --release --locked` and returns the path of its `bin`.
 pub(crate) fn build_release(package: &str, bin: &str) -> Result<PathBuf> {
     eprintln!("xtask bench: cargo build --release --locked -p {package}");
-    let output = StdCommand::new(crate::ci::cargo())
-        .args(["build", "--release", "--locked", "-p", package])
+    let output = crate::cargo_command(&["build", "--release", "--locked", "-p", package])
         .args(["--message-format", "json-render-diagnostics"])
-        .current_dir(crate::ci::workspace_root())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .output()
@@ -614,16 +563,6 @@ fn executable(messages: &str, bin: &str) -> Option<PathBuf> {
         .find_map(|message| message["executable"].as_str().map(PathBuf::from))
 }
 
-/// Builds this xtask in release and replaces this process with it, same arguments.
-fn reexec_in_release(args: &[String]) -> Result<()> {
-    use std::os::unix::process::CommandExt as _;
-
-    eprintln!("xtask bench: measuring needs optimised code; building this xtask in release first");
-    let release = build_release("xtask", "xtask")?;
-    let err = StdCommand::new(&release).arg("bench").args(args).exec();
-    Err(err).with_context(|| format!("could not run {}", release.display()))
-}
-
 /// Resolves on Ctrl-C or SIGTERM.
 pub(crate) async fn interrupted() {
     let mut terminate =
@@ -644,7 +583,7 @@ pub(crate) async fn interrupted() {
 
 /// Writes the report to `target/bench/report.json` and returns its path.
 fn write_json(report: &Report) -> Result<PathBuf> {
-    let root = crate::ci::workspace_root();
+    let root = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), |dir| root.join(dir));
     let dir = target.join("bench");
@@ -675,7 +614,7 @@ mod tests {
             !options.kinds().contains(&Kind::DurableFull),
             "needs --prefill"
         );
-        assert_eq!(options.kinds().len(), Kind::ALL.len() - 1);
+        assert_eq!(options.kinds().len(), RUNS.len() - 1);
     }
 
     #[test]

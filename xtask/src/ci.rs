@@ -1,80 +1,67 @@
-//! `cargo xtask ci`: the gates, in order, stopping at the first failure.
+//! `cargo xtask ci`: the gates, in order, stopping at the first failure; `cargo xtask e2e`.
+//!
+//! Every stage uses the dev profile and the same feature selection (`--all-features` over the
+//! workspace), so clippy, the tests and the docs build each dependency once between them and a
+//! second run rebuilds nothing. The tests run through cargo-nextest (one process per test, all
+//! of a binary's tests in parallel) and the doc tests through `cargo test --doc`, which
+//! nextest does not run. The whole-binary flows are ordinary tests of the CLI, so there is no
+//! separate build of the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
+use anyhow::{Result, bail};
 
-use anyhow::{Context, Result, bail};
+use crate::stage;
 
-/// Runs fmt, clippy, the server without its optional features, the test suite, the docs
-/// build and then the end-to-end suite.
+/// The nextest filter of the whole-binary flows.
+const E2E: &str = "package(preservica-webhook-cli) & test(/^(e2e|manage)::/)";
+
+/// Runs every gate.
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Some(extra) = args.first() {
         bail!("`cargo xtask ci` takes no arguments (got {extra:?})");
     }
-    let root = workspace_root();
-    let steps: [Step<'_>; 5] = [
-        ("fmt", &["fmt", "--all", "--check"], &[]),
-        (
-            "clippy",
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ],
-            &[],
-        ),
-        (
-            "features",
-            &[
-                "check",
-                "--package",
-                "preservica-webhook-server",
-                "--no-default-features",
-                "--locked",
-            ],
-            &[],
-        ),
-        ("test", &["test", "--workspace", "--locked"], &[]),
-        (
-            "doc",
-            &["doc", "--workspace", "--no-deps", "--locked"],
-            &[("RUSTDOCFLAGS", "-Dwarnings")],
-        ),
+    eprintln!("xtask: ci: fmt, clippy, features, test, doctest, doc");
+    stage("fmt", &["fmt", "--all", "--check"], &[])?;
+    let clippy = [
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--locked",
     ];
-    for (name, cargo_args, env) in steps {
-        let started = Instant::now();
-        eprintln!("xtask ci: {name}: cargo {}", cargo_args.join(" "));
-        let status = Command::new(cargo())
-            .args(cargo_args)
-            .envs(env.iter().copied())
-            .current_dir(&root)
-            .status()
-            .with_context(|| format!("could not start cargo for the {name} step"))?;
-        if !status.success() {
-            bail!("the {name} step failed ({status}); fix it and run `cargo xtask ci` again");
-        }
-        eprintln!("xtask ci: {name}: ok in {:.1?}", started.elapsed());
-    }
-    crate::e2e::run(&[])
+    stage(
+        "clippy",
+        &[&clippy[..], &["--", "-D", "warnings"]].concat(),
+        &[],
+    )?;
+    let server = ["-p", "preservica-webhook-server", "--no-default-features"];
+    stage(
+        "features",
+        &[&["check", "--locked"], &server[..]].concat(),
+        &[],
+    )?;
+    let tests = ["--workspace", "--all-features", "--locked"];
+    stage("test", &[&["nextest", "run"], &tests[..]].concat(), &[])?;
+    stage("doctest", &[&["test", "--doc"], &tests[..]].concat(), &[])?;
+    let doc = [
+        "doc",
+        "--workspace",
+        "--all-features",
+        "--no-deps",
+        "--locked",
+    ];
+    stage("doc", &doc, &[("RUSTDOCFLAGS", "-Dwarnings")])
 }
 
-/// A gate: its name, cargo's arguments, and extra environment.
-type Step<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
-
-/// The cargo that runs this xtask, so every step uses the same toolchain.
-pub(crate) fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
-}
-
-/// The workspace root (the parent of this crate's folder).
-pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one folder below the workspace root")
-        .to_path_buf()
+/// Runs the whole-binary flows alone (nextest arguments may follow, such as `--no-capture`).
+pub(crate) fn e2e(args: &[String]) -> Result<()> {
+    let mut nextest = vec![
+        "nextest",
+        "run",
+        "--workspace",
+        "--all-features",
+        "--locked",
+    ];
+    nextest.extend(["-E", E2E]);
+    nextest.extend(args.iter().map(String::as_str));
+    stage("e2e", &nextest, &[])
 }

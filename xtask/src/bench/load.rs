@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,12 +18,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use preservica_webhook_core::signing::{SIGNATURE_HEADER, Secret, sign};
+use preservica_webhook_testkit::raw::send;
+use preservica_webhook_testkit::{Delivery, Event};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
@@ -235,54 +236,32 @@ async fn drive_connection(
 ///
 /// # Errors
 /// When the server cannot be reached or does not answer within the request timeout.
-pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, String)> {
-    let stream = TcpStream::connect(addr)
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let answer = timeout(REQUEST_TIMEOUT, send(addr, request.as_bytes()))
         .await
-        .with_context(|| format!("could not connect to {addr}"))?;
-    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP/1.1 handshake failed")?;
-    let driver = tokio::spawn(driver);
-    let request = Request::builder()
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .context("could not build the request")?;
-    let answer = timeout(REQUEST_TIMEOUT, async {
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let body = response.into_body().collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((status, String::from_utf8_lossy(&body).into_owned()))
-    })
-    .await;
-    driver.abort();
-    answer
         .with_context(|| format!("no answer to GET {path} within {REQUEST_TIMEOUT:?}"))?
-        .with_context(|| format!("GET {path} failed"))
+        .with_context(|| format!("GET {path} failed"))?;
+    Ok((
+        answer.status,
+        String::from_utf8_lossy(&answer.body).into_owned(),
+    ))
 }
 
-/// A delivery body in the captured Preservica 6.10 shape, with `events` events whose entity
+/// A delivery body in the captured shape (the testkit's), with `events` events whose entity
 /// references are unique to (`nonce`, `connection`, `sequence`, event index).
 pub(crate) fn delivery_body(nonce: u32, connection: usize, sequence: u64, events: usize) -> Bytes {
-    let mut body = String::with_capacity(160 + 100 * events);
-    body.push_str(
-        r#"{"subscriptionId":"9495ddbf7d4a0b9f030a3411c87f967d","timestamp":"2023-10-11T10:52:42.469","tenant":"BRAMA","version":"6.10","events":["#,
-    );
-    for event in 0..events {
-        if event > 0 {
-            body.push(',');
-        }
-        // A UUID-shaped reference: run nonce, connection, event index, sequence number.
-        let _ = write!(
-            body,
-            r#"{{"event":"FullTextIndexed","entityType":"IO","entityRef":"{nonce:08x}-{:04x}-4{:03x}-8000-{:012x}","identifiers":[]}}"#,
-            connection & 0xffff,
-            event & 0xfff,
-            sequence & 0xffff_ffff_ffff,
-        );
-    }
-    body.push_str(r#"],"trigger":"FULL_TEXT_INDEXED"}"#);
-    Bytes::from(body)
+    let events: Vec<Event> = (0..events)
+        .map(|index| Event::numbered(nonce, connection, index, sequence))
+        .collect();
+    Bytes::from(
+        Delivery::new(
+            "9495ddbf7d4a0b9f030a3411c87f967d",
+            "FULL_TEXT_INDEXED",
+            &events,
+        )
+        .bytes,
+    )
 }
 
 /// A request body of unknown length, so hyper sends it with `Transfer-Encoding: chunked`.

@@ -1,19 +1,9 @@
-//! The report: the machine, one row per run, the goals of issue 7, as a table and as JSON.
+//! The report: the machine and one row per run, as a table and as JSON. What the numbers
+//! should be is in docs/bench.md, not here.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
-
-/// Throughput of `serve --in-memory` as a fraction of the baseline, at least.
-pub(crate) const IN_MEMORY_RATIO: f64 = 0.6;
-/// Throughput of `serve` with the durable inbox as a fraction of the baseline, at least.
-pub(crate) const DURABLE_RATIO: f64 = 0.2;
-/// The durable inbox's p99 latency at 64 connections, at most, in milliseconds.
-pub(crate) const DURABLE_P99_MS: f64 = 25.0;
-/// The connection count the p99 goal is stated for.
-pub(crate) const GOAL_CONNECTIONS: usize = 64;
-/// Resident memory of an idle `serve`, at most, in MiB.
-pub(crate) const IDLE_RSS_MIB: f64 = 20.0;
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -30,8 +20,6 @@ pub(crate) struct Report {
     pub(crate) warmup_seconds: f64,
     /// One entry per run, in the order they ran.
     pub(crate) runs: Vec<Run>,
-    /// The goals of issue 7 and whether this run met them.
-    pub(crate) goals: Vec<Goal>,
 }
 
 /// The machine a report was measured on.
@@ -109,17 +97,6 @@ pub(crate) struct ServeMetrics {
     pub(crate) handled: u64,
     /// Deliveries still waiting for the handler.
     pub(crate) backlog: u64,
-}
-
-/// A goal from issue 7.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Goal {
-    /// What is wanted, in words.
-    pub(crate) goal: String,
-    /// What was measured, in words; `None` when the runs it needs did not happen.
-    pub(crate) measured: Option<String>,
-    /// Whether it was met; `None` when it could not be judged.
-    pub(crate) met: Option<bool>,
 }
 
 impl Run {
@@ -204,49 +181,6 @@ pub(crate) fn full_inbox_line(runs: &[Run]) -> Option<String> {
     ))
 }
 
-/// Judges the goals of issue 7 against the runs.
-pub(crate) fn goals(runs: &[Run], connections: usize) -> Vec<Goal> {
-    let find = |name: &str| runs.iter().find(|run| run.name == name);
-    let ratio_goal = |name: &str, label: &str, at_least: f64| {
-        let ratio = find(name).and_then(|run| run.ratio_to_baseline);
-        Goal {
-            goal: format!("{label} throughput >= {at_least:.2} of the baseline"),
-            measured: ratio.map(|ratio| format!("{ratio:.2}")),
-            met: ratio.map(|ratio| ratio >= at_least),
-        }
-    };
-    let mut goals = vec![
-        ratio_goal("in-memory", "serve --in-memory", IN_MEMORY_RATIO),
-        ratio_goal("durable", "serve with the durable inbox", DURABLE_RATIO),
-    ];
-    let p99 = find("durable").and_then(|run| run.p99_ms);
-    let at_goal_load = connections == GOAL_CONNECTIONS;
-    goals.push(Goal {
-        goal: format!("durable inbox p99 <= {DURABLE_P99_MS} ms at {GOAL_CONNECTIONS} connections"),
-        measured: p99.map(|p99| {
-            if at_goal_load {
-                format!("{p99:.2} ms")
-            } else {
-                format!("{p99:.2} ms at {connections} connections (not judged)")
-            }
-        }),
-        met: p99
-            .filter(|_| at_goal_load)
-            .map(|p99| p99 <= DURABLE_P99_MS),
-    });
-    let idle = runs
-        .iter()
-        .filter(|run| run.name != "baseline")
-        .map(|run| run.idle_rss_kib)
-        .max();
-    goals.push(Goal {
-        goal: format!("idle RSS of serve <= {IDLE_RSS_MIB} MiB"),
-        measured: idle.map(|kib| format!("{} (largest of the serve runs)", mib(kib))),
-        met: idle.map(|kib| kib as f64 / 1024.0 <= IDLE_RSS_MIB),
-    });
-    goals
-}
-
 /// The table of runs, as printed and as pasted into the README.
 pub(crate) fn table(runs: &[Run]) -> String {
     let header = [
@@ -328,25 +262,6 @@ pub(crate) fn table(runs: &[Run]) -> String {
         line(row);
     }
     out
-}
-
-/// The goals, one line each.
-pub(crate) fn goal_lines(goals: &[Goal]) -> String {
-    goals
-        .iter()
-        .map(|goal| {
-            let verdict = match goal.met {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "not judged",
-            };
-            let measured = goal
-                .measured
-                .as_deref()
-                .map_or_else(|| "not measured".to_owned(), |it| format!("measured {it}"));
-            format!("{verdict:>10}: {} ({measured})\n", goal.goal)
-        })
-        .collect()
 }
 
 fn ms(value: Option<f64>) -> String {
@@ -451,35 +366,6 @@ preservica_webhook_inbox_depth 900
             "durable: 1200 stored in 40 commits (30.0 per commit); handler done 300, waiting 900\n"
         );
         assert_eq!(parse_metrics("ok\n"), None);
-    }
-
-    #[test]
-    fn judges_ratios_latency_and_memory_against_the_baseline() {
-        let mut runs = vec![
-            run("baseline", 20_000.0, 5.0, 3_000),
-            run("in-memory", 13_000.0, 8.0, 9_000),
-            run("durable", 3_000.0, 30.0, 21_000),
-            run("durable-10", 2_000.0, 40.0, 10_000),
-        ];
-        set_ratios(&mut runs);
-        assert_eq!(runs[1].ratio_to_baseline, Some(0.65));
-        let verdicts: Vec<_> = goals(&runs, 64).iter().map(|goal| goal.met).collect();
-        assert_eq!(
-            verdicts,
-            [Some(true), Some(false), Some(false), Some(false)]
-        );
-        // The p99 goal is stated for 64 connections only.
-        assert_eq!(goals(&runs, 8)[2].met, None);
-    }
-
-    #[test]
-    fn goals_without_a_baseline_are_not_judged() {
-        let mut runs = vec![run("in-memory", 13_000.0, 8.0, 9_000)];
-        set_ratios(&mut runs);
-        let goals = goals(&runs, 64);
-        assert_eq!(goals[0].met, None);
-        assert_eq!(goals[2].met, None);
-        assert_eq!(goals[3].met, Some(true));
     }
 
     #[test]

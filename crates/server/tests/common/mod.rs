@@ -1,8 +1,12 @@
-//! Helpers shared by the server tests: signed requests, scripted handlers, servers on port 0,
-//! and a raw HTTP/1.1 client for what ordinary clients will not send.
+//! Helpers shared by the server tests: signed requests, scripted handlers, servers on port 0;
+//! the raw HTTP/1.1 client comes from the testkit crate.
 
 #![allow(dead_code, reason = "each test binary uses a different part")]
 #![allow(unreachable_pub, reason = "test helpers")]
+#![allow(
+    unused_imports,
+    reason = "each test binary uses a different part of the re-exports"
+)]
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,14 +20,15 @@ use preservica_webhook_server::{
     DeliveryId, Handler, HandlerError, InboxConfig, Job, RetryPolicy, Server, ServerConfig,
     ServerError,
 };
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub const SECRET: &str = "my_shared_secret";
+pub use preservica_webhook_testkit::SECRET;
+pub use preservica_webhook_testkit::raw::{
+    RawResponse, chunked_request, chunked_writes, is_closed, length_request, raw, read_response,
+};
 
-pub const BODY: &[u8] = br#"{"subscriptionId":"9495ddbf7d4a0b9f030a3411c87f967d","timestamp":"2023-10-11T10:52:42.469","tenant":"BRAMA","version":"6.10","events":[{"event":"FullTextIndexed","entityType":"IO","entityRef":"7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2","identifiers":[]}],"trigger":"FULL_TEXT_INDEXED"}"#;
+pub const BODY: &[u8] = preservica_webhook_testkit::CAPTURED.as_bytes();
 
 pub fn secret() -> Secret {
     Secret::new(SECRET).unwrap()
@@ -184,124 +189,6 @@ pub async fn deliver(client: &reqwest::Client, url: &str, secret: &Secret, body:
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// A raw HTTP/1.1 response.
-#[derive(Debug)]
-pub struct RawResponse {
-    pub status: u16,
-    pub head: String,
-    pub body: Vec<u8>,
-}
-
-/// Reads one response from `stream` (Content-Length bodies only, as the server sends).
-pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> Option<RawResponse> {
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let length: usize = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = buffer[head_end..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(RawResponse { status, head, body })
-}
-
-/// Whether the server closed the connection: a read sees end of file or a reset.
-pub async fn is_closed(stream: &mut TcpStream) -> bool {
-    let mut chunk = [0u8; 1024];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
-}
-
-/// Sends `request` on a new connection and reads the response.
-pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    read_response(&mut stream).await.expect("a response")
-}
-
-/// A chunked POST of `body` in pieces of `piece` bytes, signed with the test secret.
-pub fn chunked_request(path: &str, signature: &str, body: &[u8], piece: usize) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nPreservica-Signature: {signature}\r\n\
-         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    )
-    .into_bytes();
-    for part in body.chunks(piece) {
-        request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
-        request.extend_from_slice(part);
-        request.extend_from_slice(b"\r\n");
-    }
-    request.extend_from_slice(b"0\r\n\r\n");
-    request
-}
-
-/// The writes of a chunked request, one per chunk of `piece` body bytes: the head (with a
-/// `Preservica-Signature` header when `signature` is given), each chunk with its framing, the
-/// terminating chunk.
-pub fn chunked_writes(
-    method: &str,
-    target: &str,
-    signature: Option<&str>,
-    body: &[u8],
-    piece: usize,
-) -> Vec<Vec<u8>> {
-    let signature = signature
-        .map(|value| format!("Preservica-Signature: {value}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{signature}\
-         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    );
-    let mut writes = vec![head.into_bytes()];
-    for part in body.chunks(piece) {
-        let mut chunk = format!("{:x}\r\n", part.len()).into_bytes();
-        chunk.extend_from_slice(part);
-        chunk.extend_from_slice(b"\r\n");
-        writes.push(chunk);
-    }
-    writes.push(b"0\r\n\r\n".to_vec());
-    writes
-}
-
-/// A POST of `body` with Content-Length, signed with `signature`.
-pub fn length_request(path: &str, signature: &str, body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nPreservica-Signature: {signature}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
 }
 
 /// Waits for the next reported handler call (failing the test after 10 s).

@@ -1,0 +1,238 @@
+//! `gaps` and `catch-up` against a stand-in Preservica that recorded events while the receiver
+//! was down: exactly the missed notifications are filed, once, and handled as recovered.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::*;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn now_text() -> String {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn action(kind: &str, entity: &str, date: &str) -> String {
+    format!(
+        r#"<xip:EventAction commandType="c"><xip:Event type="{kind}"><xip:Ref>event-{entity}</xip:Ref><xip:Date>{date}</xip:Date></xip:Event><xip:Date>{date}</xip:Date><xip:Entity>{entity}</xip:Entity></xip:EventAction>"#
+    )
+}
+
+/// A stand-in that lists two subscriptions to `url` and, in its event log, what happened
+/// while the receiver was down (and one ingest it did receive).
+async fn preservica(url: &str, date: &str) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/accesstoken/login"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "success": true, "user": "alice", "token": "token-1",
+            "refresh-token": "refresh-1", "validFor": 15, "tenant": "TEST",
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/webhook/subscriptions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"id": "s1", "url": url, "triggerType": "FULL_TEXT_INDEXED", "includeIdentifiers": true},
+            {"id": "s2", "url": url, "triggerType": "MOVED", "includeIdentifiers": true},
+            {"id": "s3", "url": "https://elsewhere.example/", "triggerType": "INGEST_FAILED", "includeIdentifiers": true},
+        ])))
+        .mount(&server)
+        .await;
+    let events = [
+        action("Ingest", "a1", date),
+        action("Ingest", "a2", date),
+        action("Moved", "a3", date),
+        action("Modified", "a4", date),
+        action("Ingest", "f5", date),
+    ]
+    .concat();
+    let next = format!("{}/api/entity/events?start=100&amp;max=100", server.uri());
+    Mock::given(method("GET"))
+        .and(path("/api/entity/events"))
+        .and(wiremock::matchers::query_param("start", "0"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!(
+                r#"<EventActionsResponse xmlns="http://preservica.com/EntityAPI/v7.7" xmlns:xip="http://preservica.com/XIP/v7.7"><EventActions>{events}</EventActions><Paging><Next>{next}</Next><TotalResults>6</TotalResults></Paging></EventActionsResponse>"#
+            ),
+            "application/xml",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/entity/events"))
+        .and(wiremock::matchers::query_param("start", "100"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            format!(
+                r#"<EventActionsResponse xmlns:xip="http://preservica.com/XIP/v6.0"><EventActions>{}</EventActions><Paging><TotalResults>6</TotalResults></Paging></EventActionsResponse>"#,
+                action("Moved", "a6", date)
+            ),
+            "application/xml",
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/entity/entities/updated-since"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"<EntitiesResponse><Entities><Entity ref="a2" type="IO" title="two"/><Entity ref="f5" type="SO" title="folder"/></Entities><Paging/></EntitiesResponse>"#,
+            "application/xml",
+        ))
+        .mount(&server)
+        .await;
+    server
+}
+
+fn env(server: &MockServer) -> Vec<(String, String)> {
+    vec![
+        ("PRESERVICA_SERVER".into(), server.uri()),
+        ("PRESERVICA_USERNAME".into(), "alice".into()),
+        ("PRESERVICA_PASSWORD".into(), "pa55".into()),
+        ("PRESERVICA_TENANT".into(), "TEST".into()),
+    ]
+}
+
+/// Runs the binary off the async runtime, so the stand-in keeps answering.
+async fn run(dir: &Path, env: Vec<(String, String)>, args: &[&str]) -> Output {
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|it| (*it).to_owned()).collect();
+    tokio::task::spawn_blocking(move || cmd(&dir).args(&args).envs(env).output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catch_up_files_exactly_the_missed_notifications_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let inbox = dir.join("inbox.db");
+    let inbox = inbox.to_str().unwrap();
+
+    // Up: the ingest of a1 arrives as a notification. Then the receiver stops.
+    let mut serve = Serve::start(dir, &["--inbox", inbox], &[]);
+    let url = serve.url.clone();
+    let sent = cmd(dir)
+        .args(["send", &url, "--trigger", "INDEXED", "--entity-ref", "a1"])
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    serve.stdout_line();
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+
+    // Down: Preservica records ingests, moves and an edit nobody is notified of.
+    let stand_in = preservica(&url, &now_text()).await;
+
+    let gaps = json_of(&run(dir, vec![], &["gaps", "--inbox", inbox, "--json"]).await);
+    assert_eq!(gaps.as_array().unwrap().len(), 1, "{gaps}");
+
+    let first = json_of(
+        &run(
+            dir,
+            env(&stand_in),
+            &[
+                "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(first["filed"], 4, "{first}");
+    assert_eq!(first["received"], 1, "a1 was received: {first}");
+    assert_eq!(first["unmatched"], json!({"Modified": 1}), "{first}");
+    let events_query = stand_in
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|it| it.url.path() == "/api/entity/events")
+        .unwrap();
+    let query: Vec<(String, String)> = events_query.url.query_pairs().into_owned().collect();
+    assert!(
+        query.iter().any(|(name, _)| name == "from") && query.iter().any(|(name, _)| name == "to"),
+        "the window is asked for: {query:?}"
+    );
+
+    let again = json_of(
+        &run(
+            dir,
+            env(&stand_in),
+            &[
+                "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(again["filed"], 0, "{again}");
+    assert_eq!(again["filedBefore"], 4, "{again}");
+
+    // Up again: the recovered deliveries go through the handler, marked.
+    let handled = dir.join("handled.txt");
+    let exec = format!(
+        r#"printf '%s %s %s\n' "$PRESERVICA_RECOVERED" "$PRESERVICA_TRIGGER" "$PRESERVICA_ENTITY_REFS" >> '{}'"#,
+        handled.display()
+    );
+    let mut serve = Serve::start(dir, &["--inbox", inbox, "--exec", &exec], &[]);
+    poll_until("the recovered deliveries are handled", || {
+        std::fs::read_to_string(&handled).is_ok_and(|it| it.lines().count() == 4)
+    });
+    serve.terminate();
+    let mut lines: Vec<String> = std::fs::read_to_string(&handled)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "1 FULL_TEXT_INDEXED a2",
+            "1 FULL_TEXT_INDEXED f5",
+            "1 MOVED a3",
+            "1 MOVED a6",
+        ]
+    );
+    let export = run(dir, vec![], &["inbox", "export", "--inbox", inbox]).await;
+    assert!(export.status.success());
+    let bodies: Vec<Value> = String::from_utf8(export.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line: Value = serde_json::from_str(line).unwrap();
+            serde_json::from_str(line["body"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    let body = bodies
+        .iter()
+        .find(|it| it["events"][0]["entityRef"] == "f5")
+        .unwrap_or_else(|| panic!("no delivery for f5 in {bodies:?}"));
+    assert_eq!(body["recovered"], true);
+    assert_eq!(body["events"][0]["entityType"], "SO", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catch_up_needs_a_window_and_gaps_need_an_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(dir.path(), vec![], &["catch-up"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let output = run(dir.path(), vec![], &["gaps", "--inbox", "missing.db"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("no inbox at missing.db"), "{message}");
+    let output = run(dir.path(), vec![], &["catch-up", "--since", "yesterday"]).await;
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("is not a time"), "{message}");
+}

@@ -119,9 +119,9 @@ pub use crate::inbox::Inbox;
 pub use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, UnknownState};
 pub use crate::server::{Server, shutdown_signal};
 pub use crate::service::{RemoteAddr, ResponseBody, Webhook, WebhookService};
-pub use crate::store::{DeliveryId, RunRecord};
 #[cfg(feature = "postgres")]
 pub use crate::store::PostgresLocation;
+pub use crate::store::{DeliveryId, RunRecord};
 pub use crate::worker::Workers;
 /// The metrics library whose `Registry` [`Webhook::start_with_registry`] takes, re-exported so
 /// an application registers in the same version.

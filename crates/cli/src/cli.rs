@@ -327,7 +327,7 @@ Examples:
   preservica-webhook inbox export > deliveries.jsonl")]
     Inbox(InboxArgs),
 
-    /// List the windows in which no receiver was up, from the runs recorded in the inbox
+    /// List the windows in which no receiver was up (from the runs the inbox records)
     #[command(after_help = "\
 Examples:
   preservica-webhook gaps
@@ -338,8 +338,7 @@ time no run covered (a run that crashed ends a heartbeat after its last), from t
 run on, widened by --margin on both sides. `catch-up --gaps` recovers what was missed in them.")]
     Gaps(GapsArgs),
 
-    /// File deliveries for the notifications missed while no receiver was up, from Preservica's
-    /// own records
+    /// File what was missed while no receiver was up, from Preservica's own records
     #[command(after_help = "\
 Examples:
   # After an outage: every gap the inbox knows of (stop serve on a SQLite inbox first)

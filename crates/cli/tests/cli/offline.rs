@@ -30,6 +30,8 @@ fn top_level_help_lists_every_command_and_the_exit_codes() {
         serve
         work
         inbox
+        gaps
+        catch-up
         send
         challenge
         sign

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
 use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
 use preservica_webhook_server::{
-    DeliveryState, InboxConfig, InboxError, PostgresLocation, StateFilter,
+    DeliveryState, InboxConfig, InboxError, PostgresLocation, RunRecord, StateFilter,
 };
 use preservica_webhook_testkit::postgres::Postgres;
 
@@ -185,7 +185,7 @@ async fn migrations_run_once_when_stores_open_together_and_a_newer_schema_is_ref
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     // Opening again changes nothing and keeps what is stored.
     let store = open(&url).await;
     store.store(delivery(1), 1_000).await.unwrap();
@@ -348,4 +348,29 @@ async fn dead_letters_are_listed_re_queued_and_exported() {
         std::str::from_utf8(&delivery(0).body).unwrap()
     );
     store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_record_their_runs_in_the_shared_database() {
+    let postgres = Postgres::start().unwrap();
+    let (a, b) = (open(&postgres.url()).await, open(&postgres.url()).await);
+    let mut first = RunRecord {
+        id: "replica-a".to_owned(),
+        started_at: 1_000,
+        last_seen_at: 1_000,
+        stopped_at: None,
+    };
+    let second = RunRecord {
+        id: "replica-b".to_owned(),
+        started_at: 2_000,
+        last_seen_at: 2_500,
+        stopped_at: None,
+    };
+    a.record_run(&first).await.unwrap();
+    b.record_run(&second).await.unwrap();
+    first.last_seen_at = 3_000;
+    first.stopped_at = Some(3_000);
+    a.record_run(&first).await.unwrap();
+
+    assert_eq!(b.runs().await.unwrap(), [first, second]);
 }

@@ -43,8 +43,8 @@ use tokio_postgres::config::{Host, SslMode};
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, now_millis};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    StoredDelivery, WorkQueue,
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
+    Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// The most deliveries stored in one transaction.
@@ -65,7 +65,8 @@ const EXPORT_PAGE: i64 = 1000;
 const MIGRATION_LOCK: i64 = 0x5052_5357_4842_4b31;
 
 /// The migrations, in order: migration `n` (1-based) brings the schema to version `n`.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE preservica_webhook_deliveries (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     key BYTEA NOT NULL UNIQUE,
@@ -83,7 +84,16 @@ CREATE INDEX preservica_webhook_due ON preservica_webhook_deliveries (next_attem
 CREATE INDEX preservica_webhook_done ON preservica_webhook_deliveries (updated_at)
     WHERE state = 'done';
 CREATE INDEX preservica_webhook_by_state ON preservica_webhook_deliveries (state, id);
-"];
+",
+    "
+CREATE TABLE preservica_webhook_runs (
+    id TEXT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    stopped_at BIGINT
+);
+",
+];
 
 /// Where a PostgreSQL inbox is: a `postgres://` or `postgresql://` URL, completed from the
 /// libpq environment variables.
@@ -1040,6 +1050,31 @@ impl InboxAdmin for PostgresStore {
     }
 
     /// Counted by the database, at most once a second (later calls within it get the same).
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        Box::pin(async move {
+            let rows = self
+                .with_client("list when receivers ran", async |client| {
+                    client
+                        .query(
+                            "SELECT id, started_at, last_seen_at, stopped_at \
+                             FROM preservica_webhook_runs ORDER BY started_at, id",
+                            &[],
+                        )
+                        .await
+                })
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| RunRecord {
+                    id: row.get(0),
+                    started_at: row.get(1),
+                    last_seen_at: row.get(2),
+                    stopped_at: row.get(3),
+                })
+                .collect())
+        })
+    }
+
     fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
         Box::pin(async move {
             let cached = *self.counts.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1073,6 +1108,24 @@ impl InboxAdmin for PostgresStore {
 }
 
 impl Store for PostgresStore {
+    fn record_run<'a>(&'a self, run: &'a RunRecord) -> BoxFuture<'a, Result<(), InboxError>> {
+        Box::pin(async move {
+            self.with_client("record the receiver's run", async |client| {
+                client
+                    .execute(
+                        "INSERT INTO preservica_webhook_runs (id, started_at, last_seen_at, stopped_at) \
+                         VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (id) DO UPDATE SET last_seen_at = EXCLUDED.last_seen_at, \
+                             stopped_at = EXCLUDED.stopped_at",
+                        &[&run.id, &run.started_at, &run.last_seen_at, &run.stopped_at],
+                    )
+                    .await
+            })
+            .await?;
+            Ok(())
+        })
+    }
+
     /// Lets the deliveries already handed to the intake task be committed and answered, then
     /// closes the pool's connections.
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -513,6 +513,15 @@ pub(crate) struct ServeArgs {
     /// Remove the subscriptions made by --subscribe when stopping
     #[arg(long, requires = "subscribe")]
     pub(crate) unsubscribe_on_exit: bool,
+    /// How often to check that the --subscribe subscriptions still exist on Preservica; one
+    /// that is gone is subscribed again (with the handshake) and what was missed since the
+    /// last check is recovered as `catch-up` does; `0s` never checks
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "subscribe")]
+    pub(crate) check_subscriptions: Duration,
+    /// At start, recover the notifications missed since the last receiver on this inbox
+    /// stopped, as `catch-up --gaps` does for the latest gap (needs credentials)
+    #[arg(long)]
+    pub(crate) catch_up: bool,
     /// How deliveries are handled.
     #[command(flatten)]
     pub(crate) handling: HandlerArgs,

@@ -13,6 +13,7 @@
 mod cli;
 mod config;
 mod inbox;
+mod keep_alive;
 mod manage;
 mod nats;
 mod output;

@@ -123,9 +123,9 @@ pub(crate) struct Summary {
     /// The windows read.
     windows: Vec<GapLine>,
     /// Recovered deliveries filed now.
-    filed: usize,
+    pub(crate) filed: usize,
     /// Recovered deliveries an earlier catch-up filed already.
-    filed_before: usize,
+    pub(crate) filed_before: usize,
     /// Events whose notification was received.
     received: usize,
     /// Events whose trigger no subscription listens for.
@@ -273,6 +273,39 @@ pub(crate) async fn recover_windows(
         }
     }
     Ok(summary)
+}
+
+/// `serve --catch-up`: recovers the latest gap in the inbox's runs, the one that ended as
+/// this receiver started; says what it did in the log.
+pub(crate) async fn catch_up_latest_gap(client: &Client, store: &dyn Store, url: Option<&str>) {
+    let margin = Duration::from_secs(120);
+    let found = match gaps_in(store, margin, now_millis()).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::error!("cannot catch up: {err:#}");
+            return;
+        }
+    };
+    let Some(latest) = found.last() else {
+        tracing::info!(
+            "nothing to catch up on: no gap since the first receiver on this inbox started"
+        );
+        return;
+    };
+    match recover_windows(client, store, std::slice::from_ref(latest), url).await {
+        Ok(summary) => tracing::info!(
+            from = %rfc3339(latest.from),
+            to = %rfc3339(latest.to),
+            filed = summary.filed,
+            filed_before = summary.filed_before,
+            "caught up on the latest gap"
+        ),
+        Err(err) => tracing::error!(
+            "cannot catch up on the gap from {} to {}: {err:#}; run `preservica-webhook catch-up --gaps` once Preservica answers",
+            rfc3339(latest.from),
+            rfc3339(latest.to)
+        ),
+    }
 }
 
 fn received_at(text: &str) -> i64 {

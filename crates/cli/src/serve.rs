@@ -23,8 +23,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{GlobalArgs, HandlerArgs, InboxLocation, Retention, ServeArgs, WorkArgs};
 use crate::config::{SECRET_ENV, config_error, load_secrets, warn_about_secret_files};
+use crate::keep_alive::KeepAlive;
 use crate::manage::{client, download_thumbnail};
 use crate::output;
+use preservica_webhook_server::prometheus_client::metrics::counter::Counter;
 
 /// How much longer than `--exec-timeout` the server waits before abandoning a handler call,
 /// so the command's own timeout (which kills its process group) fires first.
@@ -52,7 +54,8 @@ const STDERR_DRAIN: Duration = Duration::from_secs(1);
 pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::Result<ExitCode> {
     let secrets = load_secrets(global)?;
     warn_about_secret_files(global);
-    let needs_client = args.handling.thumbnails.is_some() || !args.subscribe.is_empty();
+    let needs_client =
+        args.handling.thumbnails.is_some() || !args.subscribe.is_empty() || args.catch_up;
     let client = needs_client.then(|| client(global)).transpose()?;
     if let Some(url) = &args.public_url {
         let parsed = reqwest::Url::parse(url)
@@ -110,7 +113,17 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
 
     // Signals are caught from here on, so a stop during subscribing still cleans up.
     let mut signals = Signals::new()?;
-    let server = Server::bind(config, handler).await.map_err(server_error)?;
+    let mut server = Server::bind(config, handler).await.map_err(server_error)?;
+    let store = server.store();
+    let recreated = Counter::default();
+    server
+        .registry_mut()
+        .sub_registry_with_prefix("preservica_webhook")
+        .register(
+            "subscriptions_recreated",
+            "Subscriptions found gone from Preservica and subscribed again by serve --subscribe",
+            recreated.clone(),
+        );
     let listening = format!(
         "listening on {scheme}://{}{}",
         server.local_addr(),
@@ -129,6 +142,31 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
     let mut outcome: anyhow::Result<()> = Ok(());
     if let (Some(client), Some(url)) = (&client, &args.public_url) {
         outcome = subscribe_all(client, url, &args.subscribe, secrets.primary(), &mut made).await;
+    }
+    let made = Arc::new(Mutex::new(made));
+    let mut background = tokio::task::JoinSet::new();
+    if let (true, Some(client), Some(url)) = (outcome.is_ok(), &client, &args.public_url)
+        && !args.check_subscriptions.is_zero()
+    {
+        background.spawn(
+            KeepAlive {
+                client: client.clone(),
+                url: url.clone(),
+                triggers: args.subscribe.clone(),
+                secret: secrets.primary().clone(),
+                every: args.check_subscriptions,
+                store: Arc::clone(&store),
+                recreated,
+                made: Arc::clone(&made),
+            }
+            .run(),
+        );
+    }
+    if let (true, Some(client)) = (args.catch_up && outcome.is_ok(), &client) {
+        let (client, store, url) = (client.clone(), Arc::clone(&store), args.public_url.clone());
+        background.spawn(async move {
+            crate::recovery::catch_up_latest_gap(&client, store.as_ref(), url.as_deref()).await;
+        });
     }
     let inbox = (!args.in_memory).then_some(&args.inbox);
     if outcome.is_ok() {
@@ -155,7 +193,9 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
     }
     let wait_for_server = !running.is_finished() || outcome.is_ok();
     let stopping = async {
+        background.abort_all();
         if let (true, Some(client)) = (args.unsubscribe_on_exit, &client) {
+            let made = made.lock().unwrap_or_else(PoisonError::into_inner).clone();
             for id in &made {
                 match client.unsubscribe(id).await {
                     Ok(()) => output::note(&format!("unsubscribed {id}")),
@@ -536,7 +576,7 @@ async fn subscribe_all(
 
 /// URLs are the same when they parse to the same URL (case of the host, default port), or
 /// are the same text.
-fn same_url(a: &str, b: &str) -> bool {
+pub(crate) fn same_url(a: &str, b: &str) -> bool {
     match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,

@@ -39,6 +39,7 @@ use crate::error::ServerError;
 use crate::handler::Handler;
 use crate::metrics;
 use crate::service::{Opened, RemoteAddr, ResponseBody, WebhookService, into_response};
+use crate::store::Store;
 use crate::tls::Tls;
 
 /// How long a connection answered before its body was read is drained before it is closed
@@ -111,6 +112,18 @@ impl<H: Handler> Server<H> {
     /// The address the listener is bound to (useful after binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's inbox, for work beside the receiver on the same store (such as filing
+    /// recovered deliveries) while the server runs.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.opened.shared().store)
+    }
+
+    /// The registry served at the metrics path, to add metrics of your own before the server
+    /// runs.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

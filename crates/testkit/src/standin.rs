@@ -9,7 +9,10 @@
 //!   first performs Preservica's handshake against the URL and stores the subscription only
 //!   when the receiver's answer is right;
 //! - `GET /api/entity/{kind}/{ref}` and `GET /api/content/thumbnail` for the entities and
-//!   thumbnails a test added; anything else is a 404 with a JSON message.
+//!   thumbnails a test added;
+//! - `GET /api/entity/events` (the event log, filtered by `from` and `to`, one page) and
+//!   `GET /api/entity/entities/updated-since` for the events a test recorded
+//!   ([`StandIn::record_event`]); anything else is a 404 with a JSON message.
 //!
 //! Every management call needs a token it handed out; [`StandIn::expire_tokens`] makes them
 //! all stale, [`StandIn::fail`] injects failures.
@@ -53,6 +56,8 @@ struct State {
     handshakes: Vec<Result<(), String>>,
     entities: HashMap<String, String>,
     thumbnails: HashMap<String, (Vec<u8>, String)>,
+    /// The event log: type, entity type, entity reference, RFC 3339 date.
+    events: Vec<(String, String, String, String)>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -78,7 +83,7 @@ impl StandIn {
         let server = MockServer::start().await;
         let state = Shared::default();
         // Each route: method, path, whether it needs a token the stand-in handed out, answer.
-        let routes: [(&str, &str, bool, Answer); 9] = [
+        let routes: [(&str, &str, bool, Answer); 11] = [
             ("POST", "^/api/accesstoken/login$", false, login),
             (
                 "POST",
@@ -105,6 +110,13 @@ impl StandIn {
                 "^/api/webhook/subscriptions/[^/]+$",
                 true,
                 delete_subscription,
+            ),
+            ("GET", "^/api/entity/events$", true, event_log),
+            (
+                "GET",
+                "^/api/entity/entities/updated-since$",
+                true,
+                updated_since,
             ),
             ("GET", "^/api/entity/[a-z-]+/[^/]+$", true, entity),
             ("GET", "^/api/content/thumbnail$", true, thumbnail),
@@ -214,6 +226,26 @@ impl StandIn {
             .iter()
             .filter_map(|it| it["id"].as_str().map(str::to_owned))
             .collect()
+    }
+
+    /// Removes a subscription, as an administrator deleting it in Preservica would; `false`
+    /// when there is none with that id.
+    pub fn drop_subscription(&self, id: &str) -> bool {
+        let mut state = lock(&self.state);
+        let before = state.subscriptions.len();
+        state.subscriptions.retain(|(it, _)| it["id"] != id);
+        state.subscriptions.len() < before
+    }
+
+    /// Records an event in the event log (`Ingest`, `Moved`, …) on an entity (`IO`, `SO`, …)
+    /// at `date` (RFC 3339).
+    pub fn record_event(&self, event_type: &str, entity_type: &str, reference: &str, date: &str) {
+        lock(&self.state).events.push((
+            event_type.to_owned(),
+            entity_type.to_owned(),
+            reference.to_owned(),
+            date.to_owned(),
+        ));
     }
 
     /// Every handshake performed so far: `Ok` when the receiver's answer was right.
@@ -423,6 +455,46 @@ fn delete_subscription(state: &Shared, request: &Request) -> ResponseTemplate {
         return error(404, &format!("no subscription {id}"));
     }
     ResponseTemplate::new(204)
+}
+
+/// The recorded events whose date is within the request's `from`..=`to` (when given).
+fn events_in<'a>(
+    state: &'a State,
+    request: &Request,
+    from: &str,
+    to: &str,
+) -> impl Iterator<Item = &'a (String, String, String, String)> {
+    let pairs: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+    let (from, to) = (pairs.get(from).cloned(), pairs.get(to).cloned());
+    // RFC 3339 in UTC with milliseconds compares as text.
+    state.events.iter().filter(move |(.., date)| {
+        from.as_ref().is_none_or(|from| date >= from) && to.as_ref().is_none_or(|to| date <= to)
+    })
+}
+
+fn event_log(state: &Shared, request: &Request) -> ResponseTemplate {
+    let state = lock(state);
+    let actions: String = events_in(&state, request, "from", "to")
+        .map(|(kind, _, reference, date)| {
+            format!(
+                "<xip:EventAction commandType=\"c\"><xip:Event type=\"{kind}\"><xip:Ref>event-{reference}</xip:Ref><xip:Date>{date}</xip:Date></xip:Event><xip:Date>{date}</xip:Date><xip:Entity>{reference}</xip:Entity></xip:EventAction>"
+            )
+        })
+        .collect();
+    let xml = format!(
+        "<EventActionsResponse xmlns=\"http://preservica.com/EntityAPI/v7.7\" xmlns:xip=\"http://preservica.com/XIP/v7.7\"><EventActions>{actions}</EventActions><Paging/></EventActionsResponse>"
+    );
+    ResponseTemplate::new(200).set_body_raw(xml, "application/xml")
+}
+
+fn updated_since(state: &Shared, request: &Request) -> ResponseTemplate {
+    let state = lock(state);
+    let entities: String = events_in(&state, request, "date", "endDate")
+        .map(|(_, kind, reference, _)| format!("<Entity ref=\"{reference}\" type=\"{kind}\"/>"))
+        .collect();
+    let xml =
+        format!("<EntitiesResponse><Entities>{entities}</Entities><Paging/></EntitiesResponse>");
+    ResponseTemplate::new(200).set_body_raw(xml, "application/xml")
 }
 
 fn entity(state: &Shared, request: &Request) -> ResponseTemplate {

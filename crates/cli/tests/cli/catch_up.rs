@@ -236,3 +236,99 @@ async fn catch_up_needs_a_window_and_gaps_need_an_inbox() {
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("is not a time"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_subscription_is_recreated_and_its_window_recovered() {
+    let port = preservica_webhook_testkit::port::free_loopback_port().unwrap();
+    let public = format!("http://127.0.0.1:{port}/");
+    let preservica = preservica_webhook_testkit::StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env = preservica.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let addr = format!("127.0.0.1:{port}");
+    let args = [
+        "--in-memory",
+        "--subscribe",
+        "INDEXED",
+        "--public-url",
+        &public,
+        "--check-subscriptions",
+        "300ms",
+    ];
+    let mut serve = tokio::task::block_in_place(|| Serve::start_at(dir.path(), &addr, &args, &env));
+    tokio::task::block_in_place(|| serve.wait_stderr("subscribed FULL_TEXT_INDEXED as "));
+    let first = preservica.ids();
+    assert_eq!(first.len(), 1);
+
+    // An administrator deletes it; an ingest happens before serve notices.
+    assert!(preservica.drop_subscription(&first[0]));
+    preservica.record_event("Ingest", "IO", "a7", &now_text());
+    preservica.record_event("Moved", "IO", "a8", &now_text());
+
+    let line = tokio::task::block_in_place(|| serve.stdout_line());
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["entityRef"], "a7", "{line}");
+    assert_eq!(event["trigger"], "FULL_TEXT_INDEXED");
+    assert_eq!(event["recovered"], true, "{line}");
+    let again = preservica.ids();
+    assert_eq!(again.len(), 1, "subscribed again: {again:?}");
+    assert_ne!(again, first);
+    assert!(
+        preservica.handshakes().iter().all(Result::is_ok),
+        "the new subscription passed the handshake"
+    );
+    let metrics = preservica_webhook_testkit::raw::raw(
+        addr.parse().unwrap(),
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        metrics.contains("preservica_webhook_subscriptions_recreated_total 1"),
+        "{metrics}"
+    );
+    let (code, _) = tokio::task::block_in_place(|| serve.terminate());
+    assert_eq!(code, Some(0));
+    assert!(
+        serve.rest_of_stdout().is_empty(),
+        "the move, for a trigger nobody subscribed to, is not recovered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_catch_up_recovers_the_latest_gap_at_start() {
+    let port = preservica_webhook_testkit::port::free_loopback_port().unwrap();
+    let public = format!("http://127.0.0.1:{port}/");
+    let addr = format!("127.0.0.1:{port}");
+    let preservica = preservica_webhook_testkit::StandIn::start().await;
+    preservica.insert_subscription(json!({
+        "id": "s1", "url": public, "triggerType": "FULL_TEXT_INDEXED", "includeIdentifiers": true
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = dir.path().join("inbox.db");
+    let inbox = inbox.to_str().unwrap();
+    let mut serve = tokio::task::block_in_place(|| {
+        Serve::start_at(dir.path(), &addr, &["--inbox", inbox], &[])
+    });
+    let (code, _) = tokio::task::block_in_place(|| serve.terminate());
+    assert_eq!(code, Some(0));
+
+    preservica.record_event("Ingest", "SO", "f9", &now_text());
+
+    let env = preservica.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = ["--inbox", inbox, "--catch-up"];
+    let mut serve = tokio::task::block_in_place(|| Serve::start_at(dir.path(), &addr, &args, &env));
+    let line = tokio::task::block_in_place(|| serve.stdout_line());
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (
+            &event["entityRef"],
+            &event["entityType"],
+            &event["recovered"]
+        ),
+        (&json!("f9"), &json!("SO"), &json!(true)),
+        "{line}"
+    );
+    tokio::task::block_in_place(|| serve.terminate());
+}

@@ -563,6 +563,9 @@ impl NatsStore {
     }
 }
 
+/// How many times opening a stream is tried at start.
+const STREAM_ATTEMPTS: u32 = 4;
+
 async fn ensure_stream(
     js: &Context,
     config: &NatsConfig,
@@ -579,10 +582,20 @@ async fn ensure_stream(
         duplicate_window: config.duplicate_window.min(config.max_age),
         ..Default::default()
     };
-    let mut stream = js
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(|err| backend(&format!("create or open the stream {name}"), err))?;
+    // A cluster electing a stream leader (a node just restarted) answers nothing for a
+    // moment: ask a few times before giving up.
+    let mut attempt = 1;
+    let mut stream = loop {
+        match js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => break stream,
+            Err(err) if attempt < STREAM_ATTEMPTS => {
+                tracing::debug!(stream = %name, attempt, error = %err, "opening the stream again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(backend(&format!("create or open the stream {name}"), err)),
+        }
+    };
     let info = stream
         .info()
         .await

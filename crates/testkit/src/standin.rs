@@ -10,9 +10,11 @@
 //!   when the receiver's answer is right;
 //! - `GET /api/entity/{kind}/{ref}` and `GET /api/content/thumbnail` for the entities and
 //!   thumbnails a test added;
-//! - `GET /api/entity/events` (the event log, filtered by `from` and `to`, one page) and
+//! - `GET /api/entity/events` (the event log, filtered by `from` and `to`) and
 //!   `GET /api/entity/entities/updated-since` for the events a test recorded
-//!   ([`StandIn::record_event`]); anything else is a 404 with a JSON message.
+//!   ([`StandIn::record_event`]), paged by `start` and `max` with `Next` links, and
+//!   `GET /api/processmonitor/monitors` for the failed ingests it recorded; anything else is a
+//!   404 with a JSON message.
 //!
 //! Every management call needs a token it handed out; [`StandIn::expire_tokens`] makes them
 //! all stale, [`StandIn::fail`] injects failures.
@@ -58,6 +60,10 @@ struct State {
     thumbnails: HashMap<String, (Vec<u8>, String)>,
     /// The event log: type, entity type, entity reference, RFC 3339 date.
     events: Vec<(String, String, String, String)>,
+    /// The process monitors, as the API shows them.
+    monitors: Vec<Value>,
+    /// Its own base URL, for the `Next` links of paged answers.
+    base: String,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -82,8 +88,9 @@ impl StandIn {
     pub async fn start() -> StandIn {
         let server = MockServer::start().await;
         let state = Shared::default();
+        lock(&state).base = server.uri();
         // Each route: method, path, whether it needs a token the stand-in handed out, answer.
-        let routes: [(&str, &str, bool, Answer); 11] = [
+        let routes: [(&str, &str, bool, Answer); 12] = [
             ("POST", "^/api/accesstoken/login$", false, login),
             (
                 "POST",
@@ -112,6 +119,7 @@ impl StandIn {
                 delete_subscription,
             ),
             ("GET", "^/api/entity/events$", true, event_log),
+            ("GET", "^/api/processmonitor/monitors$", true, monitors),
             (
                 "GET",
                 "^/api/entity/entities/updated-since$",
@@ -246,6 +254,16 @@ impl StandIn {
             reference.to_owned(),
             date.to_owned(),
         ));
+    }
+
+    /// Records a failed ingest among the process monitors, ended at `date` (RFC 3339).
+    pub fn record_failed_ingest(&self, id: &str, name: &str, date: &str) {
+        lock(&self.state).monitors.push(json!({
+            "mappedId": id, "name": name, "status": "Failed", "category": "Ingest",
+            "subcategory": "OPEX", "started": date, "completed": date,
+            "filesPending": 0, "size": 1, "filesProcessed": 0, "warnings": 0, "errors": 1,
+            "canRetry": true,
+        }));
     }
 
     /// Every handshake performed so far: `Ok` when the receiver's answer was right.
@@ -472,29 +490,93 @@ fn events_in<'a>(
     })
 }
 
+/// The part of `items` the request's `start` and `max` ask for (Preservica's default page is
+/// 25), and the `Next` element pointing at the rest, when there is more.
+fn page(base: &str, request: &Request, items: Vec<String>) -> (String, String) {
+    let number = |name: &str, default: usize| {
+        request
+            .url
+            .query_pairs()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(default)
+    };
+    let (start, max) = (number("start", 0), number("max", 25).max(1));
+    let total = items.len();
+    let shown: String = items.into_iter().skip(start).take(max).collect();
+    let mut paging = String::new();
+    if start + max < total {
+        // The request's own URL names the host as the client's Host header did; the stand-in
+        // links to its real address, as Preservica links to its own.
+        let mut next = url::Url::parse(base)
+            .and_then(|base| base.join(request.url.path()))
+            .unwrap_or_else(|_| request.url.clone());
+        let kept: Vec<(String, String)> = request
+            .url
+            .query_pairs()
+            .into_owned()
+            .filter(|(key, _)| key != "start")
+            .collect();
+        next.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("start", &(start + max).to_string());
+        paging = format!("<Next>{}</Next>", next.as_str().replace('&', "&amp;"));
+    }
+    paging.push_str(&format!("<TotalResults>{total}</TotalResults>"));
+    (shown, paging)
+}
+
 fn event_log(state: &Shared, request: &Request) -> ResponseTemplate {
     let state = lock(state);
-    let actions: String = events_in(&state, request, "from", "to")
+    let actions: Vec<String> = events_in(&state, request, "from", "to")
         .map(|(kind, _, reference, date)| {
             format!(
                 "<xip:EventAction commandType=\"c\"><xip:Event type=\"{kind}\"><xip:Ref>event-{reference}</xip:Ref><xip:Date>{date}</xip:Date></xip:Event><xip:Date>{date}</xip:Date><xip:Entity>{reference}</xip:Entity></xip:EventAction>"
             )
         })
         .collect();
+    let (actions, paging) = page(&state.base, request, actions);
     let xml = format!(
-        "<EventActionsResponse xmlns=\"http://preservica.com/EntityAPI/v7.7\" xmlns:xip=\"http://preservica.com/XIP/v7.7\"><EventActions>{actions}</EventActions><Paging/></EventActionsResponse>"
+        "<EventActionsResponse xmlns=\"http://preservica.com/EntityAPI/v7.7\" xmlns:xip=\"http://preservica.com/XIP/v7.7\"><EventActions>{actions}</EventActions><Paging>{paging}</Paging></EventActionsResponse>"
     );
     ResponseTemplate::new(200).set_body_raw(xml, "application/xml")
 }
 
 fn updated_since(state: &Shared, request: &Request) -> ResponseTemplate {
     let state = lock(state);
-    let entities: String = events_in(&state, request, "date", "endDate")
+    let entities: Vec<String> = events_in(&state, request, "date", "endDate")
         .map(|(_, kind, reference, _)| format!("<Entity ref=\"{reference}\" type=\"{kind}\"/>"))
         .collect();
-    let xml =
-        format!("<EntitiesResponse><Entities>{entities}</Entities><Paging/></EntitiesResponse>");
+    let (entities, paging) = page(&state.base, request, entities);
+    let xml = format!(
+        "<EntitiesResponse xmlns=\"http://preservica.com/EntityAPI/v6.0\"><Entities>{entities}</Entities><Paging>{paging}</Paging></EntitiesResponse>"
+    );
     ResponseTemplate::new(200).set_body_raw(xml, "application/xml")
+}
+
+fn monitors(state: &Shared, request: &Request) -> ResponseTemplate {
+    let pairs: HashMap<String, String> = request.url.query_pairs().into_owned().collect();
+    let state = lock(state);
+    let monitors: Vec<&Value> = state
+        .monitors
+        .iter()
+        .filter(|it| {
+            ["status", "category"].iter().all(|key| {
+                pairs
+                    .get(*key)
+                    .is_none_or(|wanted| it[*key] == wanted.as_str())
+            })
+        })
+        .collect();
+    json_response(
+        200,
+        &json!({
+            "success": true,
+            "version": 1,
+            "value": {"paging": {"totalResults": monitors.len()}, "monitors": monitors},
+        }),
+    )
 }
 
 fn entity(state: &Shared, request: &Request) -> ResponseTemplate {

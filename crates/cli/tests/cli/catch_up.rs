@@ -8,91 +8,10 @@ use std::process::Output;
 
 use common::*;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn now_text() -> String {
     chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-fn action(kind: &str, entity: &str, date: &str) -> String {
-    format!(
-        r#"<xip:EventAction commandType="c"><xip:Event type="{kind}"><xip:Ref>event-{entity}</xip:Ref><xip:Date>{date}</xip:Date></xip:Event><xip:Date>{date}</xip:Date><xip:Entity>{entity}</xip:Entity></xip:EventAction>"#
-    )
-}
-
-/// A stand-in that lists two subscriptions to `url` and, in its event log, what happened
-/// while the receiver was down (and one ingest it did receive).
-async fn preservica(url: &str, date: &str) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/accesstoken/login"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "success": true, "user": "alice", "token": "token-1",
-            "refresh-token": "refresh-1", "validFor": 15, "tenant": "TEST",
-        })))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/webhook/subscriptions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
-            {"id": "s1", "url": url, "triggerType": "FULL_TEXT_INDEXED", "includeIdentifiers": true},
-            {"id": "s2", "url": url, "triggerType": "MOVED", "includeIdentifiers": true},
-            {"id": "s3", "url": "https://elsewhere.example/", "triggerType": "INGEST_FAILED", "includeIdentifiers": true},
-        ])))
-        .mount(&server)
-        .await;
-    let events = [
-        action("Ingest", "a1", date),
-        action("Ingest", "a2", date),
-        action("Moved", "a3", date),
-        action("Modified", "a4", date),
-        action("Ingest", "f5", date),
-    ]
-    .concat();
-    let next = format!("{}/api/entity/events?start=100&amp;max=100", server.uri());
-    Mock::given(method("GET"))
-        .and(path("/api/entity/events"))
-        .and(wiremock::matchers::query_param("start", "0"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            format!(
-                r#"<EventActionsResponse xmlns="http://preservica.com/EntityAPI/v7.7" xmlns:xip="http://preservica.com/XIP/v7.7"><EventActions>{events}</EventActions><Paging><Next>{next}</Next><TotalResults>6</TotalResults></Paging></EventActionsResponse>"#
-            ),
-            "application/xml",
-        ))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/entity/events"))
-        .and(wiremock::matchers::query_param("start", "100"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            format!(
-                r#"<EventActionsResponse xmlns:xip="http://preservica.com/XIP/v6.0"><EventActions>{}</EventActions><Paging><TotalResults>6</TotalResults></Paging></EventActionsResponse>"#,
-                action("Moved", "a6", date)
-            ),
-            "application/xml",
-        ))
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/api/entity/entities/updated-since"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            r#"<EntitiesResponse><Entities><Entity ref="a2" type="IO" title="two"/><Entity ref="f5" type="SO" title="folder"/></Entities><Paging/></EntitiesResponse>"#,
-            "application/xml",
-        ))
-        .mount(&server)
-        .await;
-    server
-}
-
-fn env(server: &MockServer) -> Vec<(String, String)> {
-    vec![
-        ("PRESERVICA_SERVER".into(), server.uri()),
-        ("PRESERVICA_USERNAME".into(), "alice".into()),
-        ("PRESERVICA_PASSWORD".into(), "pa55".into()),
-        ("PRESERVICA_TENANT".into(), "TEST".into()),
-    ]
 }
 
 /// Runs the binary off the async runtime, so the stand-in keeps answering.
@@ -115,66 +34,84 @@ fn json_of(output: &Output) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn catch_up_files_exactly_the_missed_notifications_once() {
+    let port = preservica_webhook_testkit::port::free_loopback_port().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let addr = format!("127.0.0.1:{port}");
+    let preservica = preservica_webhook_testkit::StandIn::start().await;
+    for (id, trigger, to) in [
+        ("s1", "FULL_TEXT_INDEXED", url.as_str()),
+        ("s2", "MOVED", url.as_str()),
+        ("s3", "INGEST_FAILED", url.as_str()),
+        (
+            "s4",
+            "CHANGED_SECURITY_DESCRIPTOR",
+            "https://elsewhere.example/",
+        ),
+    ] {
+        preservica.insert_subscription(json!({
+            "id": id, "url": to, "triggerType": trigger, "includeIdentifiers": true
+        }));
+    }
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let inbox = dir.join("inbox.db");
     let inbox = inbox.to_str().unwrap();
 
     // Up: the ingest of a1 arrives as a notification. Then the receiver stops.
-    let mut serve = Serve::start(dir, &["--inbox", inbox], &[]);
-    let url = serve.url.clone();
+    let mut serve =
+        tokio::task::block_in_place(|| Serve::start_at(dir, &addr, &["--inbox", inbox], &[]));
     let sent = cmd(dir)
         .args(["send", &url, "--trigger", "INDEXED", "--entity-ref", "a1"])
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
         .output()
         .unwrap();
     assert!(sent.status.success(), "{sent:?}");
-    serve.stdout_line();
-    let (code, _) = serve.terminate();
+    tokio::task::block_in_place(|| serve.stdout_line());
+    let (code, _) = tokio::task::block_in_place(|| serve.terminate());
     assert_eq!(code, Some(0));
 
-    // Down: Preservica records ingests, moves and an edit nobody is notified of.
-    let stand_in = preservica(&url, &now_text()).await;
+    // Down: Preservica records ingests, a move, an edit, downloads (enough for a second page
+    // of the event log) and a failed ingest, and nobody is notified.
+    let now = now_text();
+    preservica.record_event("Ingest", "IO", "a1", &now);
+    preservica.record_event("Ingest", "IO", "a2", &now);
+    preservica.record_event("Moved", "IO", "a3", &now);
+    preservica.record_event("Modified", "IO", "a4", &now);
+    preservica.record_event("Ingest", "SO", "f5", &now);
+    for n in 0..100 {
+        preservica.record_event("Download", "IO", &format!("d{n}"), &now);
+    }
+    preservica.record_failed_ingest("m1", "package.zip", &now);
 
     let gaps = json_of(&run(dir, vec![], &["gaps", "--inbox", inbox, "--json"]).await);
     assert_eq!(gaps.as_array().unwrap().len(), 1, "{gaps}");
 
-    let first = json_of(
-        &run(
-            dir,
-            env(&stand_in),
-            &[
-                "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
-            ],
-        )
-        .await,
-    );
+    let catch_up = [
+        "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
+    ];
+    let first = json_of(&run(dir, preservica.env(), &catch_up).await);
     assert_eq!(first["filed"], 4, "{first}");
     assert_eq!(first["received"], 1, "a1 was received: {first}");
-    assert_eq!(first["unmatched"], json!({"Modified": 1}), "{first}");
-    let events_query = stand_in
-        .received_requests()
+    assert_eq!(
+        first["unmatched"],
+        json!({"Download": 100, "Modified": 1}),
+        "{first}"
+    );
+    let pages: Vec<Vec<(String, String)>> = preservica
+        .requests()
         .await
-        .unwrap()
         .into_iter()
-        .find(|it| it.url.path() == "/api/entity/events")
-        .unwrap();
-    let query: Vec<(String, String)> = events_query.url.query_pairs().into_owned().collect();
+        .filter(|it| it.url.path() == "/api/entity/events")
+        .map(|it| it.url.query_pairs().into_owned().collect())
+        .collect();
+    assert_eq!(pages.len(), 2, "both pages read: {pages:?}");
     assert!(
-        query.iter().any(|(name, _)| name == "from") && query.iter().any(|(name, _)| name == "to"),
-        "the window is asked for: {query:?}"
+        pages[0].iter().any(|(name, _)| name == "from")
+            && pages[0].iter().any(|(name, _)| name == "to"),
+        "the window is asked for: {pages:?}"
     );
 
-    let again = json_of(
-        &run(
-            dir,
-            env(&stand_in),
-            &[
-                "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
-            ],
-        )
-        .await,
-    );
+    let again = json_of(&run(dir, preservica.env(), &catch_up).await);
     assert_eq!(again["filed"], 0, "{again}");
     assert_eq!(again["filedBefore"], 4, "{again}");
 
@@ -184,11 +121,15 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
         r#"printf '%s %s %s\n' "$PRESERVICA_RECOVERED" "$PRESERVICA_TRIGGER" "$PRESERVICA_ENTITY_REFS" >> '{}'"#,
         handled.display()
     );
-    let mut serve = Serve::start(dir, &["--inbox", inbox, "--exec", &exec], &[]);
-    poll_until("the recovered deliveries are handled", || {
-        std::fs::read_to_string(&handled).is_ok_and(|it| it.lines().count() == 4)
+    let mut serve = tokio::task::block_in_place(|| {
+        Serve::start_at(dir, &addr, &["--inbox", inbox, "--exec", &exec], &[])
     });
-    serve.terminate();
+    tokio::task::block_in_place(|| {
+        poll_until("the recovered deliveries are handled", || {
+            std::fs::read_to_string(&handled).is_ok_and(|it| it.lines().count() == 4)
+        });
+        serve.terminate();
+    });
     let mut lines: Vec<String> = std::fs::read_to_string(&handled)
         .unwrap()
         .lines()
@@ -200,8 +141,8 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
         [
             "1 FULL_TEXT_INDEXED a2",
             "1 FULL_TEXT_INDEXED f5",
+            "1 INGEST_FAILED m1",
             "1 MOVED a3",
-            "1 MOVED a6",
         ]
     );
     let export = run(dir, vec![], &["inbox", "export", "--inbox", inbox]).await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use bytes::Bytes;
 use preservica_webhook_core::{DeliveryKey, sign, verify};
-use preservica_webhook_server::store::nats::NatsConfig;
+use preservica_webhook_server::store::nats::{NatsAuth, NatsConfig};
 use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
 use preservica_webhook_server::{DeliveryState, InboxConfig, ServerConfig, StateFilter};
 use preservica_webhook_testkit::nats::{Nats, NatsCluster};
@@ -366,4 +366,66 @@ async fn undecodable_bodies_are_kept_never_handled_and_imports_take_pending_only
         refused.to_string().contains("pending deliveries only"),
         "{refused}"
     );
+}
+
+/// Opens a store on `config`, stores one delivery and reads it back.
+async fn stores_and_lists(config: &NatsConfig) {
+    let store = open(config).await;
+    assert!(matches!(
+        store
+            .store(delivery(b"{\"trigger\":\"MOVED\"}"), 1_000)
+            .await
+            .unwrap(),
+        Stored::New(_)
+    ));
+    assert_eq!(store.list(StateFilter::All).await.unwrap().len(), 1);
+    store.close().await;
+}
+
+/// The error opening a store on `config` gives, which must not show `secret`.
+async fn refused(config: &NatsConfig, secret: &str) -> String {
+    let err = open_store(InboxConfig::Nats(Box::new(config.clone())))
+        .await
+        .unwrap_err();
+    let text = format!("{err:#} {err:?}");
+    assert!(!text.contains(secret), "the secret is shown: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_with_a_token_or_a_user_and_password() {
+    let nats = Nats::start_with(&["--auth", "t0ken-not-shown"]).unwrap();
+    let mut config = fast(vec![nats.url()]);
+    config.auth = NatsAuth::Token("t0ken-not-shown".to_owned());
+    stores_and_lists(&config).await;
+    config.auth = NatsAuth::Token("wrong-t0ken".to_owned());
+    let text = refused(&config, "wrong-t0ken").await;
+    assert!(text.contains("check the URL"), "{text}");
+
+    let nats = Nats::start_with(&["--user", "webhook", "--pass", "pa55-not-shown"]).unwrap();
+    let mut config = fast(vec![nats.url()]);
+    config.auth = NatsAuth::UserPassword("webhook".to_owned(), "pa55-not-shown".to_owned());
+    stores_and_lists(&config).await;
+    config.auth = NatsAuth::UserPassword("webhook".to_owned(), "wrong-pa55".to_owned());
+    refused(&config, "wrong-pa55").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_over_tls_trusting_the_ca_given_and_refuses_an_unknown_certificate() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (cert, key) = (data.join("cert.pem"), data.join("key.pem"));
+    let nats = Nats::start_with(&[
+        "--tls",
+        "--tlscert",
+        cert.to_str().unwrap(),
+        "--tlskey",
+        key.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mut config = fast(vec![format!("tls://127.0.0.1:{}", nats.port())]);
+    config.tls_ca = Some(cert);
+    stores_and_lists(&config).await;
+
+    config.tls_ca = None;
+    refused(&config, "-----BEGIN").await;
 }

@@ -38,6 +38,8 @@ pub struct Nats {
     port: u16,
     /// For a cluster node: its name, its cluster port and the other nodes' cluster ports.
     cluster: Option<Node>,
+    /// More `nats-server` options (authentication, TLS), given at every start.
+    options: Vec<String>,
     server: Option<Child>,
 }
 
@@ -62,10 +64,20 @@ impl Nats {
     /// When `nats-server` is not installed (the message says to install Debian's
     /// `nats-server`), or it does not start (the message holds its log).
     pub fn start() -> anyhow::Result<Nats> {
+        Nats::start_with(&[])
+    }
+
+    /// [`Nats::start`] with more `nats-server` options, such as `--auth TOKEN`,
+    /// `--user U --pass P` or `--tls --tlscert FILE --tlskey FILE`.
+    ///
+    /// # Errors
+    /// As [`Nats::start`].
+    pub fn start_with(options: &[&str]) -> anyhow::Result<Nats> {
         let mut last = None;
         // The port was free a moment ago; another process may take it first: try a few.
         for _ in 0..5 {
             let mut nats = Nats::new(free_loopback_port()?, None)?;
+            nats.options = options.iter().map(|it| (*it).to_owned()).collect();
             match nats.launch(READY) {
                 Ok(()) => return Ok(nats),
                 Err(err) => last = Some(err),
@@ -144,6 +156,7 @@ impl Nats {
             dir,
             port,
             cluster,
+            options: Vec::new(),
             server: None,
         })
     }
@@ -171,6 +184,7 @@ impl Nats {
                 "-sd",
             ])
             .arg(self.dir.path().join("store"))
+            .args(&self.options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

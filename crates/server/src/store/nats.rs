@@ -32,7 +32,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
@@ -383,8 +383,12 @@ impl NatsStore {
             .map_err(|err| backend(&format!("open the stream {name}"), err))
     }
 
-    /// Every message of a stream, oldest first.
+    /// Every message of a stream, oldest first, read through an ordered consumer of its own
+    /// (many messages per round trip, not one request per message). It stops at the last
+    /// message the stream held when asked, or when none comes within the request timeout
+    /// (the last ones were removed meanwhile).
     async fn read_all(
+        &self,
         stream: &stream::Stream,
     ) -> Result<Vec<async_nats::jetstream::message::StreamMessage>, InboxError> {
         let info = stream.cached_info();
@@ -392,11 +396,34 @@ impl NatsStore {
         if info.state.messages == 0 {
             return Ok(messages);
         }
-        for sequence in info.state.first_sequence..=info.state.last_sequence {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => messages.push(message),
-                Err(err) if err.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
-                Err(err) => return Err(backend("read a message", err)),
+        let last = info.state.last_sequence;
+        let reader = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| backend("start reading the stream", err))?;
+        let mut arriving = reader
+            .messages()
+            .await
+            .map_err(|err| backend("start reading the stream", err))?;
+        while let Ok(next) =
+            tokio::time::timeout(self.config.request_timeout, arriving.next()).await
+        {
+            let Some(message) = next else { break };
+            let message = message.map_err(|err| backend("read the stream", err))?;
+            let Ok(info) = message.info() else { continue };
+            let (sequence, time) = (info.stream_sequence, info.published);
+            messages.push(async_nats::jetstream::message::StreamMessage {
+                subject: message.subject.clone(),
+                sequence,
+                headers: message.headers.clone().unwrap_or_default(),
+                payload: message.payload.clone(),
+                time,
+            });
+            if sequence >= last {
+                break;
             }
         }
         Ok(messages)
@@ -406,7 +433,7 @@ impl NatsStore {
     async fn dead_letters(&self) -> Result<HashMap<u64, Dead>, InboxError> {
         let dead = self.dead_stream().await?;
         let mut letters = HashMap::new();
-        for message in Self::read_all(&dead).await? {
+        for message in self.read_all(&dead).await? {
             let header = |name: &str| {
                 message
                     .headers
@@ -793,7 +820,8 @@ impl InboxAdmin for NatsStore {
             let floor = self.ack_floor().await?;
             let dead = self.dead_letters().await?;
             let main = self.main_stream().await?;
-            let entries = Self::read_all(&main)
+            let entries = self
+                .read_all(&main)
                 .await?
                 .iter()
                 .map(|message| self.entry(message, floor, &dead))

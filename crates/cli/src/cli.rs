@@ -669,6 +669,9 @@ pub(crate) struct GapsArgs {
     /// The inbox the receivers record their runs in
     #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_INBOX, value_parser = InboxParser)]
     pub(crate) inbox: InboxLocation,
+    /// The NATS JetStream stream the receivers record their runs beside.
+    #[command(flatten)]
+    pub(crate) nats: crate::nats::NatsArgs,
     /// How much wider than the silence each gap is taken, on both sides: for clocks that
     /// disagree and events recorded a little off their moment
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
@@ -681,6 +684,9 @@ pub(crate) struct CatchUpArgs {
     /// The inbox to file recovered deliveries in
     #[arg(long, value_name = "PATH|URL", default_value = DEFAULT_INBOX, value_parser = InboxParser)]
     pub(crate) inbox: InboxLocation,
+    /// The NATS JetStream stream to file recovered deliveries in.
+    #[command(flatten)]
+    pub(crate) nats: crate::nats::NatsArgs,
     /// Recover from this time on (RFC 3339, or a UTC date-time such as 2026-12-01T08:00)
     #[arg(long, value_name = "TIME", value_parser = parse_time, required_unless_present = "gaps", conflicts_with = "gaps")]
     pub(crate) since: Option<chrono::DateTime<chrono::Utc>>,

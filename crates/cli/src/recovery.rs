@@ -88,7 +88,11 @@ fn rfc3339(millis: i64) -> String {
 /// # Errors
 /// An inbox that cannot be opened or does not record runs.
 pub(crate) async fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitCode> {
-    let inbox = crate::inbox::open_admin(&args.inbox).await?;
+    let location = match args.nats.location()? {
+        Some(nats) => crate::cli::InboxLocation::Nats(nats),
+        None => args.inbox.clone(),
+    };
+    let inbox = crate::inbox::open_admin(&location).await?;
     let found = gaps_in(inbox.as_ref(), args.margin, now_millis()).await?;
     let lines: Vec<GapLine> = found.iter().map(gap_line).collect();
     if global.json {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use preservica_webhook_core::{DeliveryKey, sign, verify};
 use preservica_webhook_server::store::nats::{NatsAuth, NatsConfig};
 use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
-use preservica_webhook_server::{DeliveryState, InboxConfig, ServerConfig, StateFilter};
+use preservica_webhook_server::{DeliveryState, InboxConfig, RunRecord, ServerConfig, StateFilter};
 use preservica_webhook_testkit::nats::{Nats, NatsCluster};
 
 use common::*;
@@ -428,4 +428,43 @@ async fn connects_over_tls_trusting_the_ca_given_and_refuses_an_unknown_certific
 
     config.tls_ca = None;
     refused(&config, "-----BEGIN").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_record_their_runs_in_a_stream_that_keeps_each_runs_latest() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let (a, b) = (open(&config).await, open(&config).await);
+    let mut first = RunRecord {
+        id: "0123456789abcdef".to_owned(),
+        started_at: 1_000,
+        last_seen_at: 1_000,
+        stopped_at: None,
+    };
+    let second = RunRecord {
+        id: "fedcba9876543210".to_owned(),
+        started_at: 2_000,
+        last_seen_at: 2_500,
+        stopped_at: None,
+    };
+    a.record_run(&first).await.unwrap();
+    b.record_run(&second).await.unwrap();
+    for beat in 1..=3 {
+        first.last_seen_at = 1_000 + beat * 30_000;
+        a.record_run(&first).await.unwrap();
+    }
+    first.stopped_at = Some(first.last_seen_at);
+    a.record_run(&first).await.unwrap();
+
+    assert_eq!(b.runs().await.unwrap(), [first, second]);
+    let stream = jetstream(&nats.url())
+        .await
+        .get_stream("PRESERVICA_WEBHOOK_RUNS")
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.cached_info().state.messages,
+        2,
+        "one record per run is kept"
+    );
 }

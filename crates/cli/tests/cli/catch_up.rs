@@ -273,3 +273,19 @@ async fn serve_catch_up_recovers_the_latest_gap_at_start() {
     );
     tokio::task::block_in_place(|| serve.terminate());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gaps_are_known_on_a_nats_stream_too() {
+    let nats = preservica_webhook_testkit::nats::Nats::start().unwrap();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve =
+        tokio::task::block_in_place(|| Serve::start(dir.path(), &["--nats", &url], &[]));
+    let (code, _) = tokio::task::block_in_place(|| serve.terminate());
+    assert_eq!(code, Some(0));
+
+    let gaps = json_of(&run(dir.path(), vec![], &["gaps", "--nats", &url, "--json"]).await);
+    let gaps = gaps.as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0]["seconds"].as_i64().unwrap() >= 240, "{gaps:?}");
+}

@@ -47,8 +47,8 @@ use prometheus_client::registry::Registry;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, Store, Stored,
-    StoredDelivery, WorkQueue,
+    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
+    Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// The header that carries Preservica's signature of the body, kept from the request.
@@ -174,6 +174,16 @@ impl NatsConfig {
     fn dead_prefix(&self) -> String {
         format!("{}-dead", self.subject_prefix)
     }
+
+    /// The stream of the receivers' run records (the latest record of each run is kept):
+    /// `<stream>_RUNS`, on subjects `<prefix>-runs.<run id>`.
+    pub fn runs_stream(&self) -> String {
+        format!("{}_RUNS", self.stream)
+    }
+
+    fn runs_prefix(&self) -> String {
+        format!("{}-runs", self.subject_prefix)
+    }
 }
 
 /// The NATS JetStream store (see the [module documentation](self)).
@@ -287,6 +297,22 @@ impl NatsStore {
             &config,
             config.dead_stream(),
             format!("{}.>", config.dead_prefix()),
+        )
+        .await?;
+        ensure_stream_as(
+            &js,
+            stream::Config {
+                name: config.runs_stream(),
+                subjects: vec![format!("{}.>", config.runs_prefix())],
+                retention: RetentionPolicy::Limits,
+                storage: StorageType::File,
+                num_replicas: config.replicas.max(1),
+                max_age: config.max_age,
+                max_messages_per_subject: 1,
+                // Set, so that the server's own default does not read as a changed setting.
+                duplicate_window: Duration::from_secs(120).min(config.max_age),
+                ..Default::default()
+            },
         )
         .await?;
         let consumer = main
@@ -599,16 +625,29 @@ async fn ensure_stream(
     name: String,
     subjects: String,
 ) -> Result<stream::Stream, InboxError> {
-    let wanted = stream::Config {
-        name: name.clone(),
-        subjects: vec![subjects],
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        num_replicas: config.replicas.max(1),
-        max_age: config.max_age,
-        duplicate_window: config.duplicate_window.min(config.max_age),
-        ..Default::default()
-    };
+    ensure_stream_as(
+        js,
+        stream::Config {
+            name,
+            subjects: vec![subjects],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            num_replicas: config.replicas.max(1),
+            max_age: config.max_age,
+            duplicate_window: config.duplicate_window.min(config.max_age),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Creates the stream `wanted` describes, or opens it when it exists (warning when its
+/// settings differ).
+async fn ensure_stream_as(
+    js: &Context,
+    wanted: stream::Config,
+) -> Result<stream::Stream, InboxError> {
+    let name = wanted.name.clone();
     // A cluster electing a stream leader (a node just restarted) answers nothing for a
     // moment: ask a few times before giving up.
     let mut attempt = 1;
@@ -814,7 +853,41 @@ impl WorkQueue for NatsStore {
     }
 }
 
+impl NatsStore {
+    /// The run records in the runs stream, oldest start first; a record that does not read
+    /// is skipped.
+    async fn read_runs(&self) -> Result<Vec<RunRecord>, InboxError> {
+        self.connected("list when receivers ran")?;
+        let name = self.config.runs_stream();
+        let stream = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|err| backend(&format!("open the stream {name}"), err))?;
+        let mut runs: Vec<RunRecord> = self
+            .read_all(&stream)
+            .await?
+            .iter()
+            .filter_map(|message| {
+                let record: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
+                Some(RunRecord {
+                    id: record["id"].as_str()?.to_owned(),
+                    started_at: record["startedAt"].as_i64()?,
+                    last_seen_at: record["lastSeenAt"].as_i64()?,
+                    stopped_at: record["stoppedAt"].as_i64(),
+                })
+            })
+            .collect();
+        runs.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        Ok(runs)
+    }
+}
+
 impl InboxAdmin for NatsStore {
+    fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
+        Box::pin(self.read_runs())
+    }
+
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
         Box::pin(async move {
             let floor = self.ack_floor().await?;
@@ -922,6 +995,35 @@ impl InboxAdmin for NatsStore {
 }
 
 impl Store for NatsStore {
+    /// Publishes the run's record to its own subject of the runs stream, which keeps the
+    /// latest record of each run.
+    fn record_run<'a>(&'a self, run: &'a RunRecord) -> BoxFuture<'a, Result<(), InboxError>> {
+        Box::pin(async move {
+            self.connected("record the receiver's run")?;
+            let record = serde_json::json!({
+                "id": run.id,
+                "startedAt": run.started_at,
+                "lastSeenAt": run.last_seen_at,
+                "stoppedAt": run.stopped_at,
+            });
+            let subject = format!("{}.{}", self.config.runs_prefix(), subject_token(&run.id));
+            let publish = async {
+                self.js
+                    .publish(subject, record.to_string().into())
+                    .await?
+                    .await
+            };
+            match tokio::time::timeout(self.config.request_timeout, publish).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(backend("record the receiver's run", err)),
+                Err(_) => Err(backend(
+                    "record the receiver's run",
+                    "no acknowledgement within the request timeout",
+                )),
+            }
+        })
+    }
+
     fn register_metrics(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("preservica_webhook_nats");
         let gauges = [

@@ -315,21 +315,36 @@ impl NatsStore {
             },
         )
         .await?;
-        let consumer = main
-            .get_or_create_consumer(
-                &config.consumer,
-                pull::Config {
-                    durable_name: Some(config.consumer.clone()),
-                    description: Some("preservica-webhook workers".to_owned()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: config.ack_wait,
-                    filter_subject: format!("{}.>", config.subject_prefix),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|err| backend(&format!("create the consumer {}", config.consumer), err))?;
+        let wanted = pull::Config {
+            durable_name: Some(config.consumer.clone()),
+            description: Some("preservica-webhook workers".to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            filter_subject: format!("{}.>", config.subject_prefix),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        // As for the streams: a cluster electing a leader answers nothing for a moment.
+        let mut attempt = 1;
+        let consumer = loop {
+            match main
+                .get_or_create_consumer(&config.consumer, wanted.clone())
+                .await
+            {
+                Ok(consumer) => break consumer,
+                Err(err) if attempt < STREAM_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %err, "opening the consumer again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => {
+                    return Err(backend(
+                        &format!("create the consumer {}", config.consumer),
+                        err,
+                    ));
+                }
+            }
+        };
         Ok(NatsStore {
             config,
             js,
@@ -423,13 +438,26 @@ impl NatsStore {
             return Ok(messages);
         }
         let last = info.state.last_sequence;
-        let reader = stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| backend("start reading the stream", err))?;
+        // A cluster electing a leader (a node just restarted) answers nothing for a moment: ask
+        // a few times, as for the streams at start.
+        let mut attempt = 1;
+        let reader = loop {
+            let created = stream
+                .create_consumer(pull::OrderedConfig {
+                    deliver_policy: DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await;
+            match created {
+                Ok(reader) => break reader,
+                Err(err) if attempt < STREAM_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %err, "starting to read the stream again");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(backend("start reading the stream", err)),
+            }
+        };
         let mut arriving = reader
             .messages()
             .await

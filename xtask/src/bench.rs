@@ -419,14 +419,11 @@ async fn scrape_metrics(server: &Server) -> Option<report::ServeMetrics> {
 
 /// `serve` on a free loopback port, configured for `kind`.
 fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
-    let mut command = Command::new(binary);
+    // The default configuration is what is measured, whatever the caller's shell says.
+    let mut command = preservica_webhook_testkit::serve::command(binary, scratch);
     command
-        .arg("serve")
-        .arg("127.0.0.1:0")
-        .current_dir(scratch)
+        .args(["serve", "127.0.0.1:0"])
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        // The default configuration is what is measured, whatever the caller's shell says.
-        .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
     match kind {
         Kind::InMemory => {
@@ -557,10 +554,7 @@ pub(crate) async fn interrupted() {
 
 /// Writes the report to `target/bench/report.json` and returns its path.
 fn write_json(report: &Report) -> Result<PathBuf> {
-    let root = crate::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let dir = target.join("bench");
+    let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let path = dir.join("report.json");
     let json = serde_json::to_string_pretty(report).context("could not serialise the report")?;

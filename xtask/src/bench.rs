@@ -91,91 +91,65 @@ impl Kind {
     fn events_per_delivery(self) -> usize {
         self.row().3
     }
-
-    fn parse(name: &str) -> Option<Kind> {
-        RUNS.into_iter().find(|run| run.1 == name).map(|run| run.0)
-    }
 }
 
 /// What the command line asked for.
-#[derive(Debug)]
+#[derive(Debug, clap::Parser)]
+#[command(about = "how fast `serve` takes deliveries")]
 struct Options {
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     seconds: f64,
+    /// Seconds of load before the measuring starts.
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
     warmup: f64,
-    connections: usize,
+    /// Keep-alive connections sending at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    connections: u16,
+    /// Only this run (again for more); they run in their usual order.
+    #[arg(long, value_name = "RUN", value_parser = kind)]
     only: Vec<Kind>,
     /// Extra arguments for every `serve` run, to compare configurations.
+    #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
     serve_args: Vec<String>,
     /// A `preservica-webhook` binary to measure instead of building this workspace's.
+    #[arg(long, value_name = "PATH")]
     binary: Option<PathBuf>,
-    /// Processed deliveries in the inbox before the `durable-full` run (0: no such run).
-    prefill: u64,
+    /// Processed deliveries in the inbox before the `durable-full` run (without: no such run).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    prefill: Option<u64>,
+}
+
+/// A finite, non-negative number of seconds.
+fn seconds(text: &str) -> Result<f64, String> {
+    let value = text.parse::<f64>().ok();
+    let value = value.filter(|it| it.is_finite() && *it >= 0.0);
+    value.ok_or_else(|| format!("{text:?} is not a number of seconds"))
+}
+
+/// A run by its name.
+fn kind(text: &str) -> Result<Kind, String> {
+    let found = RUNS.into_iter().find(|run| run.1 == text).map(|run| run.0);
+    found.ok_or_else(|| {
+        let runs = RUNS.map(|run| run.1).join(", ");
+        format!("{text:?} is not a run; the runs are {runs}")
+    })
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
-        let mut options = Options {
-            seconds: 10.0,
-            warmup: 1.0,
-            connections: 64,
-            only: Vec::new(),
-            serve_args: Vec::new(),
-            binary: None,
-            prefill: 0,
+        let args = std::iter::once("cargo xtask bench").chain(args.iter().map(String::as_str));
+        let options = match <Options as clap::Parser>::try_parse_from(args) {
+            Ok(options) => options,
+            // `--help`: printed to stdout, and the program ends successfully.
+            Err(err) if !err.use_stderr() => err.exit(),
+            // clap's message already holds the cause; as a source it would be printed twice.
+            Err(err) => bail!("{}", err.to_string().trim_end()),
         };
-        let mut args = args.iter();
-        while let Some(arg) = args.next() {
-            let flag = arg.as_str();
-            let text = match flag {
-                "--seconds" | "--warmup" | "--connections" | "--only" | "--serve-arg"
-                | "--binary" | "--prefill" => args
-                    .next()
-                    .with_context(|| format!("{flag} needs a value"))?,
-                other => bail!(
-                    "unknown argument {other:?}; usage: cargo xtask bench [--seconds N] \
-                     [--warmup N] [--connections N] [--only RUN]... [--serve-arg ARG]... [--binary PATH] \
-                     [--prefill N]"
-                ),
-            };
-            let number = |what: &str| -> Result<f64> {
-                let value = text
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|it| it.is_finite() && *it >= 0.0);
-                value.with_context(|| format!("{flag} {text:?} is not {what}"))
-            };
-            match flag {
-                "--seconds" => {
-                    options.seconds = number("a number of seconds")?;
-                    if options.seconds == 0.0 {
-                        bail!("--seconds must be above 0");
-                    }
-                }
-                "--warmup" => options.warmup = number("a number of seconds")?,
-                "--connections" => {
-                    let count = text
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|it| (1..=4096).contains(it));
-                    options.connections = count.with_context(|| {
-                        format!("--connections {text:?} is not a count from 1 to 4096")
-                    })?;
-                }
-                "--only" => options.only.push(Kind::parse(text).with_context(|| {
-                    let runs = RUNS.map(|run| run.1).join(", ");
-                    format!("--only {text:?} is not a run; the runs are {runs}")
-                })?),
-                "--serve-arg" => options.serve_args.push(text.clone()),
-                "--binary" => options.binary = Some(PathBuf::from(text)),
-                _ => {
-                    let count = text.parse::<u64>().ok().filter(|it| *it > 0);
-                    options.prefill = count.with_context(|| {
-                        format!("--prefill {text:?} is not a positive number of deliveries")
-                    })?;
-                }
-            }
+        if options.seconds == 0.0 {
+            bail!("--seconds must be above 0");
         }
-        if options.prefill == 0 && options.only.contains(&Kind::DurableFull) {
+        if options.prefill.is_none() && options.only.contains(&Kind::DurableFull) {
             bail!("--only durable-full needs --prefill N, the deliveries already in its inbox");
         }
         Ok(options)
@@ -187,7 +161,7 @@ impl Options {
             .filter(|kind| match kind {
                 // With --prefill, wherever `durable` runs, so the two can be compared.
                 Kind::DurableFull => {
-                    self.prefill > 0
+                    self.prefill.is_some()
                         && (self.only.is_empty()
                             || self.only.contains(&Kind::Durable)
                             || self.only.contains(&Kind::DurableFull))
@@ -296,8 +270,8 @@ async fn run_all(
             }
             (_, None) => bail!("the serve runs need the binary"),
             (kind, Some(binary)) => {
-                if *kind == Kind::DurableFull {
-                    prefill(binary, scratch.path(), options.prefill, !nonce).await?;
+                if let (Kind::DurableFull, Some(count)) = (kind, options.prefill) {
+                    prefill(binary, scratch.path(), count, !nonce).await?;
                 }
                 let mut command = serve_command(*kind, binary, scratch.path());
                 command.args(&options.serve_args);
@@ -318,7 +292,7 @@ async fn run_all(
         let outcome = load::run(Plan {
             addr: server.addr(),
             path: server.path().to_owned(),
-            connections: options.connections,
+            connections: usize::from(options.connections),
             warmup: Duration::from_secs_f64(options.warmup),
             measure: Duration::from_secs_f64(options.seconds),
             events_per_delivery: kind.events_per_delivery(),
@@ -391,7 +365,7 @@ async fn run_all(
             .chain(std::env::args().skip(2))
             .collect::<Vec<_>>()
             .join(" "),
-        connections: options.connections,
+        connections: usize::from(options.connections),
         seconds: options.seconds,
         warmup_seconds: options.warmup,
         runs,
@@ -445,14 +419,11 @@ async fn scrape_metrics(server: &Server) -> Option<report::ServeMetrics> {
 
 /// `serve` on a free loopback port, configured for `kind`.
 fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
-    let mut command = Command::new(binary);
+    // The default configuration is what is measured, whatever the caller's shell says.
+    let mut command = preservica_webhook_testkit::serve::command(binary, scratch);
     command
-        .arg("serve")
-        .arg("127.0.0.1:0")
-        .current_dir(scratch)
+        .args(["serve", "127.0.0.1:0"])
         .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        // The default configuration is what is measured, whatever the caller's shell says.
-        .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
     match kind {
         Kind::InMemory => {
@@ -583,10 +554,7 @@ pub(crate) async fn interrupted() {
 
 /// Writes the report to `target/bench/report.json` and returns its path.
 fn write_json(report: &Report) -> Result<PathBuf> {
-    let root = crate::workspace_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), |dir| root.join(dir));
-    let dir = target.join("bench");
+    let dir = crate::target_dir().join("bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let path = dir.join("report.json");
     let json = serde_json::to_string_pretty(report).context("could not serialise the report")?;

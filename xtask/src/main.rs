@@ -86,11 +86,7 @@ pub(crate) fn rebuild_with_bench(args: &[String]) -> Result<()> {
         "bench",
     ];
     stage("bench", &build, &[])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || workspace_root().join("target"),
-        |dir| workspace_root().join(dir),
-    );
-    let release = target.join("release").join("xtask");
+    let release = target_dir().join("release").join("xtask");
     let err = Command::new(&release).arg("bench").args(args).exec();
     Err(err).with_context(|| format!("could not run {}", release.display()))
 }
@@ -106,6 +102,12 @@ pub(crate) fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one folder below the workspace root")
         .to_path_buf()
+}
+
+/// Cargo's target folder: `CARGO_TARGET_DIR` (relative to the workspace root) or `target`.
+pub(crate) fn target_dir() -> PathBuf {
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), PathBuf::from);
+    workspace_root().join(dir)
 }
 
 /// A cargo command in the workspace root without what `cargo run` put in this process's

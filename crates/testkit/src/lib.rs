@@ -9,6 +9,7 @@ pub mod port;
 pub mod postgres;
 pub mod raw;
 pub mod serve;
+mod service;
 pub mod standin;
 
 pub use delivery::{CAPTURED, Delivery, Event, SECRET, random_hex, random_uuid, signature};

@@ -13,18 +13,14 @@
 //! # anyhow::Ok(())
 //! ```
 
-use std::fs::File;
-use std::io::Read as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 
 use crate::port::free_loopback_port;
+use crate::service::{PATIENCE, Service, in_path, on_a_free_port};
 
-/// How long a server may take to start or stop.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// The line the server logs once it takes connections.
 const READY: &str = "Server is ready";
 /// A line a cluster node logs once the cluster has a JetStream metadata leader.
@@ -33,14 +29,13 @@ const LEADER: &str = "metadata leader";
 /// A running throwaway `nats-server -js` (see the [module documentation](self)).
 #[derive(Debug)]
 pub struct Nats {
-    /// Holds `store/` (JetStream's files) and `nats.log`.
-    dir: tempfile::TempDir,
+    /// Its folder holds `store/` (JetStream's files) and `nats-server.log`.
+    server: Service,
     port: u16,
     /// For a cluster node: its name, its cluster port and the other nodes' cluster ports.
     cluster: Option<Node>,
     /// More `nats-server` options (authentication, TLS), given at every start.
     options: Vec<String>,
-    server: Option<Child>,
 }
 
 /// Three [`Nats`] servers forming one JetStream cluster on loopback.
@@ -73,17 +68,12 @@ impl Nats {
     /// # Errors
     /// As [`Nats::start`].
     pub fn start_with(options: &[&str]) -> anyhow::Result<Nats> {
-        let mut last = None;
-        // The port was free a moment ago; another process may take it first: try a few.
-        for _ in 0..5 {
-            let mut nats = Nats::new(free_loopback_port()?, None)?;
+        on_a_free_port(|port| {
+            let mut nats = Nats::new(port, None)?;
             nats.options = options.iter().map(|it| (*it).to_owned()).collect();
-            match nats.launch(READY) {
-                Ok(()) => return Ok(nats),
-                Err(err) => last = Some(err),
-            }
-        }
-        Err(last.expect("tried at least once"))
+            nats.launch(READY)?;
+            Ok(nats)
+        })
     }
 
     /// The server's client URL, `nats://127.0.0.1:PORT`.
@@ -98,7 +88,7 @@ impl Nats {
 
     /// Whether the server runs.
     pub fn is_running(&self) -> bool {
-        self.server.is_some()
+        self.server.is_running()
     }
 
     /// Stops the server as `SIGTERM` does (its store stays on disk); clients lose their
@@ -107,20 +97,7 @@ impl Nats {
     /// # Errors
     /// When it does not stop within 30 s (it is then killed).
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut server) = self.server.take() else {
-            return Ok(());
-        };
-        signal(&server, rustix::process::Signal::TERM);
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if server.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = server.kill();
-        let _ = server.wait();
-        bail!("nats-server did not stop within {PATIENCE:?} and was killed")
+        self.server.stop(rustix::process::Signal::TERM)
     }
 
     /// Kills the server with `SIGKILL`, as a crash would.
@@ -128,11 +105,7 @@ impl Nats {
     /// # Errors
     /// When waiting for it fails.
     pub fn kill(&mut self) -> anyhow::Result<()> {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            server.wait()?;
-        }
-        Ok(())
+        self.server.kill()
     }
 
     /// Starts the stopped server again on the same port with the same store.
@@ -140,41 +113,33 @@ impl Nats {
     /// # Errors
     /// When it does not start (the message holds its log).
     pub fn start_again(&mut self) -> anyhow::Result<()> {
-        if self.server.is_some() {
+        if self.server.is_running() {
             return Ok(());
         }
         self.launch(READY)
     }
 
     fn new(port: u16, cluster: Option<Node>) -> anyhow::Result<Nats> {
-        which()?;
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-nats-")
-            .tempdir()
-            .context("cannot create a folder for the NATS store")?;
+        if in_path(&["nats-server"]).is_none() {
+            bail!(
+                "nats-server is not installed (not in PATH); install Debian's `nats-server` \
+                 package (`apt-get install nats-server`; `.ci/run` does it when it is missing)"
+            );
+        }
         Ok(Nats {
-            dir,
+            server: Service::new("nats-server")?,
             port,
             cluster,
             options: Vec::new(),
-            server: None,
         })
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("nats.log")
     }
 
     /// Starts the server and waits until its log has `ready`.
     fn launch(&mut self, ready: &str) -> anyhow::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        let from = log.metadata()?.len();
+        let dir = self.server.dir();
         let mut command = Command::new("nats-server");
         command
-            .current_dir(self.dir.path())
+            .current_dir(dir)
             .args([
                 "-js",
                 "-a",
@@ -183,11 +148,8 @@ impl Nats {
                 &self.port.to_string(),
                 "-sd",
             ])
-            .arg(self.dir.path().join("store"))
-            .args(&self.options)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+            .arg(dir.join("store"))
+            .args(&self.options);
         if let Some(node) = &self.cluster {
             let routes: Vec<String> = node
                 .routes
@@ -199,35 +161,7 @@ impl Nats {
                 .args(["--cluster", &format!("nats://127.0.0.1:{}", node.port)])
                 .args(["--routes", &routes.join(",")]);
         }
-        let mut server = command
-            .spawn()
-            .context("cannot start nats-server (is Debian's `nats-server` package installed?)")?;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let logged = self.log_since(from);
-            if logged.contains(ready) {
-                self.server = Some(server);
-                return Ok(());
-            }
-            if let Some(status) = server.try_wait()? {
-                bail!("nats-server exited with {status}: {logged}");
-            }
-            if Instant::now() >= deadline {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("nats-server did not start within {PATIENCE:?}: {logged}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_since(&self, from: u64) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(self.log_path()) {
-            let _ = file.read_to_string(&mut text);
-        }
-        let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
-        text.get(from..).unwrap_or_default().to_owned()
+        self.server.launch(command, ready)
     }
 }
 
@@ -263,7 +197,7 @@ impl NatsCluster {
         }
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let logs: Vec<String> = nodes.iter().map(|node| node.log_since(0)).collect();
+            let logs: Vec<String> = nodes.iter().map(|node| node.server.log_since(0)).collect();
             let ready = logs.iter().all(|log| log.contains(READY));
             if ready && logs.iter().any(|log| log.contains(LEADER)) {
                 return Ok(NatsCluster { nodes });
@@ -285,36 +219,6 @@ impl NatsCluster {
     }
 }
 
-impl Drop for Nats {
-    fn drop(&mut self) {
-        if let Some(mut server) = self.server.take() {
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-    }
-}
-
-fn signal(server: &Child, signal: rustix::process::Signal) {
-    let pid = i32::try_from(server.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, signal);
-    }
-}
-
-/// Fails with what to install when `nats-server` is not in `PATH`.
-fn which() -> anyhow::Result<()> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if std::env::split_paths(&path).any(|dir| dir.join("nats-server").is_file()) {
-        return Ok(());
-    }
-    bail!(
-        "nats-server is not installed (not in PATH); install Debian's `nats-server` package \
-         (`apt-get install nats-server`; `.ci/run` does it when it is missing)"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::TcpStream;
@@ -325,7 +229,7 @@ mod tests {
     fn a_server_starts_stops_starts_again_and_is_removed() {
         let mut nats = Nats::start().unwrap();
         let port = nats.port();
-        let dir = nats.dir.path().to_owned();
+        let dir = nats.server.dir().to_owned();
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert_eq!(nats.url(), format!("nats://127.0.0.1:{port}"));
         nats.stop().unwrap();

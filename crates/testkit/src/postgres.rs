@@ -18,19 +18,14 @@
 //! # anyhow::Ok(())
 //! ```
 
-use std::fs::File;
-use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, anyhow, bail};
 
-use crate::port::free_loopback_port;
+use crate::service::{Service, in_path, on_a_free_port};
 
-/// How long the cluster may take to start or stop.
-const PATIENCE: Duration = Duration::from_secs(30);
 /// The line the server logs once it takes connections.
 const READY: &str = "database system is ready to accept connections";
 /// The superuser `initdb` creates.
@@ -39,15 +34,14 @@ const SUPERUSER: &str = "postgres";
 /// A running throwaway PostgreSQL cluster (see the [module documentation](self)).
 #[derive(Debug)]
 pub struct Postgres {
-    /// Holds `data/` (the cluster), `socket/` (its Unix socket) and `postgres.log`.
-    dir: tempfile::TempDir,
+    /// Its folder holds `data/` (the cluster), `socket/` (its Unix socket) and `postgres.log`.
+    server: Service,
     bin: PathBuf,
     port: u16,
     /// Who runs the programs when this process is root: `nobody`'s user and group ids.
     run_as: Option<(u32, u32)>,
     /// Whether the server takes TLS connections only ([`Postgres::start_with_tls`]).
     tls: bool,
-    server: Option<Child>,
 }
 
 impl Postgres {
@@ -76,40 +70,32 @@ impl Postgres {
         } else {
             None
         };
-        let dir = tempfile::Builder::new()
-            .prefix("testkit-postgres-")
-            .tempdir()
-            .context("cannot create a folder for the PostgreSQL cluster")?;
-        std::fs::create_dir(dir.path().join("socket"))?;
+        let server = Service::new("postgres")?;
+        let dir = server.dir();
+        std::fs::create_dir(dir.join("socket"))?;
         if let Some((uid, gid)) = run_as {
-            for path in [dir.path().to_owned(), dir.path().join("socket")] {
+            for path in [dir.to_owned(), dir.join("socket")] {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid)).with_context(|| {
                     format!("cannot give {} to the user nobody", path.display())
                 })?;
             }
         }
         let mut postgres = Postgres {
-            dir,
+            server,
             bin,
             port: 0,
             run_as,
             tls: tls.is_some(),
-            server: None,
         };
         postgres.initdb()?;
         if let Some((cert, key)) = tls {
             postgres.install_tls(cert, key)?;
         }
-        // The port was free a moment ago; another process may take it first: try a few.
-        let mut last = None;
-        for _ in 0..5 {
-            postgres.port = free_loopback_port()?;
-            match postgres.launch() {
-                Ok(()) => return Ok(postgres),
-                Err(err) => last = Some(err),
-            }
-        }
-        Err(last.expect("tried at least once"))
+        on_a_free_port(|port| {
+            postgres.port = port;
+            postgres.launch()
+        })?;
+        Ok(postgres)
     }
 
     /// The URL of the `postgres` database as the superuser `postgres`, over TCP on loopback.
@@ -125,7 +111,7 @@ impl Postgres {
     /// Whether the server runs (between [`Postgres::stop`] and [`Postgres::start_again`] it
     /// does not).
     pub fn is_running(&self) -> bool {
-        self.server.is_some()
+        self.server.is_running()
     }
 
     /// Stops the server as an administrator's fast shutdown does: open transactions are rolled
@@ -134,20 +120,7 @@ impl Postgres {
     /// # Errors
     /// When the server does not stop within 30 s (it is then killed).
     pub fn stop(&mut self) -> anyhow::Result<()> {
-        let Some(mut server) = self.server.take() else {
-            return Ok(());
-        };
-        signal(&server, rustix::process::Signal::INT);
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if server.try_wait()?.is_some() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = server.kill();
-        let _ = server.wait();
-        bail!("PostgreSQL did not stop within {PATIENCE:?} and was killed")
+        self.server.stop(rustix::process::Signal::INT)
     }
 
     /// Starts the stopped cluster again, on the same port.
@@ -156,25 +129,21 @@ impl Postgres {
     /// When it does not start (the message holds its log), for instance because another
     /// process took the port meanwhile.
     pub fn start_again(&mut self) -> anyhow::Result<()> {
-        if self.server.is_some() {
+        if self.server.is_running() {
             return Ok(());
         }
         self.launch()
     }
 
     fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.dir.path().join("postgres.log")
+        self.server.dir().join("data")
     }
 
     /// A command for one of the cluster's programs, run as the right user.
     fn command(&self, program: &str) -> Command {
         let mut command = Command::new(self.bin.join(program));
         command
-            .current_dir(self.dir.path())
+            .current_dir(self.server.dir())
             .env_remove("PGDATA")
             .env("LC_ALL", "C")
             .stdin(Stdio::null());
@@ -235,18 +204,12 @@ impl Postgres {
 
     /// Starts the server on `self.port` and waits until it takes connections.
     fn launch(&mut self) -> anyhow::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        let from = log.metadata()?.len();
-        let socket = self.dir.path().join("socket");
-        let mut server = self
-            .command("postgres")
+        let mut command = self.command("postgres");
+        command
             .arg("-D")
             .arg(self.data())
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
-            .arg(&socket)
+            .arg(self.server.dir().join("socket"))
             .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .args([
                 "-c",
@@ -257,73 +220,23 @@ impl Postgres {
                 "max_connections=300",
                 "-c",
                 "shared_buffers=32MB",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("cannot start postgres")?;
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let logged = self.log_since(from);
-            if logged.contains(READY) {
-                self.server = Some(server);
-                return Ok(());
-            }
-            if let Some(status) = server.try_wait()? {
-                bail!("postgres exited with {status}: {logged}");
-            }
-            if Instant::now() >= deadline {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("postgres did not start within {PATIENCE:?}: {logged}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_since(&self, from: u64) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = File::open(self.log_path()) {
-            let _ = file.read_to_string(&mut text);
-        }
-        let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
-        text.get(from..).unwrap_or_default().to_owned()
+            ]);
+        self.server.launch(command, READY)
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
         // An immediate shutdown: nothing is kept, so nothing needs writing.
-        if let Some(mut server) = self.server.take() {
-            signal(&server, rustix::process::Signal::QUIT);
-            let deadline = Instant::now() + PATIENCE;
-            while Instant::now() < deadline {
-                if matches!(server.try_wait(), Ok(Some(_)) | Err(_)) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = server.kill();
-            let _ = server.wait();
-        }
-    }
-}
-
-fn signal(server: &Child, signal: rustix::process::Signal) {
-    let pid = i32::try_from(server.id())
-        .ok()
-        .and_then(rustix::process::Pid::from_raw);
-    if let Some(pid) = pid {
-        let _ = rustix::process::kill_process(pid, signal);
+        let _ = self.server.stop(rustix::process::Signal::QUIT);
     }
 }
 
 /// The folder holding `initdb` and `postgres`: the first in `PATH` that has both, else the
 /// newest `/usr/lib/postgresql/VERSION/bin`.
 fn find_binaries() -> anyhow::Result<PathBuf> {
-    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    if let Some(dir) = std::env::split_paths(&path).find(|dir| has_both(dir)) {
+    let programs = ["initdb", "postgres"];
+    if let Some(dir) = in_path(&programs) {
         return Ok(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -333,7 +246,8 @@ fn find_binaries() -> anyhow::Result<PathBuf> {
         .filter_map(|entry| {
             let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
             let bin = entry.path().join("bin");
-            has_both(&bin).then_some((version, bin))
+            let has_both = programs.iter().all(|it| bin.join(it).is_file());
+            has_both.then_some((version, bin))
         })
         .collect();
     versions.sort();
@@ -376,7 +290,7 @@ mod tests {
     fn a_cluster_starts_stops_starts_again_and_is_removed() {
         let mut postgres = Postgres::start().unwrap();
         let port = postgres.port();
-        let dir = postgres.dir.path().to_owned();
+        let dir = postgres.server.dir().to_owned();
         assert!(TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert_eq!(
             postgres.url(),

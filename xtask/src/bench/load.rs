@@ -1,31 +1,24 @@
 //! The load generator: keep-alive HTTP/1.1 connections POSTing signed deliveries.
 //!
-//! Each connection is a hyper 1.x client connection over its own `TcpStream`. It sends one
-//! request at a time (a closed loop): a delivery in the captured Preservica shape, with an
-//! `entityRef` no other request of the run uses (the receiver deduplicates identical bodies),
-//! signed with the core's [`sign`], sent as a streaming body so hyper frames it with
+//! Each connection is its own `TcpStream`, written and read with the testkit's raw HTTP/1.1
+//! client. It sends one request at a time (a closed loop): a delivery in the captured
+//! Preservica shape, with an `entityRef` no other request of the run uses (the receiver
+//! deduplicates identical bodies), signed with the core's [`sign`], framed with
 //! `Transfer-Encoding: chunked` as Preservica does. Every answer is read to its end and its
 //! status checked. Requests that start during the warm-up are sent and checked but not
 //! measured; requests are sent until the measuring window closes.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame};
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use preservica_webhook_core::signing::{SIGNATURE_HEADER, Secret, sign};
-use preservica_webhook_testkit::raw::send;
+use preservica_webhook_core::signing::{Secret, sign};
+use preservica_webhook_testkit::raw::{chunked_request, read_response, send};
 use preservica_webhook_testkit::{Delivery, Event};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 
@@ -163,73 +156,52 @@ async fn drive_connection(
     until: Instant,
     outcome: &mut Outcome,
 ) -> Result<()> {
-    let stream = TcpStream::connect(plan.addr)
+    let mut stream = TcpStream::connect(plan.addr)
         .await
         .with_context(|| format!("could not connect to {}", plan.addr))?;
     stream
         .set_nodelay(true)
         .context("could not set TCP_NODELAY")?;
-    let (mut sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP/1.1 handshake failed")?;
-    let driver = tokio::spawn(driver);
-    let host = plan.addr.to_string();
     let mut sequence = 0_u64;
-    let result = async {
-        loop {
-            let now = Instant::now();
-            if now >= until {
-                return Ok(());
-            }
-            let measured = now >= measure_from;
-            let body = delivery_body(plan.nonce, connection, sequence, plan.events_per_delivery);
-            sequence += 1;
-            let signature = sign(&plan.secret, &body).to_hex();
-            let request = Request::builder()
-                .method(Method::POST)
-                .uri(plan.path.as_str())
-                .header(HOST, host.as_str())
-                .header(CONTENT_TYPE, "application/json")
-                .header(SIGNATURE_HEADER, signature)
-                .body(Chunked::new(body))
-                .context("could not build the request")?;
-            sender
-                .ready()
+    loop {
+        let now = Instant::now();
+        if now >= until {
+            return Ok(());
+        }
+        let measured = now >= measure_from;
+        let body = delivery_body(plan.nonce, connection, sequence, plan.events_per_delivery);
+        sequence += 1;
+        let signature = sign(&plan.secret, &body).to_hex();
+        // One chunk and the terminating one, as a streaming sender frames a body it holds.
+        let request = chunked_request(&plan.path, &signature, &body, body.len());
+        let sent = Instant::now();
+        let status = timeout(REQUEST_TIMEOUT, async {
+            stream
+                .write_all(&request)
                 .await
-                .context("the connection closed between requests")?;
-            let sent = Instant::now();
-            let status = timeout(REQUEST_TIMEOUT, async {
-                let response = sender.send_request(request).await?;
-                let status = response.status();
-                response.into_body().collect().await?;
-                Ok::<_, hyper::Error>(status)
-            })
-            .await
-            .with_context(|| format!("no answer within {REQUEST_TIMEOUT:?}"))?
-            .context("the request failed")?;
-            let latency = sent.elapsed();
-            outcome.answered += 1;
-            if status != StatusCode::OK {
-                *outcome
-                    .unexpected_status
-                    .entry(status.as_u16())
-                    .or_default() += 1;
-                outcome
-                    .first_error
-                    .get_or_insert_with(|| format!("connection {connection}: answered {status}"));
-                continue;
-            }
-            if measured {
-                outcome.measured += 1;
-                let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
-                outcome.latencies_us.push(micros);
-            }
+                .context("the request could not be sent")?;
+            let response = read_response(&mut stream).await;
+            response
+                .map(|it| it.status)
+                .context("the connection closed before a whole answer")
+        })
+        .await
+        .with_context(|| format!("no answer within {REQUEST_TIMEOUT:?}"))??;
+        let latency = sent.elapsed();
+        outcome.answered += 1;
+        if status != 200 {
+            *outcome.unexpected_status.entry(status).or_default() += 1;
+            outcome
+                .first_error
+                .get_or_insert_with(|| format!("connection {connection}: answered {status}"));
+            continue;
+        }
+        if measured {
+            outcome.measured += 1;
+            let micros = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+            outcome.latencies_us.push(micros);
         }
     }
-    .await;
-    drop(sender);
-    driver.abort();
-    result
 }
 
 /// GETs `path` over a connection of its own; returns the status and the body as text.
@@ -264,39 +236,12 @@ pub(crate) fn delivery_body(nonce: u32, connection: usize, sequence: u64, events
     )
 }
 
-/// A request body of unknown length, so hyper sends it with `Transfer-Encoding: chunked`.
-#[derive(Debug)]
-struct Chunked(Option<Bytes>);
-
-impl Chunked {
-    fn new(body: Bytes) -> Chunked {
-        Chunked(Some(body))
-    }
-}
-
-impl Body for Chunked {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_none()
-    }
-
-    // `size_hint` keeps its default (unknown length): that is what makes the body chunked.
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
     use preservica_webhook_core::http::{HeaderMap, Method as CoreMethod};
+    use preservica_webhook_core::signing::SIGNATURE_HEADER;
     use preservica_webhook_core::{Decision, Delivery, Receiver};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;

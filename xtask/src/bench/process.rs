@@ -100,15 +100,17 @@ impl Server {
 
 /// The `VmRSS` and `VmHWM` lines of `/proc/PID/status` (values in kB).
 pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
-    let field = |name: &str| {
-        status.lines().find_map(|line| {
-            let value = line.strip_prefix(name)?.strip_prefix(':')?;
-            value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
-        })
-    };
     Some(Memory {
-        rss_kib: field("VmRSS")?,
-        peak_kib: field("VmHWM")?,
+        rss_kib: kib(status, "VmRSS")?,
+        peak_kib: kib(status, "VmHWM")?,
+    })
+}
+
+/// The value of the line `NAME: N kB` of a `/proc` file such as `status` or `meminfo`.
+pub(crate) fn kib(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
     })
 }
 

@@ -209,8 +209,7 @@ pub(crate) fn table(runs: &[Run]) -> String {
                 ms(run.max_ms),
                 mib(run.idle_rss_kib),
                 mib(run.peak_rss_kib),
-                run.ratio_to_baseline
-                    .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                ratio(run.ratio_to_baseline),
                 run.processing.map_or_else(
                     || "-".to_owned(),
                     |it| {
@@ -218,8 +217,7 @@ pub(crate) fn table(runs: &[Run]) -> String {
                         format!("{:.0}{timed_out}", it.per_second)
                     },
                 ),
-                run.processing_ratio()
-                    .map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+                ratio(run.processing_ratio()),
                 (run.non_200 + run.transport_errors).to_string(),
             ]
         })
@@ -268,6 +266,10 @@ fn ms(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.2} ms"))
 }
 
+fn ratio(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}"))
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -283,13 +285,7 @@ pub(crate) fn machine() -> Machine {
         })
         .unwrap_or_else(|| "unknown".to_owned());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib = meminfo
-        .lines()
-        .find_map(|line| {
-            let value = line.strip_prefix("MemTotal:")?;
-            value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
-        })
-        .unwrap_or(0);
+    let memory_kib = super::process::kib(&meminfo, "MemTotal").unwrap_or(0);
     let load = load_average();
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),

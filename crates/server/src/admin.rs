@@ -11,7 +11,9 @@
 //! state-changing action is a POST whose `Origin` must be the listener's own and whose form
 //! carries the session's CSRF token; anything else is refused 403. Every answer sends a
 //! `Content-Security-Policy` that allows no script at all, `X-Frame-Options: DENY`,
-//! `X-Content-Type-Options: nosniff` and `Referrer-Policy: no-referrer`. The store holds no
+//! `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin` (not `no-referrer`:
+//! under it browsers send `Origin: null` with a form, and the Origin check could not pass;
+//! `same-origin` still tells no other site anything). The store holds no
 //! secret or signature, so no page can show one.
 //!
 //! ```no_run
@@ -282,7 +284,7 @@ impl App {
             ("content-security-policy", CSP),
             ("x-frame-options", "DENY"),
             ("x-content-type-options", "nosniff"),
-            ("referrer-policy", "no-referrer"),
+            ("referrer-policy", "same-origin"),
         ] {
             headers.insert(name, HeaderValue::from_static(value));
         }

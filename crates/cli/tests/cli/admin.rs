@@ -121,7 +121,7 @@ fn html_page(response: &RawResponse, status: u16) -> String {
     assert!(!csp.contains("script-src"), "{csp}");
     assert_eq!(header(response, "x-frame-options"), Some("DENY"));
     assert_eq!(header(response, "x-content-type-options"), Some("nosniff"));
-    assert_eq!(header(response, "referrer-policy"), Some("no-referrer"));
+    assert_eq!(header(response, "referrer-policy"), Some("same-origin"));
     assert!(!body.contains("<script"), "{body}");
     body
 }

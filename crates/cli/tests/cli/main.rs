@@ -5,6 +5,7 @@
 //! - the other modules: one command or concern each.
 
 mod admin;
+mod admin_browser;
 mod catch_up;
 mod command;
 mod common;

@@ -513,7 +513,11 @@ impl App {
             },
         };
         match result {
-            Ok(Some((title, body))) => page(StatusCode::OK, title, body),
+            // The health panel reloads itself, to be read at a glance.
+            Ok(Some((title, body))) => {
+                let refresh = (path == "/health").then_some(30);
+                page_refreshed(StatusCode::OK, title, body, refresh)
+            }
             Ok(None) => not_found(),
             Err(err) => store_failed(&err),
         }
@@ -529,6 +533,8 @@ impl App {
             .and_then(|it| it.parse::<DeliveryState>().ok());
         let trigger = params.get("trigger").map(|it| it.trim().to_uppercase());
         let entity = params.get("entity").map(|it| it.trim().to_lowercase());
+        let since = params.get("since").and_then(|it| moment(it));
+        let until = params.get("until").and_then(|it| moment(it));
         let filter = state.map_or(StateFilter::All, StateFilter::Only);
         let mut entries = self.store.list(filter).await?;
         entries.reverse();
@@ -545,7 +551,10 @@ impl App {
                     .iter()
                     .any(|it| it.to_lowercase().contains(want.as_str()))
             });
-            trigger_ok && entity_ok
+            let at = millis(&entry.received_at);
+            let time_ok = since.is_none_or(|since| at.is_some_and(|at| at >= since))
+                && until.is_none_or(|until| at.is_some_and(|at| at < until));
+            trigger_ok && entity_ok && time_ok
         });
         let start = params
             .get("after")
@@ -556,7 +565,7 @@ impl App {
         let shown = &shown[..shown.len().min(PAGE)];
         let next = more.then(|| {
             let mut query = form_urlencoded::Serializer::new(String::new());
-            for key in ["state", "trigger", "entity"] {
+            for key in ["state", "trigger", "entity", "since", "until"] {
                 if let Some(value) = params.get(key) {
                     query.append_pair(key, value);
                 }
@@ -580,10 +589,12 @@ impl App {
                     " "
                     label { "Trigger " input name="trigger" value=(value("trigger")) placeholder="MOVED"; }
                     label { "Entity reference " input name="entity" value=(value("entity")) placeholder="part of a ref"; }
+                    label { "Received from " input type="datetime-local" name="since" value=(value("since")); }
+                    label { "until " input type="datetime-local" name="until" value=(value("until")); }
                     button type="submit" { "Filter" }
                 }
             }
-            p.muted { (entries.len()) " matching, newest first." }
+            p.muted { (entries.len()) " matching, newest first; times are UTC." }
             (entry_table(shown))
             @if let Some(next) = next {
                 p { a href=(next) rel="next" { "Older deliveries →" } }
@@ -847,12 +858,18 @@ fn chart(counts: &[u32; 60]) -> Markup {
 }
 
 fn page(status: StatusCode, title: &str, body: Markup) -> Answer {
+    page_refreshed(status, title, body, None)
+}
+
+/// A page that the browser reloads every `refresh` seconds, when given.
+fn page_refreshed(status: StatusCode, title: &str, body: Markup, refresh: Option<u32>) -> Answer {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(seconds) = refresh { meta http-equiv="refresh" content=(seconds); }
                 title { (title) " · preservica-webhook" }
                 link rel="stylesheet" href="/style.css";
             }
@@ -967,6 +984,24 @@ fn millis(rfc3339: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(rfc3339)
         .ok()
         .map(|at| at.timestamp_millis())
+}
+
+/// A moment a filter gives: RFC 3339, or a date and time (as a browser's `datetime-local`
+/// sends it) or a date alone, both in UTC.
+fn moment(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Some(at) = millis(text) {
+        return Some(at);
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|date| date.and_hms_opt(0, 0, 0))
+        })
+        .map(|at| at.and_utc().timestamp_millis())
 }
 
 fn rfc3339(millis: i64) -> String {

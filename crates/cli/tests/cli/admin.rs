@@ -159,6 +159,13 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
         ("/?trigger=moved", "ref-&lt;b&gt;dead", "ref-done"),
         ("/?entity=REF-DONE", "ref-done", "ref-&lt;b&gt;dead"),
         ("/?after=2", "ref-done", "ref-&lt;b&gt;dead"),
+        (
+            "/?since=2000-01-01&until=2100-01-01T00:00",
+            "ref-done",
+            "no such text",
+        ),
+        ("/?until=2000-01-01T00:00", "0 matching", "ref-done"),
+        ("/?since=2100-01-01", "0 matching", "ref-&lt;b&gt;dead"),
     ] {
         let page = html_page(&get(&base, query, &[]), 200);
         assert!(
@@ -195,6 +202,10 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
     assert!(!dead_page.contains("ref-done"), "{dead_page}");
 
     let health = html_page(&get(&base, "/health", &[]), 200);
+    assert!(
+        health.contains(r#"<meta http-equiv="refresh" content="30">"#),
+        "{health}"
+    );
     for shown in [
         "<svg",
         "sqlite",

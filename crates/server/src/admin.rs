@@ -1026,3 +1026,102 @@ fn length(ms: i64) -> String {
         _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(ids: &[u64]) -> Vec<InboxEntry> {
+        ids.iter()
+            .map(|id| {
+                crate::inbox::entry(
+                    DeliveryId::from(*id),
+                    &[0; 32],
+                    DeliveryState::Done,
+                    0,
+                    1,
+                    None,
+                    None,
+                    Bytes::new(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cursor_continues_after_the_last_id_shown_even_when_it_is_gone() {
+        let newest_first = entries(&[9, 7, 5, 3]);
+        let check = |cursor: &str, start: usize| {
+            assert_eq!(
+                after_cursor(&newest_first, &cursor.parse().unwrap()),
+                start,
+                "{cursor}"
+            );
+        };
+        check("9", 1);
+        check("5", 3);
+        check("3", 4);
+        check("8", 1);
+        check("6", 2);
+        check("1", 4);
+        check("not-a-number", 0);
+    }
+
+    #[test]
+    fn filter_moments_are_read_as_utc() {
+        let check = |text: &str, expected: Option<&str>| {
+            let expected = expected.map(|it| millis(it).unwrap());
+            assert_eq!(moment(text), expected, "{text}");
+        };
+        check("2026-12-02T14:35:09.934Z", Some("2026-12-02T14:35:09.934Z"));
+        check("2026-12-02T16:35:09+02:00", Some("2026-12-02T14:35:09Z"));
+        check("2026-12-02T14:35", Some("2026-12-02T14:35:00Z"));
+        check(" 2026-12-02 14:35 ", Some("2026-12-02T14:35:00Z"));
+        check("2026-12-02", Some("2026-12-02T00:00:00Z"));
+        check("yesterday", None);
+    }
+
+    #[test]
+    fn lengths_are_rounded_to_their_largest_units() {
+        for (ms, text) in [
+            (-5, "0 s"),
+            (59_999, "59 s"),
+            (60_000, "1 min"),
+            (3_660_000, "1 h 1 min"),
+            (90_000_000, "1 d 1 h"),
+        ] {
+            assert_eq!(length(ms), text);
+        }
+    }
+
+    #[test]
+    fn the_chart_draws_a_bar_per_minute_scaled_to_the_busiest() {
+        let mut counts = [0u32; 60];
+        counts[59] = 4;
+        counts[0] = 2;
+        let svg = chart(&counts).into_string();
+        assert_eq!(svg.matches("<rect").count(), 60);
+        assert!(
+            svg.contains(r#"<rect x="591" y="0" width="8" height="120">"#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"<rect x="1" y="60" width="8" height="60">"#),
+            "{svg}"
+        );
+        assert!(svg.contains("max 4/min"), "{svg}");
+    }
+
+    #[test]
+    fn the_token_matches_itself_alone() {
+        let token = AdminToken::new(" s3cret\n").unwrap();
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret "));
+        assert_eq!(format!("{token:?}"), "AdminToken(***)");
+        assert!(matches!(
+            AdminToken::new(" \n"),
+            Err(AdminError::EmptyToken)
+        ));
+    }
+}

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use preservica_webhook_server::admin::{Admin, AdminConfig, AdminError, AdminToken};
-use preservica_webhook_server::store::Store;
+use preservica_webhook_client::Client;
+use preservica_webhook_core::{EntityType, SIGNATURE_HEADER, Secret, Subscription, TriggerType};
+use preservica_webhook_server::admin::{Admin, AdminConfig, AdminError, AdminToken, Subscriptions};
+use preservica_webhook_server::store::{BoxFuture, Store};
 
 use crate::cli::parse_listen_addr;
 use crate::config::config_error;
@@ -25,6 +27,64 @@ pub(crate) struct AdminArgs {
     pub(crate) admin_token_file: Option<PathBuf>,
 }
 
+/// What the dashboard's subscriptions page needs: the Preservica client (when credentials
+/// are configured), this receiver's webhook URL and the secret that signs test deliveries.
+#[derive(Debug)]
+pub(crate) struct Hooks {
+    /// The client, if any.
+    pub(crate) client: Option<Client>,
+    /// The receiver's own webhook URL.
+    pub(crate) webhook_url: String,
+    /// The secret deliveries are signed with.
+    pub(crate) secret: Secret,
+}
+
+impl Subscriptions for Hooks {
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Subscription>, String>> {
+        Box::pin(async move {
+            let Some(client) = &self.client else {
+                return Err("no Preservica credentials are configured for serve (see \
+                            `preservica-webhook --help`)"
+                    .to_owned());
+            };
+            client
+                .subscriptions()
+                .await
+                .map_err(|err| format!("{:#}", anyhow::Error::new(err)))
+        })
+    }
+
+    fn send_test(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let body = crate::testing::sample_delivery(
+                &TriggerType::Moved,
+                &EntityType::parse("IO"),
+                &crate::testing::random_uuid(),
+                "PRESERVICA",
+                std::time::SystemTime::now(),
+            );
+            let signature = preservica_webhook_core::sign(&self.secret, &body);
+            let answer = reqwest::Client::new()
+                .post(&self.webhook_url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, signature.to_hex())
+                .body(body)
+                .send()
+                .await
+                .map_err(|err| format!("cannot reach {}: {err}", self.webhook_url))?;
+            let status = answer.status();
+            if status.is_success() {
+                Ok(format!(
+                    "{} answered {status}: a MOVED test delivery was stored",
+                    self.webhook_url
+                ))
+            } else {
+                Err(format!("{} answered {status}", self.webhook_url))
+            }
+        })
+    }
+}
+
 /// Binds the dashboard when `--admin` is given, showing `backend` as the inbox backend.
 ///
 /// # Errors
@@ -34,11 +94,13 @@ pub(crate) async fn bind(
     args: &AdminArgs,
     backend: &str,
     store: Arc<dyn Store>,
+    hooks: impl FnOnce() -> Hooks,
 ) -> anyhow::Result<Option<Admin>> {
     let Some(addr) = args.admin else {
         return Ok(None);
     };
     let mut config = AdminConfig::new(addr, backend);
+    config.subscriptions = Some(Arc::new(hooks()));
     if let Some(path) = &args.admin_token_file {
         let text = std::fs::read_to_string(path).map_err(|err| {
             config_error(format!(

@@ -115,7 +115,15 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
     let mut signals = Signals::new()?;
     let mut server = Server::bind(config, handler).await.map_err(server_error)?;
     let store = server.store();
-    let admin = crate::admin::bind(&args.admin, backend_name(&args), Arc::clone(&store)).await?;
+    let hooks = || crate::admin::Hooks {
+        client: client
+            .clone()
+            .or_else(|| crate::manage::client(global).ok()),
+        webhook_url: format!("{scheme}://{}{}", server.local_addr(), args.path),
+        secret: secrets.primary().clone(),
+    };
+    let admin = crate::admin::bind(&args.admin, backend_name(&args), Arc::clone(&store), hooks);
+    let admin = admin.await?;
     let recreated = Counter::default();
     server
         .registry_mut()

@@ -2,8 +2,9 @@
 //!
 //! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger and
 //! entity reference), one delivery (its raw body, escaped, and its parsed events), the dead
-//! letters with retry one and retry all, a health panel, the gaps in the recorded runs and an
-//! export as JSON lines. Pages need no JavaScript and load nothing from elsewhere.
+//! letters with retry one and retry all, a health panel, the gaps in the recorded runs, an
+//! export as JSON lines and, given [`Subscriptions`], Preservica's subscriptions with a button
+//! that sends this receiver a signed test delivery. Pages need no JavaScript and load nothing from elsewhere.
 //!
 //! Safety: it listens on its own address, never through the webhook's; a non-loopback address
 //! needs a token ([`AdminConfig::token`]), which every request then carries as
@@ -46,13 +47,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::{DOCTYPE, Markup, html};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use preservica_webhook_core::Delivery;
 use preservica_webhook_core::recovery::{self, GapRules, Run};
+use preservica_webhook_core::{Delivery, Subscription};
 use tokio::net::TcpListener;
 
 use crate::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateFilter, now_millis};
-use crate::store::{DeliveryId, Store};
+use crate::store::{BoxFuture, DeliveryId, Store};
 
 /// How many deliveries one page of the list shows.
 const PAGE: usize = 50;
@@ -92,6 +93,25 @@ pub struct AdminConfig {
     pub backend: String,
     /// How often the receivers record a heartbeat, to read their runs into gaps.
     pub heartbeat: Duration,
+    /// Where the subscriptions page gets Preservica's subscriptions and how it sends a test
+    /// delivery; without it the page says there is nothing to show.
+    pub subscriptions: Option<Arc<dyn Subscriptions>>,
+}
+
+/// What the subscriptions page asks of the application, which holds the Preservica client
+/// and the webhook secret (the dashboard holds neither).
+pub trait Subscriptions: Send + Sync + fmt::Debug {
+    /// The subscriptions on Preservica.
+    ///
+    /// # Errors
+    /// Why they cannot be listed (no credentials, Preservica unreachable), for the page.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<Subscription>, String>>;
+
+    /// Sends this receiver a signed test delivery; returns what happened, for the page.
+    ///
+    /// # Errors
+    /// Why it could not be sent or was refused, for the page.
+    fn send_test(&self) -> BoxFuture<'_, Result<String, String>>;
 }
 
 /// The admin token: compared in constant time, never printed.
@@ -135,6 +155,7 @@ struct App {
     token: Option<AdminToken>,
     backend: String,
     heartbeat: Duration,
+    subscriptions: Option<Arc<dyn Subscriptions>>,
     /// The origins a POST may come from: the listener's own.
     origins: Vec<String>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -162,6 +183,7 @@ impl AdminConfig {
             token: None,
             backend: backend.into(),
             heartbeat: Duration::from_secs(30),
+            subscriptions: None,
         }
     }
 }
@@ -231,6 +253,7 @@ impl Admin {
                 token: config.token,
                 backend: config.backend,
                 heartbeat: config.heartbeat,
+                subscriptions: config.subscriptions,
                 origins,
                 sessions: Mutex::new(HashMap::new()),
             }),
@@ -469,6 +492,9 @@ impl App {
             return answer;
         }
         let now = now_millis();
+        if path == "/subscriptions/test" {
+            return self.send_test().await;
+        }
         if path == "/dead/retry" {
             return match self.store.retry_dead(now).await {
                 Ok(n) => {
@@ -506,6 +532,7 @@ impl App {
             "/dead" => self.dead(csrf).await,
             "/health" => self.health().await,
             "/gaps" => self.gaps().await,
+            "/subscriptions" => Ok(Some(("Subscriptions", self.subscriptions(csrf).await))),
             "/export.jsonl" => return self.export().await,
             _ => match path.strip_prefix("/deliveries/").and_then(parse_id) {
                 Some(id) => self.delivery(&id, csrf).await,
@@ -784,6 +811,50 @@ impl App {
         Ok(Some(("Gaps", body)))
     }
 
+    async fn subscriptions(&self, csrf: &str) -> Markup {
+        let Some(hooks) = &self.subscriptions else {
+            return html! { h1 { "Subscriptions" } p { "This dashboard was started without access to Preservica's subscriptions." } };
+        };
+        let listed = hooks.list().await;
+        html! {
+            h1 { "Subscriptions" }
+            form method="post" action="/subscriptions/test" {
+                input type="hidden" name="csrf" value=(csrf);
+                p { button type="submit" id="send-test" { "Send this receiver a signed test delivery" } }
+            }
+            @match listed {
+                Ok(subscriptions) if subscriptions.is_empty() => p { "Preservica has no subscriptions for this user." },
+                Ok(subscriptions) => table id="subscriptions" {
+                    tr { th { "Id" } th { "URL" } th { "Trigger" } th { "Identifiers" } }
+                    @for subscription in &subscriptions {
+                        tr {
+                            td { code { (subscription.id) } }
+                            td { (subscription.url) }
+                            td { @if let Some(trigger) = &subscription.trigger_type { (trigger) } @else { "—" } }
+                            td { @if subscription.include_identifiers { "included" } @else { "—" } }
+                        }
+                    }
+                },
+                Err(why) => p { "Cannot list the subscriptions: " (why) },
+            }
+        }
+    }
+
+    async fn send_test(&self) -> Answer {
+        let Some(hooks) = &self.subscriptions else {
+            return not_found();
+        };
+        let (status, outcome) = match hooks.send_test().await {
+            Ok(outcome) => (StatusCode::OK, outcome),
+            Err(why) => (StatusCode::BAD_GATEWAY, why),
+        };
+        page(
+            status,
+            "Test delivery",
+            html! { h1 { "Test delivery" } p id="outcome" { (outcome) } p { a href="/" { "See it in the deliveries" } } },
+        )
+    }
+
     async fn export(&self) -> Answer {
         let mut out = Vec::new();
         if let Err(err) = self.store.export(&mut out).await {
@@ -880,6 +951,7 @@ fn page_refreshed(status: StatusCode, title: &str, body: Markup, refresh: Option
                     a href="/dead" { "Dead letters" }
                     a href="/health" { "Health" }
                     a href="/gaps" { "Gaps" }
+                    a href="/subscriptions" { "Subscriptions" }
                     a href="/export.jsonl" { "Export" }
                 }
                 main { (body) }

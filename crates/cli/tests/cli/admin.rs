@@ -19,6 +19,11 @@ pub(crate) const DONE_BODY: &str = r#"{"subscriptionId":"aa","trigger":"FULL_TEX
 /// deliveries (once: `--max-attempts 1`) while `dir/fail` exists; returns it and the
 /// dashboard's base URL. Extra arguments follow.
 pub(crate) fn start(dir: &Path, extra: &[&str]) -> (Serve, String) {
+    start_with_env(dir, extra, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Serve, String) {
     let port = free_loopback_port().unwrap();
     let admin = format!("127.0.0.1:{port}");
     let fail = dir.join("fail");
@@ -39,7 +44,7 @@ pub(crate) fn start(dir: &Path, extra: &[&str]) -> (Serve, String) {
         &admin,
     ];
     args.extend_from_slice(extra);
-    let serve = Serve::start(dir, &args, &[]);
+    let serve = Serve::start(dir, &args, env);
     (serve, format!("http://{admin}"))
 }
 
@@ -215,6 +220,11 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
     ] {
         assert!(health.contains(shown), "{shown}: {health}");
     }
+    let subscriptions = html_page(&get(&base, "/subscriptions", &[]), 200);
+    assert!(
+        subscriptions.contains("no Preservica credentials"),
+        "{subscriptions}"
+    );
     let gaps = html_page(&get(&base, "/gaps", &[]), 200);
     assert!(gaps.contains("recorded runs"), "{gaps}");
 
@@ -355,4 +365,56 @@ fn a_non_loopback_admin_address_without_a_token_is_refused_at_start() {
         .assert()
         .code(2)
         .stderr(predicates::str::contains("admin token is empty"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_subscriptions_page_lists_preservicas_and_sends_a_signed_test_delivery() {
+    let preservica = preservica_webhook_testkit::StandIn::start().await;
+    preservica.insert_subscription(serde_json::json!({
+        "id": "sub-1", "url": "https://archive.example/hook", "triggerType": "MOVED",
+        "includeIdentifiers": true
+    }));
+    let env = preservica.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut serve, base) = start_with_env(dir.path(), &[], &env);
+
+    let page = get(&base, "/subscriptions", &[]);
+    let shown = html_page(&page, 200);
+    for text in [
+        "sub-1",
+        "https://archive.example/hook",
+        "<td>MOVED</td>",
+        "included",
+    ] {
+        assert!(shown.contains(text), "{text}: {shown}");
+    }
+    let origin = format!("Origin: {base}");
+    let form = format!("csrf={}", csrf(&shown));
+    html_page(
+        &request(
+            &base,
+            "POST",
+            "/subscriptions/test",
+            &[cookie(&page)],
+            &form,
+        ),
+        403,
+    );
+    let sent = request(
+        &base,
+        "POST",
+        "/subscriptions/test",
+        &[cookie(&page), origin],
+        &form,
+    );
+    let outcome = html_page(&sent, 200);
+    assert!(
+        outcome.contains("200 OK: a MOVED test delivery was stored"),
+        "{outcome}"
+    );
+    serve.wait_stderr("dead letter");
+    let list = html_page(&get(&base, "/?trigger=MOVED", &[]), 200);
+    assert!(list.contains("1 matching"), "{list}");
+    serve.terminate();
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 use preservica_webhook_client::Client;
 use preservica_webhook_core::{EntityType, SIGNATURE_HEADER, Secret, Subscription, TriggerType};
-use preservica_webhook_server::admin::{Admin, AdminConfig, AdminError, AdminToken, Subscriptions};
+use preservica_webhook_server::admin::{Admin, AdminConfig, AdminError, AdminToken, Preservica};
 use preservica_webhook_server::store::{BoxFuture, Store};
 
 use crate::cli::parse_listen_addr;
@@ -27,30 +27,59 @@ pub(crate) struct AdminArgs {
     pub(crate) admin_token_file: Option<PathBuf>,
 }
 
-/// What the dashboard's subscriptions page needs: the Preservica client (when credentials
-/// are configured), this receiver's webhook URL and the secret that signs test deliveries.
+/// What the dashboard's subscriptions page and catch-up buttons need: the Preservica client
+/// (when credentials are configured), this receiver's webhook URL, the secret that signs test
+/// deliveries, the store and the public URL catch-up narrows the subscriptions to.
 #[derive(Debug)]
 pub(crate) struct Hooks {
     /// The client, if any.
     pub(crate) client: Option<Client>,
+    /// The store recovered deliveries are filed in.
+    pub(crate) store: Arc<dyn Store>,
+    /// `--public-url`, if given.
+    pub(crate) public_url: Option<String>,
     /// The receiver's own webhook URL.
     pub(crate) webhook_url: String,
     /// The secret deliveries are signed with.
     pub(crate) secret: Secret,
 }
 
-impl Subscriptions for Hooks {
+impl Hooks {
+    fn client(&self) -> Result<&Client, String> {
+        self.client.as_ref().ok_or_else(|| {
+            "no Preservica credentials are configured for serve (see `preservica-webhook --help`)"
+                .to_owned()
+        })
+    }
+}
+
+impl Preservica for Hooks {
     fn list(&self) -> BoxFuture<'_, Result<Vec<Subscription>, String>> {
         Box::pin(async move {
-            let Some(client) = &self.client else {
-                return Err("no Preservica credentials are configured for serve (see \
-                            `preservica-webhook --help`)"
-                    .to_owned());
-            };
-            client
+            self.client()?
                 .subscriptions()
                 .await
                 .map_err(|err| format!("{:#}", anyhow::Error::new(err)))
+        })
+    }
+
+    fn catch_up(&self, from: i64, to: i64) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let client = self.client()?;
+            let window = preservica_webhook_core::recovery::Gap { from, to };
+            let summary = crate::recovery::recover_windows(
+                client,
+                self.store.as_ref(),
+                &[window],
+                self.public_url.as_deref(),
+            )
+            .await
+            .map_err(|err| format!("{err:#}"))?;
+            tracing::info!(from, to, filed = summary.filed, "admin: caught up on a gap");
+            Ok(format!(
+                "filed {} recovered deliveries ({} filed before)",
+                summary.filed, summary.filed_before
+            ))
         })
     }
 
@@ -100,7 +129,7 @@ pub(crate) async fn bind(
         return Ok(None);
     };
     let mut config = AdminConfig::new(addr, backend);
-    config.subscriptions = Some(Arc::new(hooks()));
+    config.preservica = Some(Arc::new(hooks()));
     if let Some(path) = &args.admin_token_file {
         let text = std::fs::read_to_string(path).map_err(|err| {
             config_error(format!(

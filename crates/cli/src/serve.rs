@@ -121,6 +121,8 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
             .or_else(|| crate::manage::client(global).ok()),
         webhook_url: format!("{scheme}://{}{}", server.local_addr(), args.path),
         secret: secrets.primary().clone(),
+        store: Arc::clone(&store),
+        public_url: args.public_url.clone(),
     };
     let admin = crate::admin::bind(&args.admin, backend_name(&args), Arc::clone(&store), hooks);
     let admin = admin.await?;

@@ -3,8 +3,8 @@
 //! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger and
 //! entity reference), one delivery (its raw body, escaped, and its parsed events), the dead
 //! letters with retry one and retry all, a health panel, the gaps in the recorded runs, an
-//! export as JSON lines and, given [`Subscriptions`], Preservica's subscriptions with a button
-//! that sends this receiver a signed test delivery. Pages need no JavaScript and load nothing from elsewhere.
+//! export as JSON lines and, given [`Preservica`], Preservica's subscriptions with a button
+//! that sends this receiver a signed test delivery, and a catch-up button for each gap. Pages need no JavaScript and load nothing from elsewhere.
 //!
 //! Safety: it listens on its own address, never through the webhook's; a non-loopback address
 //! needs a token ([`AdminConfig::token`]), which every request then carries as
@@ -93,14 +93,16 @@ pub struct AdminConfig {
     pub backend: String,
     /// How often the receivers record a heartbeat, to read their runs into gaps.
     pub heartbeat: Duration,
-    /// Where the subscriptions page gets Preservica's subscriptions and how it sends a test
-    /// delivery; without it the page says there is nothing to show.
-    pub subscriptions: Option<Arc<dyn Subscriptions>>,
+    /// How far each gap is widened on both sides, as `gaps --margin` does.
+    pub gap_margin: Duration,
+    /// What the subscriptions page and the catch-up buttons ask of Preservica; without it
+    /// the page says there is nothing to show and gaps have no button.
+    pub preservica: Option<Arc<dyn Preservica>>,
 }
 
-/// What the subscriptions page asks of the application, which holds the Preservica client
-/// and the webhook secret (the dashboard holds neither).
-pub trait Subscriptions: Send + Sync + fmt::Debug {
+/// What the dashboard asks of the application, which holds the Preservica client, the
+/// webhook secret and catch-up (the dashboard holds none of them).
+pub trait Preservica: Send + Sync + fmt::Debug {
     /// The subscriptions on Preservica.
     ///
     /// # Errors
@@ -112,6 +114,13 @@ pub trait Subscriptions: Send + Sync + fmt::Debug {
     /// # Errors
     /// Why it could not be sent or was refused, for the page.
     fn send_test(&self) -> BoxFuture<'_, Result<String, String>>;
+
+    /// Recovers what Preservica's records say was missed from `from` to `to` (ms since the
+    /// Unix epoch), as `catch-up` does; returns what was filed, for the page.
+    ///
+    /// # Errors
+    /// Why it could not, for the page.
+    fn catch_up(&self, from: i64, to: i64) -> BoxFuture<'_, Result<String, String>>;
 }
 
 /// The admin token: compared in constant time, never printed.
@@ -155,7 +164,8 @@ struct App {
     token: Option<AdminToken>,
     backend: String,
     heartbeat: Duration,
-    subscriptions: Option<Arc<dyn Subscriptions>>,
+    gap_margin: Duration,
+    preservica: Option<Arc<dyn Preservica>>,
     /// The origins a POST may come from: the listener's own.
     origins: Vec<String>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -183,7 +193,8 @@ impl AdminConfig {
             token: None,
             backend: backend.into(),
             heartbeat: Duration::from_secs(30),
-            subscriptions: None,
+            gap_margin: Duration::from_secs(120),
+            preservica: None,
         }
     }
 }
@@ -253,7 +264,8 @@ impl Admin {
                 token: config.token,
                 backend: config.backend,
                 heartbeat: config.heartbeat,
-                subscriptions: config.subscriptions,
+                gap_margin: config.gap_margin,
+                preservica: config.preservica,
                 origins,
                 sessions: Mutex::new(HashMap::new()),
             }),
@@ -488,12 +500,16 @@ impl App {
 
     async fn action(&self, request: Request<Incoming>, visit: &Visit) -> Answer {
         let path = request.uri().path().to_owned();
-        if let Err(answer) = self.read_form(request, visit).await {
-            return answer;
-        }
+        let form = match self.read_form(request, visit).await {
+            Ok(form) => form,
+            Err(answer) => return answer,
+        };
         let now = now_millis();
         if path == "/subscriptions/test" {
             return self.send_test().await;
+        }
+        if path == "/gaps/catch-up" {
+            return self.catch_up(&form).await;
         }
         if path == "/dead/retry" {
             return match self.store.retry_dead(now).await {
@@ -531,7 +547,7 @@ impl App {
             "/" | "/deliveries" => self.deliveries(query).await,
             "/dead" => self.dead(csrf).await,
             "/health" => self.health().await,
-            "/gaps" => self.gaps().await,
+            "/gaps" => self.gaps(csrf).await,
             "/subscriptions" => Ok(Some(("Subscriptions", self.subscriptions(csrf).await))),
             "/export.jsonl" => return self.export().await,
             _ => match path.strip_prefix("/deliveries/").and_then(parse_id) {
@@ -770,7 +786,33 @@ impl App {
         Ok(Some(("Health", body)))
     }
 
-    async fn gaps(&self) -> Result<Option<(&'static str, Markup)>, InboxError> {
+    async fn catch_up(&self, form: &HashMap<String, String>) -> Answer {
+        let Some(preservica) = &self.preservica else {
+            return not_found();
+        };
+        let window = |key: &str| form.get(key).and_then(|it| it.parse::<i64>().ok());
+        let (Some(from), Some(to)) = (window("from"), window("to")) else {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "give the window as from and to (ms)\n",
+            );
+        };
+        let (status, outcome) = match preservica.catch_up(from, to).await {
+            Ok(outcome) => (StatusCode::OK, outcome),
+            Err(why) => (StatusCode::BAD_GATEWAY, why),
+        };
+        page(
+            status,
+            "Catch-up",
+            html! {
+                h1 { "Catch-up from " (rfc3339(from)) " to " (rfc3339(to)) }
+                p id="outcome" { (outcome) }
+                p { a href="/" { "See the deliveries" } " · " a href="/gaps" { "Back to the gaps" } }
+            },
+        )
+    }
+
+    async fn gaps(&self, csrf: &str) -> Result<Option<(&'static str, Markup)>, InboxError> {
         let runs = match self.store.runs().await {
             Ok(runs) => runs,
             Err(InboxError::Unsupported(_)) => {
@@ -791,19 +833,33 @@ impl App {
             .collect();
         let rules = GapRules {
             heartbeat: i64::try_from(self.heartbeat.as_millis()).unwrap_or(i64::MAX),
-            margin: 0,
+            margin: i64::try_from(self.gap_margin.as_millis()).unwrap_or(i64::MAX),
         };
         let gaps = recovery::gaps(&runs, now_millis(), rules);
         let body = html! {
             h1 { "Gaps" }
-            p.muted { "Windows in which no receiver was running on this inbox, from " (runs.len()) " recorded runs. Notifications Preservica sent then may be missing; `preservica-webhook catch-up` fetches them." }
+            p.muted { "Windows in which no receiver was running on this inbox (widened by " (length(i64::try_from(self.gap_margin.as_millis()).unwrap_or(i64::MAX))) " on both sides), from " (runs.len()) " recorded runs. Notifications Preservica sent then may be missing: catch up recovers them from Preservica's records." }
             @if gaps.is_empty() {
                 p { "No gaps." }
             } @else {
                 table {
-                    tr { th { "From" } th { "To" } th { "Length" } }
+                    tr { th { "From" } th { "To" } th { "Length" } th {} }
                     @for gap in &gaps {
-                        tr { td { (rfc3339(gap.from)) } td { (rfc3339(gap.to)) } td { (length(gap.to - gap.from)) } }
+                        tr {
+                            td { (rfc3339(gap.from)) }
+                            td { (rfc3339(gap.to)) }
+                            td { (length(gap.to - gap.from)) }
+                            td {
+                                @if self.preservica.is_some() {
+                                    form.inline method="post" action="/gaps/catch-up" {
+                                        input type="hidden" name="csrf" value=(csrf);
+                                        input type="hidden" name="from" value=(gap.from);
+                                        input type="hidden" name="to" value=(gap.to);
+                                        button type="submit" { "Catch up" }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -812,7 +868,7 @@ impl App {
     }
 
     async fn subscriptions(&self, csrf: &str) -> Markup {
-        let Some(hooks) = &self.subscriptions else {
+        let Some(hooks) = &self.preservica else {
             return html! { h1 { "Subscriptions" } p { "This dashboard was started without access to Preservica's subscriptions." } };
         };
         let listed = hooks.list().await;
@@ -841,7 +897,7 @@ impl App {
     }
 
     async fn send_test(&self) -> Answer {
-        let Some(hooks) = &self.subscriptions else {
+        let Some(hooks) = &self.preservica else {
             return not_found();
         };
         let (status, outcome) = match hooks.send_test().await {

@@ -368,15 +368,26 @@ fn a_non_loopback_admin_address_without_a_token_is_refused_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_subscriptions_page_lists_preservicas_and_sends_a_signed_test_delivery() {
+async fn the_subscriptions_page_sends_a_test_delivery_and_a_gap_is_caught_up_by_post() {
     let preservica = preservica_webhook_testkit::StandIn::start().await;
     preservica.insert_subscription(serde_json::json!({
         "id": "sub-1", "url": "https://archive.example/hook", "triggerType": "MOVED",
         "includeIdentifiers": true
     }));
+    // Blocking calls from here on: the runtime moves the stand-in off this thread.
+    tokio::task::block_in_place(|| catch_up_and_test_delivery(&preservica));
+}
+
+fn catch_up_and_test_delivery(preservica: &preservica_webhook_testkit::StandIn) {
     let env = preservica.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let dir = tempfile::tempdir().unwrap();
+    // A first run, then a second: the time between is a gap.
+    let (mut first, _) = start_with_env(dir.path(), &[], &env);
+    assert_eq!(first.terminate().0, Some(0));
+    let moved_at = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    preservica.record_event("Moved", "IO", "missed-ref", &moved_at);
     let (mut serve, base) = start_with_env(dir.path(), &[], &env);
 
     let page = get(&base, "/subscriptions", &[]);
@@ -415,6 +426,34 @@ async fn the_subscriptions_page_lists_preservicas_and_sends_a_signed_test_delive
     );
     serve.wait_stderr("dead letter");
     let list = html_page(&get(&base, "/?trigger=MOVED", &[]), 200);
+    assert!(list.contains("1 matching"), "{list}");
+
+    let gaps = get(&base, "/gaps", &[]);
+    let shown = html_page(&gaps, 200);
+    assert!(shown.contains(r#"action="/gaps/catch-up""#), "{shown}");
+    let value = |name: &str| {
+        let at = shown.find(&format!(r#"name="{name}" value=""#)).unwrap() + name.len() + 15;
+        shown[at..at + shown[at..].find('"').unwrap()].to_owned()
+    };
+    let form = format!(
+        "csrf={}&from={}&to={}",
+        csrf(&shown),
+        value("from"),
+        value("to")
+    );
+    let caught_up = request(
+        &base,
+        "POST",
+        "/gaps/catch-up",
+        &[cookie(&gaps), format!("Origin: {base}")],
+        &form,
+    );
+    let outcome = html_page(&caught_up, 200);
+    assert!(
+        outcome.contains("filed 1 recovered deliveries (0 filed before)"),
+        "{outcome}"
+    );
+    let list = html_page(&get(&base, "/?entity=missed-ref", &[]), 200);
     assert!(list.contains("1 matching"), "{list}");
     serve.terminate();
 }

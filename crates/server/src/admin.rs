@@ -1,8 +1,8 @@
 //! The admin dashboard: a separate listener with server-rendered pages over a [`Store`].
 //!
-//! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger and
-//! entity reference), one delivery (its raw body, escaped, and its parsed events), the dead
-//! letters with retry one and retry all, a health panel, the gaps in the recorded runs, an
+//! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger,
+//! entity reference, time received and text in the body), one delivery (its raw body,
+//! escaped, and its parsed events), the dead letters with retry one and retry all, a health panel, the gaps in the recorded runs, an
 //! export as JSON lines and, given [`Preservica`], Preservica's subscriptions with a button
 //! that sends this receiver a signed test delivery, and a catch-up button for each gap. Pages need no JavaScript and load nothing from elsewhere.
 //!
@@ -576,6 +576,7 @@ impl App {
             .and_then(|it| it.parse::<DeliveryState>().ok());
         let trigger = params.get("trigger").map(|it| it.trim().to_uppercase());
         let entity = params.get("entity").map(|it| it.trim().to_lowercase());
+        let text = params.get("q").map(|it| it.trim().to_lowercase());
         let since = params.get("since").and_then(|it| moment(it));
         let until = params.get("until").and_then(|it| moment(it));
         let filter = state.map_or(StateFilter::All, StateFilter::Only);
@@ -597,7 +598,12 @@ impl App {
             let at = millis(&entry.received_at);
             let time_ok = since.is_none_or(|since| at.is_some_and(|at| at >= since))
                 && until.is_none_or(|until| at.is_some_and(|at| at < until));
-            trigger_ok && entity_ok && time_ok
+            let text_ok = text.as_ref().is_none_or(|want| {
+                String::from_utf8_lossy(&entry.body)
+                    .to_lowercase()
+                    .contains(want.as_str())
+            });
+            trigger_ok && entity_ok && time_ok && text_ok
         });
         let start = params
             .get("after")
@@ -608,7 +614,7 @@ impl App {
         let shown = &shown[..shown.len().min(PAGE)];
         let next = more.then(|| {
             let mut query = form_urlencoded::Serializer::new(String::new());
-            for key in ["state", "trigger", "entity", "since", "until"] {
+            for key in ["state", "trigger", "entity", "q", "since", "until"] {
                 if let Some(value) = params.get(key) {
                     query.append_pair(key, value);
                 }
@@ -632,6 +638,7 @@ impl App {
                     " "
                     label { "Trigger " input name="trigger" value=(value("trigger")) placeholder="MOVED"; }
                     label { "Entity reference " input name="entity" value=(value("entity")) placeholder="part of a ref"; }
+                    label { "Body contains " input name="q" value=(value("q")) placeholder="any text"; }
                     label { "Received from " input type="datetime-local" name="since" value=(value("since")); }
                     label { "until " input type="datetime-local" name="until" value=(value("until")); }
                     button type="submit" { "Filter" }

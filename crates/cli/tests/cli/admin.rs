@@ -171,6 +171,8 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
         ),
         ("/?until=2000-01-01T00:00", "0 matching", "ref-done"),
         ("/?since=2100-01-01", "0 matching", "ref-&lt;b&gt;dead"),
+        ("/?q=fulltextINDEXED", "ref-done", "ref-&lt;b&gt;dead"),
+        ("/?q=%3Cb%3E", "ref-&lt;b&gt;dead", "ref-done"),
     ] {
         let page = html_page(&get(&base, query, &[]), 200);
         assert!(

@@ -2,15 +2,19 @@
 //!
 //! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger,
 //! entity reference, time received and text in the body), one delivery (its raw body,
-//! escaped, and its parsed events), the dead letters with retry one and retry all, a health panel, the gaps in the recorded runs, an
-//! export as JSON lines and, given [`Preservica`], Preservica's subscriptions with a button
-//! that sends this receiver a signed test delivery, and a catch-up button for each gap. Pages need no JavaScript and load nothing from elsewhere.
+//! escaped, and its parsed events), the dead letters with retry one and retry all, a health
+//! panel, the gaps in the recorded runs and an export as JSON lines; given [`Preservica`],
+//! also Preservica's subscriptions with a button that sends this receiver a signed test
+//! delivery, and a catch-up button for each gap. Pages need no JavaScript and load nothing
+//! from elsewhere.
 //!
 //! Safety: it listens on its own address, never through the webhook's; a non-loopback address
 //! needs a token ([`AdminConfig::token`]), which every request then carries as
 //! `Authorization: Bearer <token>` or through the session cookie a login form sets. Every
 //! state-changing action is a POST whose `Origin` must be the listener's own and whose form
-//! carries the session's CSRF token; anything else is refused 403. Every answer sends a
+//! carries the session's CSRF token; anything else is refused 403. On loopback, a request
+//! whose `Host` is not the listener's address or `localhost` is refused too, so a web page
+//! whose DNS name was rebound to 127.0.0.1 cannot read the dashboard. Every answer sends a
 //! `Content-Security-Policy` that allows no script at all, `X-Frame-Options: DENY`,
 //! `X-Content-Type-Options: nosniff` and `Referrer-Policy: same-origin` (not `no-referrer`:
 //! under it browsers send `Origin: null` with a form, and the Origin check could not pass;
@@ -166,8 +170,10 @@ struct App {
     heartbeat: Duration,
     gap_margin: Duration,
     preservica: Option<Arc<dyn Preservica>>,
-    /// The origins a POST may come from: the listener's own.
-    origins: Vec<String>,
+    /// On a loopback listener, the `Host` values it answers (its own address and
+    /// `localhost`), so a page on another site that a DNS name rebound to loopback cannot
+    /// read it; `None` on any other address, which needs the token instead.
+    hosts: Option<Vec<String>>,
     sessions: Mutex<HashMap<String, Session>>,
 }
 
@@ -228,7 +234,7 @@ impl fmt::Debug for App {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("App")
             .field("backend", &self.backend)
-            .field("origins", &self.origins)
+            .field("hosts", &self.hosts)
             .finish_non_exhaustive()
     }
 }
@@ -253,10 +259,10 @@ impl Admin {
             addr: config.addr,
             source,
         })?;
-        let mut origins = vec![format!("http://{local}")];
-        if local.ip().is_loopback() {
-            origins.push(format!("http://localhost:{}", local.port()));
-        }
+        let hosts = local
+            .ip()
+            .is_loopback()
+            .then(|| vec![local.to_string(), format!("localhost:{}", local.port())]);
         Ok(Admin {
             listener,
             app: Arc::new(App {
@@ -266,7 +272,7 @@ impl Admin {
                 heartbeat: config.heartbeat,
                 gap_margin: config.gap_margin,
                 preservica: config.preservica,
-                origins,
+                hosts,
                 sessions: Mutex::new(HashMap::new()),
             }),
         })
@@ -338,6 +344,12 @@ impl App {
                 .headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
             return answer;
+        }
+        if !self.right_host(&request) {
+            return forbidden(
+                "refused: this dashboard answers only to its own address (open it as \
+                 http://127.0.0.1:PORT/ or http://localhost:PORT/)",
+            );
         }
         let visit = self.visit(&request);
         let authorized = self.authorized(&request, &visit.session);
@@ -419,14 +431,28 @@ impl App {
         bearer || session.logged_in
     }
 
-    /// Whether a POST comes from this dashboard: its `Origin` is the listener's own and its
-    /// form carries the session's CSRF token.
+    /// Whether the request names this dashboard in its `Host` (always true off loopback).
+    fn right_host(&self, request: &Request<Incoming>) -> bool {
+        let Some(hosts) = &self.hosts else {
+            return true;
+        };
+        host(request).is_some_and(|host| hosts.iter().any(|it| it == host))
+    }
+
+    /// Whether a POST comes from this dashboard's own pages: its `Origin` is the address the
+    /// browser opened, which the `Host` says (checked against the listener's own on loopback).
     fn same_origin(&self, request: &Request<Incoming>) -> bool {
-        request
+        let Some(host) = host(request) else {
+            return false;
+        };
+        let origin = request
             .headers()
             .get(ORIGIN)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|origin| self.origins.iter().any(|it| it == origin))
+            .and_then(|value| value.to_str().ok());
+        origin.is_some_and(|origin| {
+            origin.strip_prefix("http://") == Some(host)
+                || (self.hosts.is_none() && origin.strip_prefix("https://") == Some(host))
+        })
     }
 
     async fn read_form(
@@ -1086,6 +1112,13 @@ fn set_type(answer: &mut Answer, content_type: &'static str) {
     answer
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+}
+
+fn host(request: &Request<Incoming>) -> Option<&str> {
+    request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|value| value.to_str().ok())
 }
 
 fn session_cookie(request: &Request<Incoming>) -> Option<&str> {

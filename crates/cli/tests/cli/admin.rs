@@ -64,7 +64,10 @@ fn request(base: &str, method: &str, path: &str, headers: &[String], body: &str)
     let addr = base.strip_prefix("http://").unwrap();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|it| it.starts_with("Host:")) {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
     for header in headers {
         head.push_str(header);
         head.push_str("\r\n");
@@ -243,6 +246,12 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["body"], DEAD_BODY);
     assert_eq!(lines[1]["state"], "dead");
+
+    // Another name for loopback (a rebound DNS name) is refused; localhost is this listener.
+    let port = base.rsplit(':').next().unwrap();
+    let rebound = get(&base, "/", &[format!("Host: evil.example:{port}")]);
+    html_page(&rebound, 403);
+    html_page(&get(&base, "/", &[format!("Host: localhost:{port}")]), 200);
 
     // Refused: no Origin, another origin, a wrong or missing token, a fresh session.
     let session = cookie(&dead);

@@ -123,7 +123,7 @@ async fn in_chromium_the_dashboard_shows_a_sent_delivery_and_retries_a_dead_lett
         "markup in a body is shown as text: {list}"
     );
     let png = browser.screenshot().await.unwrap();
-    assert_png(&dir.path().join("deliveries.png"), &png);
+    assert_png(&dir.path().join("admin-deliveries.png"), &png);
 
     browser
         .find(Locator::LinkText("2"))
@@ -183,7 +183,7 @@ async fn in_chromium_the_dashboard_shows_a_sent_delivery_and_retries_a_dead_lett
     browser.goto(&format!("{base}/health")).await.unwrap();
     browser.find(Locator::Id("rate")).await.unwrap();
     let png = browser.screenshot().await.unwrap();
-    assert_png(&dir.path().join("health.png"), &png);
+    assert_png(&dir.path().join("admin-health.png"), &png);
 
     browser.close().await.unwrap();
     let (code, _) = serve.terminate();

@@ -10,7 +10,7 @@ use fantoccini::{ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use preservica_webhook_testkit::port::free_loopback_port;
 
-use crate::admin::{DEAD_BODY, DONE_BODY, send, start};
+use crate::admin::{deliver_two, start};
 use crate::common::PATIENCE;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -97,10 +97,8 @@ fn assert_png(path: &Path, png: &[u8]) {
 async fn in_chromium_the_dashboard_shows_a_sent_delivery_and_retries_a_dead_letter() {
     let dir = tempfile::tempdir().unwrap();
     let (mut serve, base) = start(dir.path(), &[]);
-    send(dir.path(), &serve, "done.json", DONE_BODY);
-    serve.wait_stderr("delivery processed");
-    send(dir.path(), &serve, "dead.json", DEAD_BODY);
-    serve.wait_stderr("dead letter");
+    // Sent with `preservica-webhook send`.
+    deliver_two(dir.path(), &serve, &base);
 
     let (_driver, port) = chromedriver(dir.path());
     let browser = ClientBuilder::new(HttpConnector::new())
@@ -159,8 +157,11 @@ async fn in_chromium_the_dashboard_shows_a_sent_delivery_and_retries_a_dead_lett
         .unwrap();
     let started = Instant::now();
     loop {
-        let shown = browser.wait().for_element(state).await.unwrap();
-        let shown = shown.text().await.unwrap();
+        // The page may still be the one the click left, or be loading: look again then.
+        let shown = match browser.wait().for_element(state).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if shown == "done" {
             break;
         }

@@ -522,6 +522,9 @@ pub(crate) struct ServeArgs {
     /// stopped, as `catch-up --gaps` does for the latest gap (needs credentials)
     #[arg(long)]
     pub(crate) catch_up: bool,
+    /// The admin dashboard.
+    #[command(flatten)]
+    pub(crate) admin: Box<crate::admin::AdminArgs>,
     /// How deliveries are handled.
     #[command(flatten)]
     pub(crate) handling: HandlerArgs,

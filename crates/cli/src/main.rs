@@ -10,6 +10,7 @@
 //!
 //! Errors are printed to stderr on one line, the whole chain of causes included.
 
+mod admin;
 mod cli;
 mod config;
 mod inbox;

@@ -115,6 +115,17 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
     let mut signals = Signals::new()?;
     let mut server = Server::bind(config, handler).await.map_err(server_error)?;
     let store = server.store();
+    let hooks = || crate::admin::Hooks {
+        client: client
+            .clone()
+            .or_else(|| crate::manage::client(global).ok()),
+        webhook_url: format!("{scheme}://{}{}", server.local_addr(), args.path),
+        secret: secrets.primary().clone(),
+        store: Arc::clone(&store),
+        public_url: args.public_url.clone(),
+    };
+    let admin = crate::admin::bind(&args.admin, backend_name(&args), Arc::clone(&store), hooks);
+    let admin = admin.await?;
     let recreated = Counter::default();
     server
         .registry_mut()
@@ -145,6 +156,9 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
     }
     let made = Arc::new(Mutex::new(made));
     let mut background = tokio::task::JoinSet::new();
+    if let Some(admin) = admin {
+        background.spawn(admin.run());
+    }
     if let (true, Some(client), Some(url)) = (outcome.is_ok(), &client, &args.public_url)
         && !args.check_subscriptions.is_zero()
     {
@@ -227,6 +241,16 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
         signal = signals.next() => return Ok(force_stop(signal, &calls, inbox)),
     }
     outcome.map(|()| ExitCode::SUCCESS)
+}
+
+/// The inbox backend's name, as the admin dashboard shows it.
+fn backend_name(args: &ServeArgs) -> &'static str {
+    match (&args.inbox, args.in_memory) {
+        (_, true) => "memory",
+        (InboxLocation::File(_), false) => "sqlite",
+        (InboxLocation::Postgres(_), false) => "postgres",
+        (InboxLocation::Nats(_), false) => "nats",
+    }
 }
 
 /// `work`: the workers alone, on an inbox that `serve --no-workers` processes fill.

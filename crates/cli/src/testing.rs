@@ -301,7 +301,7 @@ fn random_hex<const N: usize>() -> String {
 }
 
 /// A random (version 4) UUID, like Preservica's references.
-fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     let mut bytes = rand::random::<[u8; 16]>();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;

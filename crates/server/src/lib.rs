@@ -98,6 +98,8 @@
 //! through rustls and ring.
 
 mod access_log;
+#[cfg(feature = "admin")]
+pub mod admin;
 mod config;
 mod error;
 mod handler;

@@ -4,6 +4,8 @@
 //! - `e2e`: whole-binary flows: SIGKILL and restart, `--exec` retries over many deliveries.
 //! - the other modules: one command or concern each.
 
+mod admin;
+mod admin_browser;
 mod catch_up;
 mod command;
 mod common;

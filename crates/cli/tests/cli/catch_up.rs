@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Output;
 
 use common::*;
@@ -12,15 +11,6 @@ use serde_json::{Value, json};
 fn now_text() -> String {
     chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Runs the binary off the async runtime, so the stand-in keeps answering.
-async fn run(dir: &Path, env: Vec<(String, String)>, args: &[&str]) -> Output {
-    let dir = dir.to_owned();
-    let args: Vec<String> = args.iter().map(|it| (*it).to_owned()).collect();
-    tokio::task::spawn_blocking(move || cmd(&dir).args(&args).envs(env).output().unwrap())
-        .await
-        .unwrap()
 }
 
 fn json_of(output: &Output) -> Value {
@@ -83,13 +73,13 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
     }
     preservica.record_failed_ingest("m1", "package.zip", &now);
 
-    let gaps = json_of(&run(dir, vec![], &["gaps", "--inbox", inbox, "--json"]).await);
+    let gaps = json_of(&run_beside(dir, vec![], &["gaps", "--inbox", inbox, "--json"]).await);
     assert_eq!(gaps.as_array().unwrap().len(), 1, "{gaps}");
 
     let catch_up = [
         "catch-up", "--gaps", "--inbox", inbox, "--url", &url, "--json",
     ];
-    let first = json_of(&run(dir, preservica.env(), &catch_up).await);
+    let first = json_of(&run_beside(dir, preservica.env(), &catch_up).await);
     assert_eq!(first["filed"], 4, "{first}");
     assert_eq!(first["received"], 1, "a1 was received: {first}");
     assert_eq!(
@@ -111,7 +101,7 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
         "the window is asked for: {pages:?}"
     );
 
-    let again = json_of(&run(dir, preservica.env(), &catch_up).await);
+    let again = json_of(&run_beside(dir, preservica.env(), &catch_up).await);
     assert_eq!(again["filed"], 0, "{again}");
     assert_eq!(again["filedBefore"], 4, "{again}");
 
@@ -145,7 +135,7 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
             "1 MOVED a3",
         ]
     );
-    let export = run(dir, vec![], &["inbox", "export", "--inbox", inbox]).await;
+    let export = run_beside(dir, vec![], &["inbox", "export", "--inbox", inbox]).await;
     assert!(export.status.success());
     let bodies: Vec<Value> = String::from_utf8(export.stdout)
         .unwrap()
@@ -166,13 +156,13 @@ async fn catch_up_files_exactly_the_missed_notifications_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn catch_up_needs_a_window_and_gaps_need_an_inbox() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run(dir.path(), vec![], &["catch-up"]).await;
+    let output = run_beside(dir.path(), vec![], &["catch-up"]).await;
     assert_eq!(output.status.code(), Some(2));
-    let output = run(dir.path(), vec![], &["gaps", "--inbox", "missing.db"]).await;
+    let output = run_beside(dir.path(), vec![], &["gaps", "--inbox", "missing.db"]).await;
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("no inbox at missing.db"), "{message}");
-    let output = run(dir.path(), vec![], &["catch-up", "--since", "yesterday"]).await;
+    let output = run_beside(dir.path(), vec![], &["catch-up", "--since", "yesterday"]).await;
     assert_eq!(output.status.code(), Some(2));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("is not a time"), "{message}");
@@ -284,7 +274,7 @@ async fn gaps_are_known_on_a_nats_stream_too() {
     let (code, _) = tokio::task::block_in_place(|| serve.terminate());
     assert_eq!(code, Some(0));
 
-    let gaps = json_of(&run(dir.path(), vec![], &["gaps", "--nats", &url, "--json"]).await);
+    let gaps = json_of(&run_beside(dir.path(), vec![], &["gaps", "--nats", &url, "--json"]).await);
     let gaps = gaps.as_array().unwrap();
     assert_eq!(gaps.len(), 1, "{gaps:?}");
     assert!(gaps[0]["seconds"].as_i64().unwrap() >= 240, "{gaps:?}");

@@ -26,6 +26,34 @@ pub fn std_cmd(dir: &Path) -> std::process::Command {
     preservica_webhook_testkit::serve::command(Path::new(BIN), dir)
 }
 
+/// Runs the binary in `dir` to its end, with the shared secret: exit code, stdout, stderr.
+pub fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = cmd(dir)
+        .args(args)
+        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs the binary in `dir` with `env` off the async runtime, so a stand-in on the same
+/// runtime keeps answering.
+pub async fn run_beside(
+    dir: &Path,
+    env: Vec<(String, String)>,
+    args: &[&str],
+) -> std::process::Output {
+    let dir = dir.to_owned();
+    let args: Vec<String> = args.iter().map(|it| (*it).to_owned()).collect();
+    tokio::task::spawn_blocking(move || cmd(&dir).args(&args).envs(env).output().unwrap())
+        .await
+        .unwrap()
+}
+
 /// Writes a file under `dir` and returns its path.
 pub fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
     let path = dir.join(name);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 
 use crate::common;
-use common::{Serve, cmd};
+use common::{Serve, run_beside};
 use expect_test::expect;
 use preservica_webhook_testkit::{Event, StandIn};
 use serde_json::{Value, json};
@@ -32,15 +32,6 @@ fn created(n: u128) -> String {
     format!("{n:032x}")
 }
 
-/// Runs the binary in `dir` off the async runtime, so the stand-in keeps answering.
-async fn run(dir: &Path, env: Vec<(String, String)>, args: &[&str]) -> Output {
-    let dir = dir.to_owned();
-    let args: Vec<String> = args.iter().map(|it| (*it).to_owned()).collect();
-    tokio::task::spawn_blocking(move || cmd(&dir).args(&args).envs(env).output().unwrap())
-        .await
-        .unwrap()
-}
-
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
@@ -59,7 +50,7 @@ async fn subscribe_performs_the_handshake_and_prints_the_id_or_json() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path(), &["--in-memory"], &[]);
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         preservica.env(),
         &["subscribe", "--url", &serve.url, "--trigger", "indexed"],
@@ -68,7 +59,7 @@ async fn subscribe_performs_the_handshake_and_prints_the_id_or_json() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), format!("{}\n", created(1)));
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         preservica.env(),
         &[
@@ -97,7 +88,7 @@ async fn subscribe_performs_the_handshake_and_prints_the_id_or_json() {
     let mut env = preservica.env();
     env.retain(|(name, _)| name != "PRESERVICA_WEBHOOK_SECRET");
     env.push(("PRESERVICA_WEBHOOK_SECRET".into(), "another".into()));
-    let output = run(
+    let output = run_beside(
         dir.path(),
         env,
         &["subscribe", "--url", &serve.url, "--trigger", "MOVED"],
@@ -120,7 +111,7 @@ async fn subscriptions_as_a_table_or_json() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let output = run(dir.path(), preservica.env(), &["subscriptions"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["subscriptions"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     expect![[r#"
         ID                                TRIGGER            URL                            IDENTIFIERS
@@ -129,7 +120,7 @@ async fn subscriptions_as_a_table_or_json() {
     "#]]
     .assert_eq(&stdout(&output));
 
-    let output = run(dir.path(), preservica.env(), &["list", "--json"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["list", "--json"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     expect![[r#"
         [
@@ -160,11 +151,11 @@ async fn unsubscribe_by_id_and_all() {
     ])
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let output = run(dir.path(), preservica.env(), &["unsubscribe", "a1"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["unsubscribe", "a1"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), "unsubscribed a1\n");
 
-    let output = run(dir.path(), preservica.env(), &["unsubscribe", "a2", "nope"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["unsubscribe", "a2", "nope"]).await;
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(stdout(&output), "unsubscribed a2\n");
     assert!(
@@ -173,7 +164,7 @@ async fn unsubscribe_by_id_and_all() {
         stderr(&output)
     );
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         preservica.env(),
         &["unsubscribe", "--all", "--yes", "--json"],
@@ -184,7 +175,7 @@ async fn unsubscribe_by_id_and_all() {
     assert_eq!(value, json!({"removed": ["a3"], "failed": []}));
     assert!(preservica.ids().is_empty());
 
-    let output = run(dir.path(), preservica.env(), &["unsubscribe", "zzz"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["unsubscribe", "zzz"]).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "{message}");
@@ -197,7 +188,7 @@ async fn unsubscribe_by_id_and_all() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_credentials_exit_2_naming_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
-    let output = run(dir.path(), Vec::new(), &["subscriptions"]).await;
+    let output = run_beside(dir.path(), Vec::new(), &["subscriptions"]).await;
     assert_eq!(output.status.code(), Some(2));
     let message = stderr(&output);
     assert!(
@@ -207,7 +198,7 @@ async fn missing_credentials_exit_2_naming_where_it_looked() {
     assert!(message.contains("PRESERVICA_SERVER"), "{message}");
     assert!(message.contains("credentials.properties"), "{message}");
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         Vec::new(),
         &["--credentials", "missing.properties", "list"],
@@ -223,7 +214,7 @@ async fn missing_credentials_exit_2_naming_where_it_looked() {
     let preservica = preservica(Vec::new()).await;
     let mut env = preservica.env();
     env.retain(|(name, _)| name != "PRESERVICA_WEBHOOK_SECRET");
-    let output = run(
+    let output = run_beside(
         dir.path(),
         env,
         &["subscribe", "--url", "https://x/", "--trigger", "MOVED"],
@@ -241,7 +232,7 @@ async fn missing_credentials_exit_2_naming_where_it_looked() {
 async fn asset_as_text_or_json() {
     let preservica = preservica(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
-    let output = run(dir.path(), preservica.env(), &["asset", ASSET]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["asset", ASSET]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     expect![[r#"
         reference     7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2
@@ -253,7 +244,7 @@ async fn asset_as_text_or_json() {
     "#]]
     .assert_eq(&stdout(&output));
 
-    let output = run(dir.path(), preservica.env(), &["asset", ASSET, "--json"]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["asset", ASSET, "--json"]).await;
     expect![[r#"
         {
           "reference": "7fdea7e0-1e72-4fb1-aadb-d7f9ee6ed8c2",
@@ -266,7 +257,7 @@ async fn asset_as_text_or_json() {
     "#]]
     .assert_eq(&stdout(&output));
 
-    let output = run(dir.path(), preservica.env(), &["asset", NO_THUMBNAIL]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["asset", NO_THUMBNAIL]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("not found"), "{}", stderr(&output));
 }
@@ -276,7 +267,7 @@ async fn thumbnail_to_a_named_file_the_default_name_or_stdout() {
     let preservica = preservica(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
 
-    let output = run(dir.path(), preservica.env(), &["thumbnail", ASSET]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["thumbnail", ASSET]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let default = format!("{ASSET}.jpg");
     assert_eq!(
@@ -285,7 +276,7 @@ async fn thumbnail_to_a_named_file_the_default_name_or_stdout() {
     );
     assert_eq!(std::fs::read(dir.path().join(&default)).unwrap(), IMAGE);
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         preservica.env(),
         &["thumbnail", ASSET, "--size", "small", "-o", "small.img"],
@@ -309,7 +300,7 @@ async fn thumbnail_to_a_named_file_the_default_name_or_stdout() {
         .collect();
     assert_eq!(sizes, ["large", "small"]);
 
-    let output = run(
+    let output = run_beside(
         dir.path(),
         preservica.env(),
         &["thumbnail", ASSET, "-o", "-"],
@@ -318,7 +309,7 @@ async fn thumbnail_to_a_named_file_the_default_name_or_stdout() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(output.stdout, IMAGE);
 
-    let output = run(dir.path(), preservica.env(), &["thumbnail", NO_THUMBNAIL]).await;
+    let output = run_beside(dir.path(), preservica.env(), &["thumbnail", NO_THUMBNAIL]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains(&format!("asset {NO_THUMBNAIL} has no thumbnail")));
     assert!(!dir.path().join(format!("{NO_THUMBNAIL}.jpg")).exists());
@@ -408,7 +399,7 @@ async fn serve_thumbnails_saves_asset_thumbnails_and_skips_folders() {
         )
     });
     for (reference, kind) in [(FOLDER, "SO"), (NO_THUMBNAIL, "IO"), (ASSET, "IO")] {
-        let output = run(
+        let output = run_beside(
             dir.path(),
             preservica.env(),
             &[

@@ -9,23 +9,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{SECRET, Serve, cmd, poll_until, std_cmd, write};
+use common::{Serve, poll_until, run, std_cmd, write};
 use preservica_webhook_core::DeliveryKey;
 use preservica_webhook_testkit::nats::{Nats, NatsCluster};
-
-/// Runs the binary to its end: exit code, stdout, stderr.
-fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = cmd(dir)
-        .args(args)
-        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// `inbox list --json --nats URL`: each delivery's state.
 fn states(dir: &Path, url: &str) -> Vec<String> {

@@ -3,24 +3,9 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{SECRET, Serve, cmd};
-
-/// Runs the binary to its end: exit code, stdout, stderr.
-fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = cmd(dir)
-        .args(args)
-        .env("PRESERVICA_WEBHOOK_SECRET", SECRET)
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
+use common::{Serve, run};
 
 #[test]
 fn work_refuses_a_sqlite_inbox_and_says_what_to_run_instead() {

@@ -42,10 +42,12 @@ enum Kind {
     Durable,
     DurableFull,
     Durable10,
+    Postgres,
+    Nats,
 }
 
 /// Each run: its name, what runs, and how many events each delivery carries.
-const RUNS: [(Kind, &str, &str, usize); 5] = [
+const RUNS: [(Kind, &str, &str, usize); 7] = [
     (
         Kind::Baseline,
         "baseline",
@@ -70,6 +72,18 @@ const RUNS: [(Kind, &str, &str, usize); 5] = [
         "durable-10",
         "serve --inbox FILE, 10 events per delivery",
         10,
+    ),
+    (
+        Kind::Postgres,
+        "postgres",
+        "serve --inbox postgres://… (a local PostgreSQL, fsync on)",
+        1,
+    ),
+    (
+        Kind::Nats,
+        "nats",
+        "serve --nats nats://… (one local nats-server)",
+        1,
     ),
 ];
 
@@ -262,6 +276,8 @@ async fn run_all(
             .prefix("preservica-bench-")
             .tempdir()
             .context("could not make a scratch directory")?;
+        // The database or broker a shared-store run uses, stopped when the run ends.
+        let mut service = None;
         let command = match (kind, binary) {
             (Kind::Baseline, _) => {
                 let mut command = Command::new(myself);
@@ -273,7 +289,11 @@ async fn run_all(
                 if let (Kind::DurableFull, Some(count)) = (kind, options.prefill) {
                     prefill(binary, scratch.path(), count, !nonce).await?;
                 }
+                service = SharedStore::start(*kind)?;
                 let mut command = serve_command(*kind, binary, scratch.path());
+                if let Some(args) = service.as_ref().map(SharedStore::serve_args) {
+                    command.args(args);
+                }
                 command.args(&options.serve_args);
                 command
             }
@@ -317,6 +337,7 @@ async fn run_all(
             );
         }
         server.stop();
+        drop(service);
         let run = Run {
             name: kind.name().to_owned(),
             server: std::iter::once(kind.server())
@@ -432,8 +453,39 @@ fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
         Kind::Baseline | Kind::Durable | Kind::DurableFull | Kind::Durable10 => {
             command.arg("--inbox").arg(scratch.join("inbox.db"));
         }
+        // Their store's location comes from the service the run started.
+        Kind::Postgres | Kind::Nats => {}
     }
     command
+}
+
+/// The throwaway service a shared-store run measures against.
+enum SharedStore {
+    Postgres(preservica_webhook_testkit::postgres::Postgres),
+    Nats(preservica_webhook_testkit::nats::Nats),
+}
+
+impl SharedStore {
+    fn start(kind: Kind) -> Result<Option<SharedStore>> {
+        Ok(match kind {
+            Kind::Postgres => Some(SharedStore::Postgres(
+                preservica_webhook_testkit::postgres::Postgres::start_durable()
+                    .context("the postgres run needs PostgreSQL (Debian's postgresql)")?,
+            )),
+            Kind::Nats => Some(SharedStore::Nats(
+                preservica_webhook_testkit::nats::Nats::start()
+                    .context("the nats run needs nats-server (Debian's nats-server)")?,
+            )),
+            _ => None,
+        })
+    }
+
+    fn serve_args(&self) -> Vec<String> {
+        match self {
+            SharedStore::Postgres(postgres) => vec!["--inbox".to_owned(), postgres.url()],
+            SharedStore::Nats(nats) => vec!["--nats".to_owned(), nats.url()],
+        }
+    }
 }
 
 /// Fills `scratch/inbox.db` with `count` processed deliveries, unique to `nonce`, through

@@ -42,6 +42,8 @@ pub struct Postgres {
     run_as: Option<(u32, u32)>,
     /// Whether the server takes TLS connections only ([`Postgres::start_with_tls`]).
     tls: bool,
+    /// Whether commits wait for the disk ([`Postgres::start_durable`]); tests run without.
+    durable: bool,
 }
 
 impl Postgres {
@@ -63,7 +65,23 @@ impl Postgres {
         Postgres::start_with(Some((cert, key)))
     }
 
+    /// Like [`Postgres::start`], with every commit synced to disk as a production server
+    /// does (`fsync` and full page writes on), for measuring.
+    ///
+    /// # Errors
+    /// As [`Postgres::start`].
+    pub fn start_durable() -> anyhow::Result<Postgres> {
+        Postgres::start_with_durability(None, true)
+    }
+
     fn start_with(tls: Option<(&Path, &Path)>) -> anyhow::Result<Postgres> {
+        Postgres::start_with_durability(tls, false)
+    }
+
+    fn start_with_durability(
+        tls: Option<(&Path, &Path)>,
+        durable: bool,
+    ) -> anyhow::Result<Postgres> {
         let bin = find_binaries()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(nobody()?)
@@ -86,6 +104,7 @@ impl Postgres {
             port: 0,
             run_as,
             tls: tls.is_some(),
+            durable,
         };
         postgres.initdb()?;
         if let Some((cert, key)) = tls {
@@ -211,16 +230,12 @@ impl Postgres {
             .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
             .arg(self.server.dir().join("socket"))
             .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
-            .args([
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-                "-c",
-                "shared_buffers=32MB",
-            ]);
+            .args(if self.durable {
+                &[][..]
+            } else {
+                &["-c", "fsync=off", "-c", "full_page_writes=off"][..]
+            })
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=32MB"]);
         self.server.launch(command, READY)
     }
 }

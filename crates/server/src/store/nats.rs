@@ -324,27 +324,11 @@ impl NatsStore {
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        // As for the streams: a cluster electing a leader answers nothing for a moment.
-        let mut attempt = 1;
-        let consumer = loop {
-            match main
-                .get_or_create_consumer(&config.consumer, wanted.clone())
-                .await
-            {
-                Ok(consumer) => break consumer,
-                Err(err) if attempt < STREAM_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %err, "opening the consumer again");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(err) => {
-                    return Err(backend(
-                        &format!("create the consumer {}", config.consumer),
-                        err,
-                    ));
-                }
-            }
-        };
+        let consumer =
+            during_elections(&format!("create the consumer {}", config.consumer), || {
+                main.get_or_create_consumer(&config.consumer, wanted.clone())
+            })
+            .await?;
         Ok(NatsStore {
             config,
             js,
@@ -438,26 +422,13 @@ impl NatsStore {
             return Ok(messages);
         }
         let last = info.state.last_sequence;
-        // A cluster electing a leader (a node just restarted) answers nothing for a moment: ask
-        // a few times, as for the streams at start.
-        let mut attempt = 1;
-        let reader = loop {
-            let created = stream
-                .create_consumer(pull::OrderedConfig {
-                    deliver_policy: DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await;
-            match created {
-                Ok(reader) => break reader,
-                Err(err) if attempt < STREAM_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %err, "starting to read the stream again");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(err) => return Err(backend("start reading the stream", err)),
-            }
-        };
+        let reader = during_elections("start reading the stream", || {
+            stream.create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+        })
+        .await?;
         let mut arriving = reader
             .messages()
             .await
@@ -644,8 +615,33 @@ impl NatsStore {
     }
 }
 
-/// How many times opening a stream is tried at start.
+/// How many times a stream or consumer request is tried while a cluster may be electing.
 const STREAM_ATTEMPTS: u32 = 4;
+
+/// Runs `request` until it succeeds, up to [`STREAM_ATTEMPTS`] times half a second apart: a
+/// cluster electing a leader (a node just restarted) answers nothing for a moment. The last
+/// failure is the store's error, saying it could not `what`.
+async fn during_elections<T, E, F>(
+    what: &str,
+    mut request: impl FnMut() -> F,
+) -> Result<T, InboxError>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(done) => return Ok(done),
+            Err(err) if attempt < STREAM_ATTEMPTS => {
+                tracing::debug!(attempt, error = %err, "could not {what}; asking again");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => return Err(backend(what, err)),
+        }
+    }
+}
 
 async fn ensure_stream(
     js: &Context,
@@ -676,20 +672,10 @@ async fn ensure_stream_as(
     wanted: stream::Config,
 ) -> Result<stream::Stream, InboxError> {
     let name = wanted.name.clone();
-    // A cluster electing a stream leader (a node just restarted) answers nothing for a
-    // moment: ask a few times before giving up.
-    let mut attempt = 1;
-    let mut stream = loop {
-        match js.get_or_create_stream(wanted.clone()).await {
-            Ok(stream) => break stream,
-            Err(err) if attempt < STREAM_ATTEMPTS => {
-                tracing::debug!(stream = %name, attempt, error = %err, "opening the stream again");
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(err) => return Err(backend(&format!("create or open the stream {name}"), err)),
-        }
-    };
+    let mut stream = during_elections(&format!("create or open the stream {name}"), || {
+        js.get_or_create_stream(wanted.clone())
+    })
+    .await?;
     let info = stream
         .info()
         .await

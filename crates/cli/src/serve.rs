@@ -261,7 +261,11 @@ pub(crate) async fn work(global: &GlobalArgs, args: WorkArgs) -> anyhow::Result<
     let inbox = match (args.nats.location()?, &args.inbox) {
         (Some(nats), _) => InboxLocation::Nats(nats),
         (None, Some(inbox)) => inbox.clone(),
-        (None, None) => return Err(config_error("give the shared inbox with --nats URL")),
+        (None, None) => {
+            return Err(config_error(
+                "give the shared inbox: --inbox postgres://… or --nats URL",
+            ));
+        }
     };
     if let Some(path) = inbox.sqlite_file() {
         return Err(config_error(format!(

@@ -46,10 +46,7 @@ async fn export(inbox: &dyn InboxAdmin) -> anyhow::Result<ExitCode> {
 
 /// The inbox `--inbox` or `--nats` names.
 fn location(args: &InboxArgs) -> anyhow::Result<InboxLocation> {
-    Ok(match args.nats.location()? {
-        Some(nats) => InboxLocation::Nats(nats),
-        None => args.inbox.clone(),
-    })
+    args.nats.or_inbox(&args.inbox)
 }
 
 /// Opens the inbox `--inbox` or `--nats` names.

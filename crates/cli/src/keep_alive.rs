@@ -10,13 +10,10 @@ use preservica_webhook_client::Client;
 use preservica_webhook_core::recovery::Gap;
 use preservica_webhook_core::{Secret, SubscriptionId, TriggerType};
 use preservica_webhook_server::prometheus_client::metrics::counter::Counter;
+use preservica_webhook_server::run_log;
 use preservica_webhook_server::store::{Store, now_millis};
 
 use crate::recovery;
-
-/// How far the recovered window reaches past the checks that bound it, for clocks that
-/// disagree.
-const MARGIN: Duration = Duration::from_secs(120);
 
 /// What the check needs.
 #[derive(Debug)]
@@ -105,7 +102,8 @@ impl KeepAlive {
                 return;
             }
         }
-        let margin = i64::try_from(MARGIN.as_millis()).unwrap_or(i64::MAX);
+        // Past the checks that bound it, for clocks that disagree, as gaps are widened.
+        let margin = i64::try_from(run_log::DEFAULT_GAP_MARGIN.as_millis()).unwrap_or(i64::MAX);
         let window = Gap {
             from: since - margin,
             to: now_millis().max(now) + margin,

@@ -7,6 +7,7 @@ use clap::Args;
 use preservica_webhook_server::store::nats::{NatsAuth, NatsConfig};
 use preservica_webhook_server::{InboxConfig, WebhookConfig};
 
+use crate::cli::InboxLocation;
 use crate::config::config_error;
 
 /// The default stream.
@@ -86,6 +87,17 @@ pub(crate) struct NatsLocation {
 }
 
 impl NatsArgs {
+    /// The inbox to use: the NATS stream when `--nats` is given, else `inbox`.
+    ///
+    /// # Errors
+    /// As [`NatsArgs::location`].
+    pub(crate) fn or_inbox(&self, inbox: &InboxLocation) -> anyhow::Result<InboxLocation> {
+        Ok(match self.location()? {
+            Some(nats) => InboxLocation::Nats(nats),
+            None => inbox.clone(),
+        })
+    }
+
     /// The NATS inbox, when `--nats` is given.
     ///
     /// # Errors

@@ -10,53 +10,35 @@ use chrono::{DateTime, Utc};
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use preservica_webhook_client::{Client, EventAction, EventsQuery, MonitorsQuery};
 use preservica_webhook_core::recovery::{
-    self, Gap, GapRules, Received, RecordedEvent, RecoveredDelivery, Recovery, Run,
+    self, Gap, Received, RecordedEvent, RecoveredDelivery, Recovery,
 };
 use preservica_webhook_core::{EntityType, TriggerType};
+use preservica_webhook_server::run_log;
 use preservica_webhook_server::store::{InboxAdmin, NewDelivery, Store, Stored, now_millis};
-use preservica_webhook_server::{DeliveryState, RunRecord, StateFilter};
+use preservica_webhook_server::{DeliveryState, StateFilter};
 use serde::Serialize;
 
 use crate::cli::{CatchUpArgs, GapsArgs, GlobalArgs};
 use crate::config::config_error;
 use crate::output;
 
-/// How often a receiver records its heartbeat (the server's default).
-const HEARTBEAT: Duration = Duration::from_secs(30);
-
-fn rules(margin: Duration) -> GapRules {
-    GapRules {
-        heartbeat: millis(HEARTBEAT),
-        margin: millis(margin),
-    }
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// The gaps in an inbox's recorded runs, up to `now`.
+/// The gaps in an inbox's recorded runs, up to `now`, read with the server's default
+/// heartbeat.
 pub(crate) async fn gaps_in(
     inbox: &dyn InboxAdmin,
     margin: Duration,
     now: i64,
 ) -> anyhow::Result<Vec<Gap>> {
-    let runs: Vec<Run> = inbox
+    let runs = inbox
         .runs()
         .await
-        .context("cannot read when receivers ran")?
-        .iter()
-        .map(run)
-        .collect();
-    Ok(recovery::gaps(&runs, now, rules(margin)))
-}
-
-fn run(record: &RunRecord) -> Run {
-    Run {
-        started_at: record.started_at,
-        last_seen_at: record.last_seen_at,
-        stopped_at: record.stopped_at,
-    }
+        .context("cannot read when receivers ran")?;
+    Ok(run_log::gaps(
+        &runs,
+        now,
+        run_log::DEFAULT_HEARTBEAT,
+        margin,
+    ))
 }
 
 /// A gap as printed.
@@ -88,10 +70,7 @@ fn rfc3339(millis: i64) -> String {
 /// # Errors
 /// An inbox that cannot be opened or does not record runs.
 pub(crate) async fn gaps(global: &GlobalArgs, args: &GapsArgs) -> anyhow::Result<ExitCode> {
-    let location = match args.nats.location()? {
-        Some(nats) => crate::cli::InboxLocation::Nats(nats),
-        None => args.inbox.clone(),
-    };
+    let location = args.nats.or_inbox(&args.inbox)?;
     let inbox = crate::inbox::open_admin(&location).await?;
     let found = gaps_in(inbox.as_ref(), args.margin, now_millis()).await?;
     let lines: Vec<GapLine> = found.iter().map(gap_line).collect();
@@ -282,8 +261,7 @@ pub(crate) async fn recover_windows(
 /// `serve --catch-up`: recovers the latest gap in the inbox's runs, the one that ended as
 /// this receiver started; says what it did in the log.
 pub(crate) async fn catch_up_latest_gap(client: &Client, store: &dyn Store, url: Option<&str>) {
-    let margin = Duration::from_secs(120);
-    let found = match gaps_in(store, margin, now_millis()).await {
+    let found = match gaps_in(store, run_log::DEFAULT_GAP_MARGIN, now_millis()).await {
         Ok(found) => found,
         Err(err) => {
             tracing::error!("cannot catch up: {err:#}");

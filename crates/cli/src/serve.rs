@@ -84,9 +84,7 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
         .clone()
         .zip(args.tls_key.clone())
         .map(|(cert, key)| TlsFiles { cert, key });
-    if let Some(nats) = args.nats.location()? {
-        args.inbox = InboxLocation::Nats(nats);
-    }
+    args.inbox = args.nats.or_inbox(&args.inbox)?;
     config.webhook.inbox = if args.in_memory {
         InboxConfig::InMemory
     } else {

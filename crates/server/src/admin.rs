@@ -51,7 +51,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::{DOCTYPE, Markup, html};
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
-use preservica_webhook_core::recovery::{self, GapRules, Run};
 use preservica_webhook_core::{Delivery, Subscription};
 use tokio::net::TcpListener;
 
@@ -198,8 +197,8 @@ impl AdminConfig {
             addr,
             token: None,
             backend: backend.into(),
-            heartbeat: Duration::from_secs(30),
-            gap_margin: Duration::from_secs(120),
+            heartbeat: crate::run_log::DEFAULT_HEARTBEAT,
+            gap_margin: crate::run_log::DEFAULT_GAP_MARGIN,
             preservica: None,
         }
     }
@@ -856,19 +855,7 @@ impl App {
             }
             Err(err) => return Err(err),
         };
-        let runs: Vec<Run> = runs
-            .iter()
-            .map(|run| Run {
-                started_at: run.started_at,
-                last_seen_at: run.last_seen_at,
-                stopped_at: run.stopped_at,
-            })
-            .collect();
-        let rules = GapRules {
-            heartbeat: i64::try_from(self.heartbeat.as_millis()).unwrap_or(i64::MAX),
-            margin: i64::try_from(self.gap_margin.as_millis()).unwrap_or(i64::MAX),
-        };
-        let gaps = recovery::gaps(&runs, now_millis(), rules);
+        let gaps = crate::run_log::gaps(&runs, now_millis(), self.heartbeat, self.gap_margin);
         let body = html! {
             h1 { "Gaps" }
             p.muted { "Windows in which no receiver was running on this inbox (widened by " (length(i64::try_from(self.gap_margin.as_millis()).unwrap_or(i64::MAX))) " on both sides), from " (runs.len()) " recorded runs. Notifications Preservica sent then may be missing: catch up recovers them from Preservica's records." }

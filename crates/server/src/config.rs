@@ -198,7 +198,7 @@ impl WebhookConfig {
             body_timeout: Duration::from_secs(30),
             retention: Some(Duration::from_secs(30 * 24 * 60 * 60)),
             shutdown_grace: Duration::from_secs(30),
-            heartbeat: Some(Duration::from_secs(30)),
+            heartbeat: Some(crate::run_log::DEFAULT_HEARTBEAT),
         }
     }
 }

@@ -106,7 +106,7 @@ mod handler;
 mod inbox;
 mod metrics;
 mod refusal;
-mod run_log;
+pub mod run_log;
 mod server;
 mod service;
 pub mod store;

@@ -9,9 +9,38 @@ use rand::Rng as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use preservica_webhook_core::recovery::{self, Gap, GapRules, Run};
+
 use crate::error::{Chain, InboxError};
 use crate::inbox::now_millis;
 use crate::store::{RunRecord, Store};
+
+/// How often a receiver records its heartbeat unless configured otherwise
+/// ([`WebhookConfig::heartbeat`](crate::WebhookConfig::heartbeat)).
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// How far each gap is widened on both sides unless asked otherwise: for clocks that disagree
+/// and events recorded a little off their moment.
+pub const DEFAULT_GAP_MARGIN: Duration = Duration::from_secs(120);
+
+/// The windows no recorded run covered up to `now` (ms since the Unix epoch), read with the
+/// receivers' `heartbeat` and widened by `margin` (see [`recovery::gaps`]).
+pub fn gaps(runs: &[RunRecord], now: i64, heartbeat: Duration, margin: Duration) -> Vec<Gap> {
+    let millis = |duration: Duration| i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+    let runs: Vec<Run> = runs
+        .iter()
+        .map(|run| Run {
+            started_at: run.started_at,
+            last_seen_at: run.last_seen_at,
+            stopped_at: run.stopped_at,
+        })
+        .collect();
+    let rules = GapRules {
+        heartbeat: millis(heartbeat),
+        margin: millis(margin),
+    };
+    recovery::gaps(&runs, now, rules)
+}
 
 /// Records the run until `stop` is cancelled, then its stop.
 pub(crate) fn spawn(

@@ -151,10 +151,13 @@ impl NatsLocation {
 }
 
 /// Leases a NATS message to a worker as long as a handler call and its margin: the
-/// consumer's ack wait is the lease.
+/// consumer's ack wait is the lease. Only for a process that runs workers (a receiver
+/// without workers leaves the consumer as the workers set it).
 pub(crate) fn fit_lease(config: &mut WebhookConfig) {
     let lease = config.handler_timeout.saturating_add(config.lease_margin);
-    if let InboxConfig::Nats(nats) = &mut config.inbox {
-        nats.ack_wait = lease;
+    if let InboxConfig::Nats(nats) = &mut config.inbox
+        && config.workers > 0
+    {
+        nats.ack_wait = Some(lease);
     }
 }

@@ -91,7 +91,6 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
         inbox_config(&args.inbox)
     };
     apply_handling(&args.handling, &mut config.webhook);
-    crate::nats::fit_lease(&mut config.webhook);
     if args.no_workers {
         config.webhook.workers = 0;
         if let Some(path) = args.inbox.sqlite_file() {
@@ -103,6 +102,7 @@ pub(crate) async fn serve(global: &GlobalArgs, mut args: ServeArgs) -> anyhow::R
             );
         }
     }
+    crate::nats::fit_lease(&mut config.webhook);
     let scheme = if config.tls.is_some() {
         "https"
     } else {

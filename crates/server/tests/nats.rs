@@ -21,7 +21,7 @@ use common::*;
 /// Short leases, pulls and heartbeats, so that redelivery and idle pulls take seconds.
 fn fast(servers: Vec<String>) -> NatsConfig {
     let mut config = NatsConfig::new(servers);
-    config.ack_wait = Duration::from_secs(2);
+    config.ack_wait = Some(Duration::from_secs(2));
     config.claim_wait = Duration::from_millis(200);
     config.pull_expires = Duration::from_secs(1);
     config.heartbeat = Duration::from_millis(400);
@@ -205,6 +205,38 @@ async fn a_vanished_workers_delivery_is_handed_out_again_after_its_lease() {
         .complete(first[0].id.clone(), 1, Outcome::Done, 0)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn workers_give_a_consumer_an_inbox_command_created_their_lease() {
+    let nats = Nats::start().unwrap();
+    let workers = fast(vec![nats.url()]);
+    let mut command = workers.clone();
+    command.ack_wait = None;
+    let lease = || async {
+        let js = jetstream(&nats.url()).await;
+        let stream = js.get_stream(&workers.stream).await.unwrap();
+        let mut consumer: jetstream::consumer::PullConsumer =
+            stream.get_consumer(&workers.consumer).await.unwrap();
+        consumer.info().await.unwrap().config.ack_wait
+    };
+    // `inbox list` before any worker ran: the consumer gets the default lease.
+    let receiver = open(&command).await;
+    assert_eq!(lease().await, Duration::from_secs(120));
+    receiver.store(delivery(&body(8)), 0).await.unwrap();
+
+    // Workers start: their lease from now on, kept by a later command.
+    let crashed = open(&workers).await;
+    assert_eq!(lease().await, Duration::from_secs(2));
+    drop(open(&command).await);
+    assert_eq!(lease().await, Duration::from_secs(2));
+
+    // A worker's vanished claim comes back within seconds, not two minutes.
+    let first = claim_n(crashed.as_ref(), 1, Duration::from_secs(10)).await;
+    drop(crashed);
+    let survivor = open(&workers).await;
+    let again = claim_n(survivor.as_ref(), 1, Duration::from_secs(15)).await;
+    assert_eq!(again[0].id, first[0].id);
 }
 
 #[tokio::test]

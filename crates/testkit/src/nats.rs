@@ -32,6 +32,8 @@ pub struct Nats {
     /// Its folder holds `store/` (JetStream's files) and `nats-server.log`.
     server: Service,
     port: u16,
+    /// The HTTP monitoring port (`/jsz`).
+    monitor: u16,
     /// For a cluster node: its name, its cluster port and the other nodes' cluster ports.
     cluster: Option<Node>,
     /// More `nats-server` options (authentication, TLS), given at every start.
@@ -119,6 +121,20 @@ impl Nats {
         self.launch(READY)
     }
 
+    /// The body of a GET of `path` on the monitoring port.
+    fn monitoring(&self, path: &str) -> std::io::Result<String> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.monitor))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // HTTP/1.0: the server closes the connection after a whole, unchunked body.
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, body)| body.to_owned()))
+    }
+
     fn new(port: u16, cluster: Option<Node>) -> anyhow::Result<Nats> {
         if in_path(&["nats-server"]).is_none() {
             bail!(
@@ -129,6 +145,7 @@ impl Nats {
         Ok(Nats {
             server: Service::new("nats-server")?,
             port,
+            monitor: free_loopback_port()?,
             cluster,
             options: Vec::new(),
         })
@@ -146,6 +163,8 @@ impl Nats {
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-m",
+                &self.monitor.to_string(),
                 "-sd",
             ])
             .arg(dir.join("store"))
@@ -210,6 +229,33 @@ impl NatsCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Which node (an index into [`NatsCluster::nodes`]) leads the first consumer of
+    /// `stream`, as the running nodes' monitoring (`/jsz`) says; `None` while none knows.
+    pub fn consumer_leader(&self, stream: &str) -> Option<usize> {
+        let leader = self
+            .nodes
+            .iter()
+            .filter(|node| node.is_running())
+            .find_map(|node| {
+                let jsz = node.monitoring("/jsz?consumers=true").ok()?;
+                let jsz: serde_json::Value = serde_json::from_str(&jsz).ok()?;
+                jsz["account_details"]
+                .as_array()?
+                .iter()
+                .filter_map(|account| account["stream_detail"].as_array())
+                .flatten()
+                .find(|detail| detail["name"] == stream)?["consumer_detail"][0]["cluster"]
+                ["leader"]
+                .as_str()
+                .map(str::to_owned)
+            })?;
+        self.nodes.iter().position(|node| {
+            node.cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.name == leader)
+        })
     }
 
     /// The nodes' client URLs, comma-separated, as NATS clients take a server list.

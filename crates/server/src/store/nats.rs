@@ -31,8 +31,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
@@ -61,6 +60,8 @@ const ATTEMPTS_HEADER: &str = "Preservica-Webhook-Attempts";
 const SEQUENCE_HEADER: &str = "Preservica-Webhook-Sequence";
 /// The subject token of authentic bodies that are not deliveries.
 const UNDECODABLE: &str = "undecodable";
+/// The lease of a consumer created without one (see [`NatsConfig::ack_wait`]).
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(120);
 
 /// Where and how the NATS store keeps deliveries. [`NatsConfig::new`] gives the defaults;
 /// set what differs.
@@ -100,9 +101,15 @@ pub struct NatsConfig {
     /// How long a delivery's id is remembered, so that the same body again is a duplicate;
     /// default 1 day.
     pub duplicate_window: Duration,
-    /// How long a claimed message is leased to a worker before JetStream hands it to another;
-    /// default 120 s. Make it longer than the handler timeout.
-    pub ack_wait: Duration,
+    /// How long a claimed message is leased to a worker before JetStream hands it to another
+    /// (the consumer's ack wait); make it longer than the handler timeout. `Some` — what a
+    /// process that runs workers gives — sets it, changing an existing consumer's; `None`,
+    /// the default (the `inbox` commands, a receiver without workers), leaves an existing
+    /// consumer's as it is and creates a missing one with [`DEFAULT_ACK_WAIT`].
+    ///
+    /// A message JetStream handed out when its node crashed reaches no worker, and is handed
+    /// out again only once this lease ends.
+    pub ack_wait: Option<Duration>,
     /// How long one publish (and its acknowledgement) or JetStream request may take before the
     /// receiver answers 503; default 5 s.
     pub request_timeout: Duration,
@@ -157,7 +164,7 @@ impl NatsConfig {
             replicas: 1,
             max_age: Duration::from_secs(30 * 24 * 60 * 60),
             duplicate_window: Duration::from_secs(24 * 60 * 60),
-            ack_wait: Duration::from_secs(120),
+            ack_wait: None,
             request_timeout: Duration::from_secs(5),
             batch: 32,
             claim_wait: Duration::from_secs(1),
@@ -319,16 +326,34 @@ impl NatsStore {
             durable_name: Some(config.consumer.clone()),
             description: Some("preservica-webhook workers".to_owned()),
             ack_policy: AckPolicy::Explicit,
-            ack_wait: config.ack_wait,
+            ack_wait: config.ack_wait.unwrap_or(DEFAULT_ACK_WAIT),
             filter_subject: format!("{}.>", config.subject_prefix),
             max_ack_pending: 10_000,
             ..Default::default()
         };
-        let consumer =
+        let mut consumer =
             during_elections(&format!("create the consumer {}", config.consumer), || {
                 main.get_or_create_consumer(&config.consumer, wanted.clone())
             })
             .await?;
+        let have = consumer.cached_info().config.clone();
+        if let Some(lease) = config.ack_wait.filter(|lease| *lease != have.ack_wait) {
+            // Created before with another lease (by an `inbox` command, or workers with
+            // another handler timeout): the workers starting now need theirs.
+            let changed = consumer::Config {
+                ack_wait: lease,
+                ..have.clone()
+            };
+            let what = format!("change the lease of the consumer {}", config.consumer);
+            during_elections(&what, || main.create_consumer(changed.clone())).await?;
+            consumer = during_elections(&what, || main.get_consumer(&config.consumer)).await?;
+            tracing::info!(
+                consumer = %config.consumer,
+                was_s = have.ack_wait.as_secs_f64(),
+                now_s = lease.as_secs_f64(),
+                "the consumer's lease (ack wait) now fits these workers' handler timeout"
+            );
+        }
         Ok(NatsStore {
             config,
             js,
@@ -627,7 +652,7 @@ async fn during_elections<T, E, F>(
 ) -> Result<T, InboxError>
 where
     F: std::future::Future<Output = Result<T, E>>,
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::fmt::Display,
 {
     let mut attempt = 1;
     loop {

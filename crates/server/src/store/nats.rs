@@ -22,7 +22,9 @@
 //!   ack, nak or dead-lettering), in a stream of its own (`<stream>_ATTEMPTS`, one message
 //!   per finished attempt on `<subject prefix>-attempts.<the delivery's sequence>`), read
 //!   back through a consumer filtered on that subject. A record whose publish fails is only
-//!   logged: the outcome stands, and the history lacks that attempt.
+//!   logged: the outcome stands, and the history lacks that attempt. The other way round,
+//!   an outcome that fails beside a stored record (a dead copy not stored) runs again, and
+//!   the history shows that attempt before the next.
 //! - **Administration.** Ids are stream sequence numbers. A message is *dead* while its copy is
 //!   in the dead-letter stream, *pending* while it is above the consumer's acknowledgement
 //!   floor, *done* below it. Re-queuing a dead letter publishes its body again (under a new

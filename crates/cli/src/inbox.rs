@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::anyhow;
-use preservica_webhook_server::store::{InboxAdmin, now_millis, open_store};
+use preservica_webhook_server::store::{Attempt, InboxAdmin, Outcome, now_millis, open_store};
 use preservica_webhook_server::{
     DeliveryId, DeliveryState, Inbox, InboxConfig, InboxEntry, InboxError, StateFilter,
 };
@@ -163,6 +163,7 @@ async fn show(
     let entry = inbox.get(id).await?.ok_or_else(|| {
         anyhow!("no delivery {id} in the inbox; see `preservica-webhook inbox list`")
     })?;
+    let attempts = attempts_of(inbox, id).await?;
     let body_text = std::str::from_utf8(&entry.body).ok();
     if global.json {
         let mut value = serde_json::to_value(&entry)?;
@@ -171,6 +172,9 @@ async fn show(
                 Some(text) => object.insert("body".into(), text.into()),
                 None => object.insert("bodyHex".into(), hex_lower(&entry.body).into()),
             };
+            if let Some(attempts) = &attempts {
+                object.insert("attemptHistory".into(), attempts_json(attempts));
+            }
         }
         output::json(&value)?;
         return Ok(ExitCode::SUCCESS);
@@ -183,6 +187,14 @@ async fn show(
     if let Some(error) = &entry.last_error {
         text.push_str(&format!("last error: {error}\n"));
     }
+    match &attempts {
+        None => text.push_str("attempts: this inbox keeps no attempt history\n"),
+        Some(attempts) if attempts.is_empty() => {}
+        Some(attempts) => {
+            text.push_str("\nattempts:\n");
+            text.push_str(&attempt_table(attempts));
+        }
+    }
     text.push('\n');
     let mut out = text.into_bytes();
     if pretty {
@@ -194,6 +206,71 @@ async fn show(
     out.push(b'\n');
     output::bytes(&out)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A delivery's finished attempts, oldest first; `None` when the inbox keeps none.
+async fn attempts_of(
+    inbox: &dyn InboxAdmin,
+    id: &DeliveryId,
+) -> anyhow::Result<Option<Vec<Attempt>>> {
+    match inbox.attempts(id).await {
+        Ok(attempts) => Ok(Some(attempts)),
+        Err(InboxError::Unsupported(_)) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The attempts as a table: number, when it finished, outcome, when a retry is due, error
+/// (on one line, whole).
+fn attempt_table(attempts: &[Attempt]) -> String {
+    let rows: Vec<Vec<String>> = attempts
+        .iter()
+        .map(|it| {
+            vec![
+                it.number.to_string(),
+                rfc3339(it.finished_at),
+                it.outcome.as_str().to_owned(),
+                retry_at(&it.outcome).map_or_else(|| "-".to_owned(), rfc3339),
+                it.error()
+                    .map_or_else(|| "-".to_owned(), |error| error.replace(['\r', '\n'], " ")),
+            ]
+        })
+        .collect();
+    output::table(
+        &["ATTEMPT", "FINISHED", "OUTCOME", "NEXT DUE", "ERROR"],
+        &rows,
+    )
+}
+
+/// The attempts for `--json`: `number`, `finishedAt`, `outcome`, `nextDue` and `error`.
+fn attempts_json(attempts: &[Attempt]) -> serde_json::Value {
+    attempts
+        .iter()
+        .map(|it| {
+            serde_json::json!({
+                "number": it.number,
+                "finishedAt": rfc3339(it.finished_at),
+                "outcome": it.outcome.as_str(),
+                "nextDue": retry_at(&it.outcome).map(rfc3339),
+                "error": it.error(),
+            })
+        })
+        .collect()
+}
+
+fn retry_at(outcome: &Outcome) -> Option<i64> {
+    match outcome {
+        Outcome::Retry { at, .. } => Some(*at),
+        _ => None,
+    }
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, as the entries show their times.
+fn rfc3339(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis).map_or_else(
+        || millis.to_string(),
+        |at| at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
 }
 
 /// A JSON body reformatted for reading; other text as it is; other bytes as hex.

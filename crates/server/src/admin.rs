@@ -2,7 +2,7 @@
 //!
 //! It shows the deliveries (newest first, paged by a cursor, filtered by state, trigger,
 //! entity reference, time received and text in the body), one delivery (its raw body,
-//! escaped, and its parsed events), the dead letters with retry one and retry all, a health
+//! escaped, its parsed events and every finished handler attempt), the dead letters with retry one and retry all, a health
 //! panel, the gaps in the recorded runs and an export as JSON lines; given [`Preservica`],
 //! also Preservica's subscriptions with a button that sends this receiver a signed test
 //! delivery, and a catch-up button for each gap. Pages need no JavaScript and load nothing
@@ -686,6 +686,7 @@ impl App {
         let Some(entry) = self.store.get(id).await? else {
             return Ok(None);
         };
+        let attempts = self.attempts(id).await?;
         let parsed = Delivery::from_slice(&entry.body);
         let raw = String::from_utf8_lossy(&entry.body);
         let pretty = serde_json::from_slice::<serde_json::Value>(&entry.body)
@@ -696,8 +697,7 @@ impl App {
             table {
                 tr { th { "Received" } td { (entry.received_at) } }
                 tr { th { "State" } td { (entry.state) } }
-                tr { th { "Handler attempts" } td { (entry.attempts) " "
-                    span.muted { "(the inbox keeps their count and the last error, not each attempt)" } } }
+                tr { th { "Handler attempts" } td { (entry.attempts) } }
                 tr { th { "Next attempt" } td { (entry.next_attempt_at.as_deref().unwrap_or("—")) } }
                 tr { th { "Last error" } td { @if let Some(error) = &entry.last_error { pre { (error) } } @else { "—" } } }
                 tr { th { "Trigger" } td { (entry.trigger.as_deref().unwrap_or("—")) } }
@@ -710,6 +710,7 @@ impl App {
                     p { button type="submit" id="retry" { "Retry this dead letter" } }
                 }
             }
+            (attempts)
             h2 { "Events" }
             @match &parsed {
                 Ok(delivery) => {
@@ -738,6 +739,40 @@ impl App {
             }
         };
         Ok(Some(("Delivery", body)))
+    }
+
+    /// The delivery page's table of finished attempts, oldest first, or a note when the
+    /// store keeps none.
+    async fn attempts(&self, id: &DeliveryId) -> Result<Markup, InboxError> {
+        let attempts = match self.store.attempts(id).await {
+            Ok(attempts) => attempts,
+            Err(InboxError::Unsupported(_)) => {
+                return Ok(html! {
+                    h2 { "Attempts" }
+                    p.muted { "This store keeps no attempt history: only the count and the last error above." }
+                });
+            }
+            Err(err) => return Err(err),
+        };
+        Ok(html! {
+            h2 { "Attempts" }
+            @if attempts.is_empty() {
+                p.muted { "No handler attempt has finished yet." }
+            } @else {
+                table id="attempts" {
+                    tr { th { "Attempt" } th { "Finished" } th { "Outcome" } th { "Next due" } th { "Error" } }
+                    @for attempt in &attempts {
+                        tr {
+                            td { (attempt.number) }
+                            td { (crate::inbox::rfc3339(attempt.finished_at)) }
+                            td { (attempt.outcome.as_str()) }
+                            td { @if let Some(at) = attempt.outcome.retry_at() { (crate::inbox::rfc3339(at)) } @else { "—" } }
+                            td { @if let Some(error) = attempt.error() { pre { (error) } } @else { "—" } }
+                        }
+                    }
+                }
+            }
+        })
     }
 
     async fn dead(&self, csrf: &str) -> Result<Option<(&'static str, Markup)>, InboxError> {

@@ -30,7 +30,7 @@ use crate::store::sqlite::{Failure, delivery_id, rowid};
     not(feature = "sqlite"),
     allow(unused_imports, reason = "the SQLite `Inbox` uses them")
 )]
-use crate::store::{BoxFuture, DeliveryId, InboxAdmin, RunRecord};
+use crate::store::{Attempt, BoxFuture, DeliveryId, InboxAdmin, Outcome, RunRecord};
 
 /// What became of a stored delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -367,6 +367,59 @@ impl Inbox {
         Ok(runs)
     }
 
+    /// Every finished handler attempt of a delivery, oldest first; none for a delivery
+    /// never handled, not there, or in an inbox no server of this version has run on.
+    ///
+    /// # Errors
+    /// [`InboxError::Backend`] when the database cannot be read.
+    pub fn attempts(&self, id: &DeliveryId) -> Result<Vec<Attempt>, InboxError> {
+        let Some(id) = rowid(id) else {
+            return Ok(Vec::new());
+        };
+        let failed = |err| Failure::new("list a delivery's attempts", err);
+        let conn = self.conn();
+        let exists: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'attempts')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(failed)?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT number, finished_at, outcome, retry_at, error FROM attempts \
+                 WHERE delivery_id = ?1 ORDER BY rowid",
+            )
+            .map_err(failed)?;
+        let rows = stmt
+            .query_map([id], |row| {
+                let number: i64 = row.get(0)?;
+                let finished_at: i64 = row.get(1)?;
+                let outcome: String = row.get(2)?;
+                let retry_at: Option<i64> = row.get(3)?;
+                let error: Option<String> = row.get(4)?;
+                Ok((number, finished_at, outcome, retry_at, error))
+            })
+            .map_err(failed)?;
+        let mut attempts = Vec::new();
+        for row in rows {
+            let (number, finished_at, outcome, retry_at, error) = row.map_err(failed)?;
+            // A row this version cannot read (an outcome it does not know) is left out.
+            let Some(outcome) = Outcome::from_parts(&outcome, retry_at, error) else {
+                continue;
+            };
+            attempts.push(Attempt {
+                number: u32::try_from(number).unwrap_or(u32::MAX),
+                finished_at,
+                outcome,
+            });
+        }
+        Ok(attempts)
+    }
+
     /// Records a receiver's run: inserts it, or updates its heartbeat and stop by id.
     pub(crate) fn record_run(&self, run: &RunRecord) -> Result<(), InboxError> {
         self.conn()
@@ -419,6 +472,13 @@ impl InboxAdmin for Inbox {
 
     fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
         Box::pin(async move { Inbox::runs(self) })
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        Box::pin(async move { Inbox::attempts(self, id) })
     }
 }
 
@@ -481,6 +541,22 @@ CREATE TABLE IF NOT EXISTS runs (
 ";
 
 #[cfg(feature = "sqlite")]
+/// Every finished handler attempt (see [`Attempt`](crate::store::Attempt)), by delivery in
+/// the order recorded; added beside the deliveries as the runs are, written in the same
+/// transaction as the outcome, and removed with its delivery when that is pruned.
+const ATTEMPTS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS attempts (
+    delivery_id INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    finished_at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    retry_at INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_delivery ON attempts (delivery_id);
+";
+
+#[cfg(feature = "sqlite")]
 /// Creates the inbox file a server writes to, readable and writable by its owner only, when
 /// it is missing, and warns about the inbox's files that other users may open. Runs before
 /// SQLite opens the file: SQLite creates the `-wal` and `-shm` files with the permissions of
@@ -533,6 +609,7 @@ pub(crate) fn open_for_server(path: &Path) -> Result<Connection, InboxError> {
         }
     }
     conn.execute_batch(RUNS_TABLE).map_err(at)?;
+    conn.execute_batch(ATTEMPTS_TABLE).map_err(at)?;
     Ok(conn)
 }
 

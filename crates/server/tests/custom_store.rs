@@ -338,6 +338,11 @@ async fn a_server_runs_on_a_store_of_its_users_own() {
     assert_eq!(json["entityRefs"], serde_json::json!(["ref-2"]));
     let shown = store.get(&d2).await.unwrap().unwrap();
     assert_eq!(shown.body, body(2));
+    // A store that keeps no history of attempts says so.
+    assert!(
+        matches!(store.attempts(&d2).await, Err(InboxError::Unsupported(_))),
+        "the seam's default keeps no attempts"
+    );
     let mut export = Vec::new();
     assert_eq!(store.export(&mut export).await.unwrap(), 2);
     let first: serde_json::Value =
@@ -408,4 +413,37 @@ async fn a_store_that_fails_gets_preservica_to_send_again_and_its_cause_logged()
     );
     assert!(next_call(&mut calls).await.ok);
     server.stop().await;
+}
+
+/// The dashboard's delivery page over a store that keeps no attempt history: the count and
+/// last error, and a note that each attempt is not kept.
+#[cfg(feature = "admin")]
+#[tokio::test]
+async fn the_delivery_page_says_a_store_keeps_no_attempt_history() {
+    use preservica_webhook_server::admin::{Admin, AdminConfig};
+
+    let store = Arc::new(VecStore::default());
+    let body = Bytes::from(body(1));
+    let delivery = NewDelivery::new(DeliveryKey::of(&body), body, DeliveryState::Pending);
+    let Stored::New(id) = store.store(delivery, 1_000).await.unwrap() else {
+        panic!("not new")
+    };
+    let config = AdminConfig::new("127.0.0.1:0".parse().unwrap(), "custom");
+    let admin = Admin::bind(config, store).await.unwrap();
+    let addr = admin.local_addr();
+    let running = tokio::spawn(admin.run());
+    let page = client()
+        .get(format!("http://{addr}/deliveries/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("<th>Handler attempts</th><td>0</td>"),
+        "{page}"
+    );
+    assert!(page.contains("keeps no attempt history"), "{page}");
+    assert!(!page.contains(r#"<table id="attempts">"#), "{page}");
+    running.abort();
 }

@@ -12,7 +12,7 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use preservica_webhook_core::{DeliveryKey, sign, verify};
 use preservica_webhook_server::store::nats::{NatsAuth, NatsConfig};
-use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
+use preservica_webhook_server::store::{Attempt, NewDelivery, Outcome, Store, Stored, open_store};
 use preservica_webhook_server::{DeliveryState, InboxConfig, RunRecord, ServerConfig, StateFilter};
 use preservica_webhook_testkit::nats::{Nats, NatsCluster};
 
@@ -498,5 +498,128 @@ async fn receivers_record_their_runs_in_a_stream_that_keeps_each_runs_latest() {
         stream.cached_info().state.messages,
         2,
         "one record per run is kept"
+    );
+}
+
+fn retry(at: i64, error: &str) -> Outcome {
+    Outcome::Retry {
+        at,
+        error: error.into(),
+    }
+}
+
+/// The claimed delivery with `id` among `claimed`.
+fn find(
+    claimed: &[preservica_webhook_server::store::Claimed],
+    id: &preservica_webhook_server::DeliveryId,
+) -> u32 {
+    claimed
+        .iter()
+        .find(|it| it.id == *id)
+        .unwrap_or_else(|| panic!("{id} was not claimed: {claimed:?}"))
+        .attempts
+}
+
+#[tokio::test]
+async fn every_applied_outcome_is_recorded_in_the_attempts_stream() {
+    let nats = Nats::start().unwrap();
+    let config = fast(vec![nats.url()]);
+    let store = open(&config).await;
+    let Stored::New(failing) = store.store(delivery(&body(1)), 0).await.unwrap() else {
+        panic!("not new")
+    };
+    let Stored::New(recovering) = store.store(delivery(&body(2)), 0).await.unwrap() else {
+        panic!("not new")
+    };
+    assert_eq!(store.attempts(&failing).await.unwrap(), []);
+    let claimed = claim_n(store.as_ref(), 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        (find(&claimed, &failing), find(&claimed, &recovering)),
+        (0, 0)
+    );
+    store
+        .complete(failing.clone(), 1, retry(1_100, "first"), 1_000)
+        .await
+        .unwrap();
+    store
+        .complete(recovering.clone(), 1, retry(1_120, "flaky"), 1_020)
+        .await
+        .unwrap();
+    let claimed = claim_n(store.as_ref(), 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        (find(&claimed, &failing), find(&claimed, &recovering)),
+        (1, 1)
+    );
+    store
+        .complete(failing.clone(), 2, retry(1_300, "second"), 1_200)
+        .await
+        .unwrap();
+    // The first attempt's outcome again: not the attempt running now, ignored.
+    store
+        .complete(recovering.clone(), 1, Outcome::Done, 1_210)
+        .await
+        .unwrap();
+    store
+        .complete(recovering.clone(), 2, Outcome::Done, 1_220)
+        .await
+        .unwrap();
+    let claimed = claim_n(store.as_ref(), 1, Duration::from_secs(10)).await;
+    assert_eq!(find(&claimed, &failing), 2);
+    let dead = Outcome::Dead {
+        error: "third\nline".into(),
+    };
+    store
+        .complete(failing.clone(), 3, dead.clone(), 1_400)
+        .await
+        .unwrap();
+    // No longer held by this worker: ignored.
+    store
+        .complete(failing.clone(), 3, Outcome::Done, 1_410)
+        .await
+        .unwrap();
+
+    // Read by another store, as the dashboard or `inbox show` would; the dead letter is
+    // shown by its original's id, with the original's attempts.
+    let other = open(&config).await;
+    let shown = other.get(&failing).await.unwrap().unwrap();
+    assert_eq!(shown.state, DeliveryState::Dead);
+    let attempt = |number, finished_at, outcome| Attempt {
+        number,
+        finished_at,
+        outcome,
+    };
+    assert_eq!(
+        other.attempts(&failing).await.unwrap(),
+        [
+            attempt(1, 1_000, retry(1_100, "first")),
+            attempt(2, 1_200, retry(1_300, "second")),
+            attempt(3, 1_400, dead),
+        ]
+    );
+    assert_eq!(
+        other.attempts(&recovering).await.unwrap(),
+        [
+            attempt(1, 1_020, retry(1_120, "flaky")),
+            attempt(2, 1_220, Outcome::Done),
+        ]
+    );
+    assert_eq!(other.attempts(&"nope".parse().unwrap()).await.unwrap(), []);
+
+    // A stream of its own, kept like the deliveries' stream.
+    let js = jetstream(&nats.url()).await;
+    let info = js
+        .get_stream("PRESERVICA_WEBHOOK_ATTEMPTS")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 5);
+    assert_eq!(info.config.storage, jetstream::stream::StorageType::File);
+    assert_eq!(info.config.max_age, config.max_age);
+    assert_eq!(info.config.num_replicas, 1);
+    assert_eq!(
+        info.config.subjects,
+        ["preservica.webhook-attempts.>".to_owned()]
     );
 }

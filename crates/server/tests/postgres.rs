@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
-use preservica_webhook_server::store::{NewDelivery, Outcome, Store, Stored, open_store};
+use preservica_webhook_server::store::{Attempt, NewDelivery, Outcome, Store, Stored, open_store};
 use preservica_webhook_server::{
     DeliveryState, InboxConfig, InboxError, PostgresLocation, RunRecord, StateFilter,
 };
@@ -185,7 +185,7 @@ async fn migrations_run_once_when_stores_open_together_and_a_newer_schema_is_ref
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     // Opening again changes nothing and keeps what is stored.
     let store = open(&url).await;
     store.store(delivery(1), 1_000).await.unwrap();
@@ -373,4 +373,97 @@ async fn replicas_record_their_runs_in_the_shared_database() {
     a.record_run(&first).await.unwrap();
 
     assert_eq!(b.runs().await.unwrap(), [first, second]);
+}
+
+fn attempt(number: u32, finished_at: i64, outcome: Outcome) -> Attempt {
+    Attempt {
+        number,
+        finished_at,
+        outcome,
+    }
+}
+
+fn retry(at: i64, error: &str) -> Outcome {
+    Outcome::Retry {
+        at,
+        error: error.into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_applied_outcome_is_an_attempt_and_a_pruned_delivery_takes_its_attempts() {
+    let postgres = Postgres::start().unwrap();
+    let (a, b) = (open(&postgres.url()).await, open(&postgres.url()).await);
+    let Stored::New(failing) = a.store(delivery(1), 1_000).await.unwrap() else {
+        panic!("not new");
+    };
+    let Stored::New(recovering) = a.store(delivery(2), 1_000).await.unwrap() else {
+        panic!("not new");
+    };
+    assert_eq!(a.claim(1_000, 10, 1_100).await.unwrap().due.len(), 2);
+    a.complete(failing.clone(), 1, retry(1_200, "first"), 1_010)
+        .await
+        .unwrap();
+    a.complete(recovering.clone(), 1, retry(1_200, "flaky"), 1_020)
+        .await
+        .unwrap();
+    assert_eq!(b.claim(1_200, 10, 1_300).await.unwrap().due.len(), 2);
+    b.complete(failing.clone(), 2, retry(1_400, "second"), 1_210)
+        .await
+        .unwrap();
+    // The first attempt's outcome once more, late: ignored, and no attempt.
+    a.complete(recovering.clone(), 1, Outcome::Done, 1_215)
+        .await
+        .unwrap();
+    b.complete(recovering.clone(), 2, Outcome::Done, 1_220)
+        .await
+        .unwrap();
+    assert_eq!(a.claim(1_400, 10, 1_500).await.unwrap().due.len(), 1);
+    let dead = Outcome::Dead {
+        error: "third".into(),
+    };
+    a.complete(failing.clone(), 3, dead.clone(), 1_410)
+        .await
+        .unwrap();
+    // Dead now, not pending: ignored.
+    a.complete(failing.clone(), 3, Outcome::Done, 1_420)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        b.attempts(&failing).await.unwrap(),
+        [
+            attempt(1, 1_010, retry(1_200, "first")),
+            attempt(2, 1_210, retry(1_400, "second")),
+            attempt(3, 1_410, dead),
+        ]
+    );
+    assert_eq!(
+        b.attempts(&recovering).await.unwrap(),
+        [
+            attempt(1, 1_020, retry(1_200, "flaky")),
+            attempt(2, 1_220, Outcome::Done),
+        ]
+    );
+    assert_eq!(b.attempts(&"nope".parse().unwrap()).await.unwrap(), []);
+
+    // Pruned, the done delivery takes its attempts along (the foreign key cascades).
+    assert_eq!(a.prune(1_221).await.unwrap(), 1);
+    assert_eq!(b.attempts(&recovering).await.unwrap(), []);
+    assert_eq!(b.attempts(&failing).await.unwrap().len(), 3);
+    let kept: Vec<i64> = sql(&postgres.url())
+        .await
+        .query(
+            "SELECT delivery_id FROM preservica_webhook_attempts ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let failing_row = i64::try_from(failing.as_u64().unwrap()).unwrap();
+    assert_eq!(kept, [failing_row; 3]);
+    a.close().await;
+    b.close().await;
 }

@@ -476,3 +476,91 @@ fn catch_up_and_test_delivery(preservica: &preservica_webhook_testkit::StandIn) 
     assert!(list.contains("1 matching"), "{list}");
     serve.terminate();
 }
+
+#[test]
+fn the_delivery_page_shows_each_handler_attempt_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_loopback_port().unwrap();
+    let admin = format!("127.0.0.1:{port}");
+    // Fails every attempt, with another exit status each time: 3, 4, then 5.
+    let exec = r#"cat > /dev/null; n=$(cat count 2>/dev/null || echo 0); n=$((n + 1)); echo $n > count; exit $((n + 2))"#;
+    let args = [
+        "--inbox",
+        "inbox.db",
+        "--exec",
+        exec,
+        "--max-attempts",
+        "3",
+        "--retry-delay",
+        "50ms",
+        "--admin",
+        &admin,
+    ];
+    let mut serve = Serve::start(dir.path(), &args, &[]);
+    let base = format!("http://{admin}");
+    send(dir.path(), &serve, "dead.json", DEAD_BODY);
+    poll_until("delivery 1 is dead", || state_of(&base, "1") == "dead");
+
+    let page = html_page(&get(&base, "/deliveries/1", &[]), 200);
+    assert!(
+        page.contains("<th>Handler attempts</th><td>3</td>"),
+        "{page}"
+    );
+    let at = page
+        .find(r#"<table id="attempts">"#)
+        .expect("a table of attempts");
+    let table = &page[at..at + page[at..].find("</table>").unwrap()];
+    let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    for (row, (number, outcome, status)) in
+        rows.iter()
+            .zip([(1, "retry", 3), (2, "retry", 4), (3, "dead", 5)])
+    {
+        assert!(row.starts_with(&format!("<td>{number}</td>")), "{row}");
+        assert!(row.contains(&format!("<td>{outcome}</td>")), "{row}");
+        assert!(
+            row.contains(&format!(
+                "<pre>the command exited with exit status: {status}</pre>"
+            )),
+            "{row}"
+        );
+        // A retry says when it is due again; the dead letter is not due.
+        assert_eq!(
+            row.matches("Z</td>").count(),
+            if outcome == "retry" { 2 } else { 1 },
+            "{row}"
+        );
+    }
+    assert!(
+        !page.contains(SECRET) && !page.to_lowercase().contains("signature"),
+        "{page}"
+    );
+
+    // `inbox show` prints them too, beside the running serve.
+    let shown = cmd(dir.path())
+        .args(["inbox", "show", "1", "--inbox", "inbox.db"])
+        .assert()
+        .success();
+    let shown = String::from_utf8(shown.get_output().stdout.clone()).unwrap();
+    let lines: Vec<&str> = shown
+        .lines()
+        .skip_while(|line| !line.starts_with("ATTEMPT"))
+        .take(4)
+        .collect();
+    assert_eq!(lines.len(), 4, "{shown}");
+    for (line, (number, outcome, status)) in
+        lines[1..]
+            .iter()
+            .zip([(1, "retry", 3), (2, "retry", 4), (3, "dead", 5)])
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (words[0], words[2]),
+            (number.to_string().as_str(), outcome),
+            "{line}"
+        );
+        assert!(line.ends_with(&format!("exit status: {status}")), "{line}");
+    }
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+}

@@ -12,8 +12,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
-    Store, Stored, StoredDelivery, WorkQueue,
+    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
+    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// Deliveries in memory; lost when the process ends.
@@ -51,6 +51,8 @@ struct Row {
     next_attempt_at: Option<i64>,
     last_error: Option<String>,
     updated_at: i64,
+    /// Its finished attempts, oldest first; removed with the row.
+    history: Vec<Attempt>,
 }
 
 impl MemoryStore {
@@ -171,6 +173,18 @@ impl InboxAdmin for MemoryStore {
             runs
         })
     }
+
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        self.with(|memory| {
+            id.as_u64()
+                .and_then(|id| memory.rows.get(&id))
+                .map(|row| row.history.clone())
+                .unwrap_or_default()
+        })
+    }
 }
 
 impl Store for MemoryStore {
@@ -217,6 +231,7 @@ impl Memory {
                 next_attempt_at: due,
                 last_error: None,
                 updated_at: now,
+                history: Vec::new(),
             },
         );
         Stored::New(DeliveryId::from(id))
@@ -265,6 +280,11 @@ impl Memory {
         }
         row.attempts = attempt;
         row.updated_at = now;
+        row.history.push(Attempt {
+            number: attempt,
+            finished_at: now,
+            outcome: outcome.clone(),
+        });
         (row.state, row.next_attempt_at) = match outcome {
             Outcome::Done => (DeliveryState::Done, None),
             Outcome::Retry { at, error } => {

@@ -36,7 +36,9 @@
 //! A store keeps, for each delivery, its [`DeliveryKey`] (unique: a second store of the same
 //! key is a [`Stored::Duplicate`]), its body, its [`DeliveryState`], the number of finished
 //! attempts, when it is next due, and its last error. A pending delivery is due from its
-//! due time on, unless a lease on it is still running.
+//! due time on, unless a lease on it is still running. A store may keep each finished
+//! [`Attempt`] too, recorded as [`WorkQueue::complete`] applies its outcome and given by
+//! [`InboxAdmin::attempts`] (the dashboard's delivery page); the default says it keeps none.
 //!
 //! ```
 //! use std::sync::Mutex;
@@ -267,6 +269,53 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// The outcome's name: `done`, `retry` or `dead`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Dead { .. } => "dead",
+        }
+    }
+
+    /// The outcome a store recorded by name (see [`Outcome::as_str`]), with the time a retry
+    /// is due again and the error; `None` for a name it does not know or a retry without
+    /// its time.
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "nats")),
+        allow(dead_code, reason = "the stores that keep attempts by name use it")
+    )]
+    pub(crate) fn from_parts(
+        name: &str,
+        retry_at: Option<i64>,
+        error: Option<String>,
+    ) -> Option<Outcome> {
+        let error = error.unwrap_or_default();
+        match name {
+            "done" => Some(Outcome::Done),
+            "retry" => Some(Outcome::Retry {
+                at: retry_at?,
+                error,
+            }),
+            "dead" => Some(Outcome::Dead { error }),
+            _ => None,
+        }
+    }
+
+    /// When a retry is due again.
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres", feature = "nats")),
+        allow(dead_code, reason = "the stores that keep attempts by name use it")
+    )]
+    pub(crate) fn retry_at(&self) -> Option<i64> {
+        match self {
+            Outcome::Retry { at, .. } => Some(*at),
+            Outcome::Done | Outcome::Dead { .. } => None,
+        }
+    }
+}
+
 /// The receiver's side of a store.
 pub trait Intake: Send + Sync {
     /// Stores a verified delivery at `now`, or reports the delivery stored before under the
@@ -309,6 +358,9 @@ pub trait WorkQueue: Send + Sync {
     /// `attempt` also tells claims of one delivery apart: a store shared by several receivers
     /// can ignore an outcome whose `attempt` is not one more than the delivery's count, which
     /// comes from a worker whose lease ran out while another took the delivery over.
+    ///
+    /// A store that keeps the attempt history ([`InboxAdmin::attempts`]) records the attempt
+    /// here, with the outcome it applies and as durably: an ignored outcome adds no attempt.
     ///
     /// # Errors
     /// Any failure to record it; the delivery then runs again once its lease ends.
@@ -394,6 +446,24 @@ pub trait InboxAdmin: Send + Sync {
         ))))
     }
 
+    /// Every finished handler attempt of a delivery (see [`Attempt`]), oldest first; none
+    /// for a delivery never handled or not there. A re-queued dead letter keeps the attempts
+    /// it had, and its count starts again from 1. The default refuses with
+    /// [`InboxError::Unsupported`]: the dashboard then says the store keeps no attempt
+    /// history.
+    ///
+    /// # Errors
+    /// Any failure to read them.
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        let _ = id;
+        Box::pin(std::future::ready(Err(InboxError::Unsupported(
+            "list a delivery's handler attempts",
+        ))))
+    }
+
     /// How many deliveries are in each state (the metrics' inbox gauges).
     ///
     /// # Errors
@@ -414,6 +484,31 @@ pub struct RunRecord {
     pub last_seen_at: i64,
     /// When it stopped cleanly; `None` while it runs, or when it crashed.
     pub stopped_at: Option<i64>,
+}
+
+/// One finished handler attempt of a delivery, as [`InboxAdmin::attempts`] gives it: a store
+/// that keeps them records one in [`WorkQueue::complete`] for each outcome it applies (not for
+/// a stale one it ignores).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The attempt's number (1-based), the `attempt` given to [`WorkQueue::complete`].
+    pub number: u32,
+    /// When it finished (ms since the Unix epoch), the `now` given to
+    /// [`WorkQueue::complete`].
+    pub finished_at: i64,
+    /// How it ended: done, retried (with when it is due again) or dead, with the handler's
+    /// error.
+    pub outcome: Outcome,
+}
+
+impl Attempt {
+    /// The handler's error, when the attempt failed.
+    pub fn error(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Done => None,
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error),
+        }
+    }
 }
 
 /// A whole store: what a server runs on.

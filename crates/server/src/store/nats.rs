@@ -18,6 +18,13 @@
 //!   `<subject prefix>-dead.<TRIGGER>`), that publish acknowledged, then the original is
 //!   terminated. A worker that vanishes leaves its messages unacknowledged: JetStream hands
 //!   them to another worker once their ack wait runs out.
+//! - **Attempts.** Each outcome is recorded, as it is applied (the publish runs beside the
+//!   ack, nak or dead-lettering), in a stream of its own (`<stream>_ATTEMPTS`, one message
+//!   per finished attempt on `<subject prefix>-attempts.<the delivery's sequence>`), read
+//!   back through a consumer filtered on that subject. A record whose publish fails is only
+//!   logged: the outcome stands, and the history lacks that attempt. The other way round,
+//!   an outcome that fails beside a stored record (a dead copy not stored) runs again, and
+//!   the history shows that attempt before the next.
 //! - **Administration.** Ids are stream sequence numbers. A message is *dead* while its copy is
 //!   in the dead-letter stream, *pending* while it is above the consumer's acknowledgement
 //!   floor, *done* below it. Re-queuing a dead letter publishes its body again (under a new
@@ -46,8 +53,8 @@ use prometheus_client::registry::Registry;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
-    Store, Stored, StoredDelivery, WorkQueue,
+    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
+    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// The header that carries Preservica's signature of the body, kept from the request.
@@ -191,6 +198,16 @@ impl NatsConfig {
     fn runs_prefix(&self) -> String {
         format!("{}-runs", self.subject_prefix)
     }
+
+    /// The stream of the deliveries' handler attempts: `<stream>_ATTEMPTS`, one message per
+    /// finished attempt on `<prefix>-attempts.<the delivery's stream sequence>`.
+    pub fn attempts_stream(&self) -> String {
+        format!("{}_ATTEMPTS", self.stream)
+    }
+
+    fn attempts_subject(&self, sequence: u64) -> String {
+        format!("{}-attempts.{sequence}", self.subject_prefix)
+    }
 }
 
 /// The NATS JetStream store (see the [module documentation](self)).
@@ -304,6 +321,13 @@ impl NatsStore {
             &config,
             config.dead_stream(),
             format!("{}.>", config.dead_prefix()),
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            &config,
+            config.attempts_stream(),
+            format!("{}-attempts.>", config.subject_prefix),
         )
         .await?;
         ensure_stream_as(
@@ -742,6 +766,20 @@ fn subject_token(trigger: &str) -> String {
     }
 }
 
+/// An attempt from its record in the attempts stream; `None` for one that does not read.
+fn attempt_from_record(payload: &[u8]) -> Option<Attempt> {
+    let record: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(Attempt {
+        number: u32::try_from(record["number"].as_u64()?).ok()?,
+        finished_at: record["finishedAt"].as_i64()?,
+        outcome: Outcome::from_parts(
+            record["outcome"].as_str()?,
+            record["retryAt"].as_i64(),
+            record["error"].as_str().map(str::to_owned),
+        )?,
+    })
+}
+
 /// A header value on one line: NATS headers cannot hold line breaks.
 fn one_line(text: &str) -> String {
     text.chars()
@@ -847,48 +885,150 @@ impl WorkQueue for NatsStore {
             let Some(message) = message else {
                 return Ok(());
             };
-            match outcome {
-                Outcome::Done => self.settle(&message, AckKind::Ack).await,
-                Outcome::Retry { at, .. } => {
-                    let delay = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
-                    self.settle(&message, AckKind::Nak(Some(Duration::from_millis(delay))))
-                        .await
-                }
-                Outcome::Dead { error } => {
-                    let trigger = message
-                        .subject
-                        .as_str()
-                        .rsplit('.')
-                        .next()
-                        .unwrap_or("UNKNOWN")
-                        .to_owned();
-                    let mut headers = HeaderMap::new();
-                    let key = DeliveryKey::of(&message.payload);
-                    // Unique per stream message: a second dead-lettering of the same message
-                    // (after a crash before the term) is a duplicate.
-                    headers.insert(MSG_ID, format!("{}:{sequence}", key.to_hex()).as_str());
-                    if let Some(signature) = message
-                        .headers
-                        .as_ref()
-                        .and_then(|it| it.get(SIGNATURE_HEADER))
-                    {
-                        headers.insert(SIGNATURE_HEADER, signature.as_str());
-                    }
-                    headers.insert(ERROR_HEADER, one_line(&error).as_str());
-                    headers.insert(ATTEMPTS_HEADER, attempt.to_string().as_str());
-                    headers.insert(SEQUENCE_HEADER, sequence.to_string().as_str());
-                    // Not terminated unless the dead copy is stored: the message then runs
-                    // again once its lease ends, and is dead-lettered again.
-                    self.publish(
-                        format!("{}.{trigger}", self.config.dead_prefix()),
-                        headers,
-                        message.payload.clone(),
-                    )
-                    .await?;
-                    self.settle(&message, AckKind::Term).await
-                }
+            let attempt = Attempt {
+                number: attempt,
+                finished_at: now,
+                outcome,
+            };
+            // The record goes out beside the outcome, not after it.
+            let (settled, recorded) = tokio::join!(
+                self.settle_outcome(&message, sequence, &attempt),
+                self.record_attempt(sequence, &attempt)
+            );
+            if let Err(err) = recorded {
+                tracing::warn!(
+                    id = sequence,
+                    error = %crate::error::Chain(&err),
+                    "NATS: a handler attempt was not recorded; the delivery's history lacks it"
+                );
             }
+            settled
         })
+    }
+}
+
+impl NatsStore {
+    /// Publishes a finished attempt to the attempts stream, on the delivery's own subject.
+    /// Its message id is the delivery's and the attempt's number, so a record sent twice is
+    /// kept once.
+    async fn record_attempt(&self, sequence: u64, attempt: &Attempt) -> Result<(), InboxError> {
+        let record = serde_json::json!({
+            "number": attempt.number,
+            "finishedAt": attempt.finished_at,
+            "outcome": attempt.outcome.as_str(),
+            "retryAt": attempt.outcome.retry_at(),
+            "error": attempt.error(),
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            MSG_ID,
+            format!("attempt:{sequence}:{}", attempt.number).as_str(),
+        );
+        self.publish(
+            self.config.attempts_subject(sequence),
+            headers,
+            record.to_string().into(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The attempts recorded for the message at `sequence`, oldest first, read through an
+    /// ordered consumer filtered on its subject up to the last record there when asked.
+    async fn read_attempts(&self, sequence: u64) -> Result<Vec<Attempt>, InboxError> {
+        self.connected("list a delivery's attempts")?;
+        let name = self.config.attempts_stream();
+        let stream = self
+            .js
+            .get_stream(&name)
+            .await
+            .map_err(|err| backend(&format!("open the stream {name}"), err))?;
+        let subject = self.config.attempts_subject(sequence);
+        let last = match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message.sequence,
+            Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                return Ok(Vec::new());
+            }
+            Err(err) => return Err(backend("read a delivery's attempts", err)),
+        };
+        let reader = during_elections("start reading a delivery's attempts", || {
+            stream.create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                filter_subject: subject.clone(),
+                ..Default::default()
+            })
+        })
+        .await?;
+        let mut arriving = reader
+            .messages()
+            .await
+            .map_err(|err| backend("start reading a delivery's attempts", err))?;
+        let mut attempts = Vec::new();
+        while let Ok(next) =
+            tokio::time::timeout(self.config.request_timeout, arriving.next()).await
+        {
+            let Some(message) = next else { break };
+            let message = message.map_err(|err| backend("read a delivery's attempts", err))?;
+            let at = message.info().map_or(last, |info| info.stream_sequence);
+            if let Some(attempt) = attempt_from_record(&message.payload) {
+                attempts.push(attempt);
+            }
+            if at >= last {
+                break;
+            }
+        }
+        Ok(attempts)
+    }
+
+    /// Applies an outcome to a claimed message: ack, nak with the delay, or the dead letter
+    /// stored and the original terminated.
+    async fn settle_outcome(
+        &self,
+        message: &jetstream::Message,
+        sequence: u64,
+        attempt: &Attempt,
+    ) -> Result<(), InboxError> {
+        match &attempt.outcome {
+            Outcome::Done => self.settle(message, AckKind::Ack).await,
+            Outcome::Retry { at, .. } => {
+                let delay = u64::try_from(at.saturating_sub(attempt.finished_at)).unwrap_or(0);
+                self.settle(message, AckKind::Nak(Some(Duration::from_millis(delay))))
+                    .await
+            }
+            Outcome::Dead { error } => {
+                let trigger = message
+                    .subject
+                    .as_str()
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or("UNKNOWN")
+                    .to_owned();
+                let mut headers = HeaderMap::new();
+                let key = DeliveryKey::of(&message.payload);
+                // Unique per stream message: a second dead-lettering of the same message
+                // (after a crash before the term) is a duplicate.
+                headers.insert(MSG_ID, format!("{}:{sequence}", key.to_hex()).as_str());
+                if let Some(signature) = message
+                    .headers
+                    .as_ref()
+                    .and_then(|it| it.get(SIGNATURE_HEADER))
+                {
+                    headers.insert(SIGNATURE_HEADER, signature.as_str());
+                }
+                headers.insert(ERROR_HEADER, one_line(error).as_str());
+                headers.insert(ATTEMPTS_HEADER, attempt.number.to_string().as_str());
+                headers.insert(SEQUENCE_HEADER, sequence.to_string().as_str());
+                // Not terminated unless the dead copy is stored: the message then runs
+                // again once its lease ends, and is dead-lettered again.
+                self.publish(
+                    format!("{}.{trigger}", self.config.dead_prefix()),
+                    headers,
+                    message.payload.clone(),
+                )
+                .await?;
+                self.settle(message, AckKind::Term).await
+            }
+        }
     }
 }
 
@@ -925,6 +1065,20 @@ impl NatsStore {
 impl InboxAdmin for NatsStore {
     fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
         Box::pin(self.read_runs())
+    }
+
+    /// The records on the delivery's subject of the attempts stream. A dead letter is shown
+    /// by the sequence of the message it is a copy of, so its attempts are the original's.
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        Box::pin(async move {
+            let Some(sequence) = id.as_u64() else {
+                return Ok(Vec::new());
+            };
+            self.read_attempts(sequence).await
+        })
     }
 
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {

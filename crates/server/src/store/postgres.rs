@@ -43,8 +43,8 @@ use tokio_postgres::config::{Host, SslMode};
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, now_millis};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
-    Store, Stored, StoredDelivery, WorkQueue,
+    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
+    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// The most deliveries stored in one transaction.
@@ -91,6 +91,19 @@ CREATE TABLE preservica_webhook_runs (
     started_at BIGINT NOT NULL,
     last_seen_at BIGINT NOT NULL,
     stopped_at BIGINT
+);
+",
+    "
+CREATE TABLE preservica_webhook_attempts (
+    delivery_id BIGINT NOT NULL
+        REFERENCES preservica_webhook_deliveries (id) ON DELETE CASCADE,
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    number INTEGER NOT NULL,
+    finished_at BIGINT NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('done', 'retry', 'dead')),
+    retry_at BIGINT,
+    error TEXT,
+    PRIMARY KEY (delivery_id, seq)
 );
 ",
 ];
@@ -887,21 +900,35 @@ impl WorkQueue for PostgresStore {
                 Outcome::Dead { error } => (DeliveryState::Dead, None, Some(error.as_str())),
             };
             let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+            // The attempt is recorded by the same statement, for the row the update matched.
             let changed = self
                 .with_client("record a handler outcome", async |client| {
                     let finish = client
                         .prepare_cached(
-                            "UPDATE preservica_webhook_deliveries \
-                             SET state = $2, next_attempt_at = $3, lease_until = NULL, \
-                                 last_error = COALESCE($4, last_error), updated_at = $5 \
-                             WHERE id = $1 AND state = 'pending' AND attempts = $6 \
-                                 AND lease_until IS NOT NULL",
+                            "WITH finished AS ( \
+                                 UPDATE preservica_webhook_deliveries \
+                                 SET state = $2, next_attempt_at = $3, lease_until = NULL, \
+                                     last_error = COALESCE($4, last_error), updated_at = $5 \
+                                 WHERE id = $1 AND state = 'pending' AND attempts = $6 \
+                                     AND lease_until IS NOT NULL \
+                                 RETURNING id) \
+                             INSERT INTO preservica_webhook_attempts \
+                                 (delivery_id, number, finished_at, outcome, retry_at, error) \
+                             SELECT id, $6, $5, $7, $3, $4 FROM finished",
                         )
                         .await?;
                     client
                         .execute(
                             &finish,
-                            &[&id, &state.as_str(), &next, &error, &now, &attempt],
+                            &[
+                                &id,
+                                &state.as_str(),
+                                &next,
+                                &error,
+                                &now,
+                                &attempt,
+                                &outcome.as_str(),
+                            ],
                         )
                         .await
                 })
@@ -1070,6 +1097,41 @@ impl InboxAdmin for PostgresStore {
                     started_at: row.get(1),
                     last_seen_at: row.get(2),
                     stopped_at: row.get(3),
+                })
+                .collect())
+        })
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        Box::pin(async move {
+            let Some(id) = row_id(id) else {
+                return Ok(Vec::new());
+            };
+            let rows = self
+                .with_client("list a delivery's attempts", async |client| {
+                    let attempts = client
+                        .prepare_cached(
+                            "SELECT number, finished_at, outcome, retry_at, error \
+                             FROM preservica_webhook_attempts WHERE delivery_id = $1 \
+                             ORDER BY seq",
+                        )
+                        .await?;
+                    client.query(&attempts, &[&id]).await
+                })
+                .await?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| {
+                    let number: i32 = row.get(0);
+                    let outcome: &str = row.get(2);
+                    Some(Attempt {
+                        number: u32::try_from(number).unwrap_or(0),
+                        finished_at: row.get(1),
+                        outcome: Outcome::from_parts(outcome, row.get(3), row.get(4))?,
+                    })
                 })
                 .collect())
         })

@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::InboxError;
 use crate::inbox::{self, DeliveryState, Inbox, InboxEntry, SqliteCause, StateCounts, StateFilter};
 use crate::store::{
-    BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome, RunRecord,
-    Store, Stored, WorkQueue,
+    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
+    RunRecord, Store, Stored, WorkQueue,
 };
 
 /// The most commands applied in one transaction.
@@ -268,6 +268,14 @@ impl InboxAdmin for SqliteStore {
 
     fn runs(&self) -> BoxFuture<'_, Result<Vec<RunRecord>, InboxError>> {
         self.admin(|inbox| inbox.runs())
+    }
+
+    fn attempts<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Vec<Attempt>, InboxError>> {
+        let id = id.clone();
+        self.admin(move |inbox| inbox.attempts(&id))
     }
 }
 
@@ -787,10 +795,47 @@ impl SqliteBackend {
              last_error = COALESCE(?5, last_error), updated_at = ?6 \
              WHERE id = ?1 AND state = 'pending' AND attempts = ?3 - 1",
         )?;
-        stmt.execute(params![id, state.as_str(), attempt, next, error, now])
+        let changed = stmt.execute(params![id, state.as_str(), attempt, next, error, now])?;
+        drop(stmt);
+        if changed == 1 {
+            self.record_attempt(id, attempt, outcome, now)?;
+        }
+        Ok(changed)
+    }
+
+    /// Adds an applied outcome to the delivery's attempts, in the outcome's transaction.
+    fn record_attempt(
+        &self,
+        id: i64,
+        attempt: u32,
+        outcome: &Outcome,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        let error = match outcome {
+            Outcome::Done => None,
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.as_str()),
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO attempts (delivery_id, number, finished_at, outcome, retry_at, error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        stmt.execute(params![
+            id,
+            attempt,
+            now,
+            outcome.as_str(),
+            outcome.retry_at(),
+            error
+        ])?;
+        Ok(())
     }
 
     fn prune(&mut self, before: i64) -> rusqlite::Result<usize> {
+        let mut attempts = self.conn.prepare_cached(
+            "DELETE FROM attempts WHERE delivery_id IN \
+             (SELECT id FROM deliveries WHERE state = 'done' AND updated_at < ?1)",
+        )?;
+        attempts.execute([before])?;
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM deliveries WHERE state = 'done' AND updated_at < ?1")?;

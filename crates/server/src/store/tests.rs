@@ -228,6 +228,141 @@ async fn sqlite_and_memory_stores_do_the_same_through_the_seam() {
     exercise(&MemoryStore::new(Counter::default())).await;
 }
 
+fn retry(at: i64, error: &str) -> Outcome {
+    Outcome::Retry {
+        at,
+        error: error.into(),
+    }
+}
+
+fn attempt(number: u32, finished_at: i64, outcome: Outcome) -> Attempt {
+    Attempt {
+        number,
+        finished_at,
+        outcome,
+    }
+}
+
+/// Every outcome a store applies is an attempt, oldest first (retry → retry → dead, and
+/// retry → done); an outcome it ignores adds none; a pruned delivery's attempts go with it.
+async fn keeps_each_attempt(inbox: &dyn Store) {
+    let failing = store(inbox, "failing", DeliveryState::Pending, 100).await;
+    let recovering = store(inbox, "recovering", DeliveryState::Pending, 100).await;
+    assert_eq!(inbox.attempts(&failing).await.unwrap(), []);
+    let both = [failing.clone(), recovering.clone()];
+    assert_eq!(ids(&inbox.claim(100, 10, 1_000).await.unwrap()), both);
+    inbox
+        .complete(failing.clone(), 1, retry(200, "first"), 110)
+        .await
+        .unwrap();
+    inbox
+        .complete(recovering.clone(), 1, retry(200, "flaky"), 120)
+        .await
+        .unwrap();
+    assert_eq!(ids(&settled_claim(inbox, 200, 1_000).await), both);
+    inbox
+        .complete(failing.clone(), 2, retry(300, "second\nline"), 210)
+        .await
+        .unwrap();
+    // The first attempt's outcome again: stale, ignored.
+    inbox
+        .complete(recovering.clone(), 1, Outcome::Done, 215)
+        .await
+        .unwrap();
+    inbox
+        .complete(recovering.clone(), 2, Outcome::Done, 220)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&settled_claim(inbox, 300, 1_000).await),
+        std::slice::from_ref(&failing)
+    );
+    let dead = Outcome::Dead {
+        error: "third".into(),
+    };
+    inbox
+        .complete(failing.clone(), 3, dead.clone(), 310)
+        .await
+        .unwrap();
+    // No longer pending: ignored.
+    inbox
+        .complete(failing.clone(), 3, Outcome::Done, 320)
+        .await
+        .unwrap();
+    inbox.prune(i64::MIN).await.unwrap();
+
+    let failed = [
+        attempt(1, 110, retry(200, "first")),
+        attempt(2, 210, retry(300, "second\nline")),
+        attempt(3, 310, dead),
+    ];
+    assert_eq!(inbox.attempts(&failing).await.unwrap(), failed);
+    assert_eq!(failed[2].error(), Some("third"));
+    assert_eq!(
+        inbox.attempts(&recovering).await.unwrap(),
+        [
+            attempt(1, 120, retry(200, "flaky")),
+            attempt(2, 220, Outcome::Done)
+        ]
+    );
+    assert_eq!(inbox.attempts(&"nope".parse().unwrap()).await.unwrap(), []);
+
+    // Re-queued, a dead letter keeps its attempts and counts from 1 again.
+    assert!(inbox.retry(&failing, 400).await.unwrap());
+    assert_eq!(
+        ids(&settled_claim(inbox, 400, 1_000).await),
+        std::slice::from_ref(&failing)
+    );
+    inbox
+        .complete(failing.clone(), 1, Outcome::Done, 410)
+        .await
+        .unwrap();
+    inbox.prune(i64::MIN).await.unwrap();
+    let history = inbox.attempts(&failing).await.unwrap();
+    assert_eq!(history[..3], failed);
+    assert_eq!(history[3..], [attempt(1, 410, Outcome::Done)]);
+
+    // Pruned with its delivery.
+    assert_eq!(inbox.prune(300).await.unwrap(), 1);
+    assert!(inbox.get(&recovering).await.unwrap().is_none());
+    assert_eq!(inbox.attempts(&recovering).await.unwrap(), []);
+    assert_eq!(inbox.attempts(&failing).await.unwrap().len(), 4);
+    inbox.close().await;
+}
+
+#[tokio::test]
+async fn stores_keep_each_attempt_until_the_delivery_is_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inbox.db");
+    let sqlite = SqliteStore::open(&path, Counter::default()).unwrap();
+    keeps_each_attempt(&sqlite).await;
+    drop(sqlite);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (kept, orphans): (i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE delivery_id NOT IN (SELECT id FROM deliveries)) \
+             FROM attempts",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (kept, orphans),
+        (4, 0),
+        "a pruned delivery's attempts stayed"
+    );
+    assert_eq!(
+        crate::Inbox::open(&path)
+            .unwrap()
+            .attempts(&DeliveryId::from(1))
+            .unwrap()
+            .len(),
+        4,
+        "another process reads the attempts"
+    );
+    keeps_each_attempt(&MemoryStore::new(Counter::default())).await;
+}
+
 /// Deliveries stored done or dead (as `inbox import` does) keep their state, time received
 /// and count, and are never claimed.
 async fn keeps_the_state_it_is_given(inbox: &dyn Store) {

@@ -217,7 +217,9 @@ impl<'q> Scan<'q> {
         let by_filter = if self.query.reads_bodies() {
             CHUNK
         } else {
-            (self.limit - self.entries.len() + 1).min(CHUNK)
+            (self.limit - self.entries.len())
+                .saturating_add(1)
+                .min(CHUNK)
         };
         by_filter.min(self.max_scanned - self.scanned).max(1)
     }
@@ -347,4 +349,45 @@ pub(crate) fn after_cursor(entries: &[InboxEntry], cursor: &DeliveryId) -> usize
 /// A database row id from a [`DeliveryId`] that is a number in its range.
 fn numeric(id: &DeliveryId) -> Option<i64> {
     id.as_u64().and_then(|n| i64::try_from(n).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_count_in_the_minute_they_are_ago_within_the_last_hour() {
+        let now = 10_000_000;
+        let activity = Activity::of(
+            now,
+            [
+                (now, DeliveryState::Done),
+                (now - 59_999, DeliveryState::Pending),
+                (now - 60_000, DeliveryState::Dead),
+                (now - 3_599_999, DeliveryState::Pending),
+                (now - 3_600_000, DeliveryState::Done),
+                (now + 1, DeliveryState::Done),
+            ],
+        );
+        let mut expected = [0; ACTIVITY_MINUTES];
+        (expected[59], expected[58], expected[0]) = (2, 1, 1);
+        assert_eq!(activity.per_minute, expected);
+        assert_eq!(activity.last_received_at, Some(now + 1));
+        assert_eq!(activity.oldest_pending_at, Some(now - 3_599_999));
+
+        let mut added = Activity::default();
+        for (minutes_ago, count) in [(0, 2), (1, 1), (59, 1), (60, 5), (-1, 5)] {
+            added.add_minute(minutes_ago, count);
+        }
+        assert_eq!(added.per_minute, expected);
+        assert_eq!(Activity::of(now, []), Activity::default());
+    }
+
+    #[test]
+    fn an_unbounded_limit_reads_a_chunk_at_a_time() {
+        let query = PageQuery::newest(usize::MAX);
+        assert_eq!(Scan::new(&query).wanted(), CHUNK);
+        let small = PageQuery::newest(3);
+        assert_eq!(Scan::new(&small).wanted(), 4, "one more than the page");
+    }
 }

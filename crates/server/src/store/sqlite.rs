@@ -952,11 +952,13 @@ fn page_chunk(
     if let StateFilter::Only(state) = state {
         condition(&mut sql, "state =", state.as_str().to_owned().into());
     }
+    // `+received_at`: the time is checked on each row met newest first by id, rather than
+    // the index by time giving every row in the range to be sorted for each chunk.
     if let Some(from) = from {
-        condition(&mut sql, "received_at >=", from.into());
+        condition(&mut sql, "+received_at >=", from.into());
     }
     if let Some(before) = before {
-        condition(&mut sql, "received_at <", before.into());
+        condition(&mut sql, "+received_at <", before.into());
     }
     args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));

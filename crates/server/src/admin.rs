@@ -56,7 +56,7 @@ use tokio::net::TcpListener;
 
 use crate::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateFilter, now_millis};
-use crate::store::{BoxFuture, DeliveryId, Store};
+use crate::store::{BoxFuture, DeliveryId, PageQuery, Store};
 
 /// How many deliveries one page of the list shows.
 const PAGE: usize = 50;
@@ -570,7 +570,7 @@ impl App {
         let csrf = &visit.session.csrf;
         let result = match path {
             "/" | "/deliveries" => self.deliveries(query).await,
-            "/dead" => self.dead(csrf).await,
+            "/dead" => self.dead(query, csrf).await,
             "/health" => self.health().await,
             "/gaps" => self.gaps(csrf).await,
             "/subscriptions" => Ok(Some(("Subscriptions", self.subscriptions(csrf).await))),
@@ -599,56 +599,27 @@ impl App {
         let state = params
             .get("state")
             .and_then(|it| it.parse::<DeliveryState>().ok());
-        let trigger = params.get("trigger").map(|it| it.trim().to_uppercase());
-        let entity = params.get("entity").map(|it| it.trim().to_lowercase());
-        let text = params.get("q").map(|it| it.trim().to_lowercase());
-        let since = params.get("since").and_then(|it| moment(it));
-        let until = params.get("until").and_then(|it| moment(it));
-        let filter = state.map_or(StateFilter::All, StateFilter::Only);
-        let mut entries = self.store.list(filter).await?;
-        entries.reverse();
-        entries.retain(|entry| {
-            let trigger_ok = trigger.as_ref().is_none_or(|want| {
-                entry
-                    .trigger
-                    .as_deref()
-                    .is_some_and(|it| it.contains(want.as_str()))
-            });
-            let entity_ok = entity.as_ref().is_none_or(|want| {
-                entry
-                    .entity_refs
-                    .iter()
-                    .any(|it| it.to_lowercase().contains(want.as_str()))
-            });
-            let at = millis(&entry.received_at);
-            let time_ok = since.is_none_or(|since| at.is_some_and(|at| at >= since))
-                && until.is_none_or(|until| at.is_some_and(|at| at < until));
-            let text_ok = text.as_ref().is_none_or(|want| {
-                String::from_utf8_lossy(&entry.body)
-                    .to_lowercase()
-                    .contains(want.as_str())
-            });
-            trigger_ok && entity_ok && time_ok && text_ok
-        });
-        let start = params
-            .get("after")
-            .and_then(|cursor| parse_id(cursor))
-            .map_or(0, |cursor| after_cursor(&entries, &cursor));
-        let shown = &entries[start.min(entries.len())..];
-        let more = shown.len() > PAGE;
-        let shown = &shown[..shown.len().min(PAGE)];
-        let next = more.then(|| {
+        let mut page_query = PageQuery::newest(PAGE);
+        page_query.state = state.map_or(StateFilter::All, StateFilter::Only);
+        page_query.trigger = params.get("trigger").map(|it| it.trim().to_owned());
+        page_query.entity = params.get("entity").map(|it| it.trim().to_owned());
+        page_query.text = params.get("q").map(|it| it.trim().to_owned());
+        page_query.received_from = params.get("since").and_then(|it| moment(it));
+        page_query.received_before = params.get("until").and_then(|it| moment(it));
+        page_query.after = params.get("after").and_then(|cursor| parse_id(cursor));
+        let page = self.store.page(&page_query).await?;
+        let shown = &page.entries[..];
+        let next = page.next.as_ref().map(|cursor| {
             let mut query = form_urlencoded::Serializer::new(String::new());
             for key in ["state", "trigger", "entity", "q", "since", "until"] {
                 if let Some(value) = params.get(key) {
                     query.append_pair(key, value);
                 }
             }
-            if let Some(last) = shown.last() {
-                query.append_pair("after", &last.id.as_str());
-            }
+            query.append_pair("after", &cursor.as_str());
             format!("/?{}", query.finish())
         });
+        let stopped_short = next.is_some() && shown.len() < PAGE;
         let value = |key: &str| params.get(key).cloned().unwrap_or_default();
         let body = html! {
             h1 { "Deliveries" }
@@ -669,8 +640,11 @@ impl App {
                     button type="submit" { "Filter" }
                 }
             }
-            p.muted { (entries.len()) " matching, newest first; times are UTC." }
+            p.muted { (shown.len()) " matching on this page, newest first; times are UTC." }
             (entry_table(shown))
+            @if stopped_short {
+                p.muted { "The search stopped after " (page_query.max_scanned) " deliveries; older ones may match too." }
+            }
             @if let Some(next) = next {
                 p { a href=(next) rel="next" { "Older deliveries →" } }
             }
@@ -775,24 +749,31 @@ impl App {
         })
     }
 
-    async fn dead(&self, csrf: &str) -> Result<Option<(&'static str, Markup)>, InboxError> {
-        let mut entries = self
-            .store
-            .list(StateFilter::Only(DeliveryState::Dead))
-            .await?;
-        entries.reverse();
+    async fn dead(
+        &self,
+        query: &str,
+        csrf: &str,
+    ) -> Result<Option<(&'static str, Markup)>, InboxError> {
+        let mut page_query = PageQuery::newest(PAGE);
+        page_query.state = StateFilter::Only(DeliveryState::Dead);
+        page_query.after = form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "after")
+            .and_then(|(_, cursor)| parse_id(&cursor));
+        let page = self.store.page(&page_query).await?;
+        let entries = &page.entries;
+        let dead = self.store.counts().await?.dead;
         let body = html! {
             h1 { "Dead letters" }
-            @if entries.is_empty() {
+            @if entries.is_empty() && page_query.after.is_none() {
                 p { "No dead letters." }
             } @else {
                 form method="post" action="/dead/retry" {
                     input type="hidden" name="csrf" value=(csrf);
-                    p { button type="submit" id="retry-all" { "Retry all " (entries.len()) } }
+                    p { button type="submit" id="retry-all" { "Retry all " (dead) } }
                 }
                 table {
                     tr { th { "Id" } th { "Received" } th { "Trigger" } th { "Attempts" } th { "Last error" } th {} }
-                    @for entry in &entries {
+                    @for entry in entries {
                         tr {
                             td { a href=(delivery_href(&entry.id)) { (entry.id) } }
                             td { (entry.received_at) }
@@ -808,6 +789,9 @@ impl App {
                         }
                     }
                 }
+                @if let Some(next) = &page.next {
+                    p { a href=(format!("/dead?after={}", utf8_percent_encode(&next.as_str(), NON_ALPHANUMERIC))) rel="next" { "Older dead letters →" } }
+                }
             }
         };
         Ok(Some(("Dead letters", body)))
@@ -815,26 +799,9 @@ impl App {
 
     async fn health(&self) -> Result<Option<(&'static str, Markup)>, InboxError> {
         let counts = self.store.counts().await?;
-        let entries = self.store.list(StateFilter::All).await?;
         let now = now_millis();
-        let times: Vec<(i64, DeliveryState)> = entries
-            .iter()
-            .filter_map(|entry| millis(&entry.received_at).map(|at| (at, entry.state)))
-            .collect();
-        let last = times.iter().map(|(at, _)| *at).max();
-        let oldest_pending = times
-            .iter()
-            .filter(|(_, state)| *state == DeliveryState::Pending)
-            .map(|(at, _)| *at)
-            .min();
-        let mut per_minute = [0u32; 60];
-        for (at, _) in &times {
-            let ago = now - at;
-            if (0..3_600_000).contains(&ago) {
-                let minute = usize::try_from(ago / 60_000).unwrap_or(0);
-                per_minute[59 - minute.min(59)] += 1;
-            }
-        }
+        let activity = self.store.activity(now).await?;
+        let (last, oldest_pending) = (activity.last_received_at, activity.oldest_pending_at);
         let body = html! {
             h1 { "Health" }
             div.panel {
@@ -848,7 +815,7 @@ impl App {
                 div.card { "Version" b { (env!("CARGO_PKG_VERSION")) } }
             }
             h2 { "Deliveries per minute, last hour" }
-            (chart(&per_minute))
+            (chart(&activity.per_minute))
         };
         Ok(Some(("Health", body)))
     }
@@ -978,21 +945,6 @@ impl App {
             HeaderValue::from_static("attachment; filename=\"preservica-webhook-export.jsonl\""),
         );
         answer
-    }
-}
-
-/// The index just past `cursor` in the newest-first `entries`: where the next page starts.
-/// An id no longer listed (filtered out or pruned) falls back to comparing numeric ids.
-fn after_cursor(entries: &[InboxEntry], cursor: &DeliveryId) -> usize {
-    if let Some(at) = entries.iter().position(|entry| entry.id == *cursor) {
-        return at + 1;
-    }
-    match cursor.as_u64() {
-        Some(n) => entries
-            .iter()
-            .position(|entry| entry.id.as_u64().is_some_and(|it| it < n))
-            .unwrap_or(entries.len()),
-        None => 0,
     }
 }
 
@@ -1243,7 +1195,7 @@ mod tests {
         let newest_first = entries(&[9, 7, 5, 3]);
         let check = |cursor: &str, start: usize| {
             assert_eq!(
-                after_cursor(&newest_first, &cursor.parse().unwrap()),
+                crate::store::page::after_cursor(&newest_first, &cursor.parse().unwrap()),
                 start,
                 "{cursor}"
             );

@@ -161,7 +161,8 @@ impl serde::Serialize for DeliveryState {
 }
 
 #[cfg(feature = "sqlite")]
-const COLUMNS: &str = "id, key, state, received_at, attempts, next_attempt_at, last_error, body";
+pub(crate) const COLUMNS: &str =
+    "id, key, state, received_at, attempts, next_attempt_at, last_error, body";
 
 #[cfg(feature = "sqlite")]
 impl Inbox {
@@ -727,7 +728,7 @@ impl StateCounts {
 }
 
 #[cfg(feature = "sqlite")]
-fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
+pub(crate) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<InboxEntry> {
     let key: Vec<u8> = row.get(1)?;
     let state: String = row.get(2)?;
     let body: Vec<u8> = row.get(7)?;

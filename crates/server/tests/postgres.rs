@@ -8,11 +8,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use preservica_webhook_core::DeliveryKey;
-use preservica_webhook_server::store::{Attempt, NewDelivery, Outcome, Store, Stored, open_store};
+use preservica_webhook_server::store::{
+    Attempt, NewDelivery, Outcome, PageQuery, Store, Stored, open_store,
+};
 use preservica_webhook_server::{
-    DeliveryState, InboxConfig, InboxError, PostgresLocation, RunRecord, StateFilter,
+    DeliveryId, DeliveryState, InboxConfig, InboxEntry, InboxError, PostgresLocation, RunRecord,
+    StateFilter,
 };
 use preservica_webhook_testkit::postgres::Postgres;
+
+#[path = "support/pages.rs"]
+mod pages;
 
 fn inbox(url: &str) -> InboxConfig {
     InboxConfig::Postgres(url.parse::<PostgresLocation>().unwrap())
@@ -185,7 +191,7 @@ async fn migrations_run_once_when_stores_open_together_and_a_newer_schema_is_ref
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     // Opening again changes nothing and keeps what is stored.
     let store = open(&url).await;
     store.store(delivery(1), 1_000).await.unwrap();
@@ -466,4 +472,22 @@ async fn every_applied_outcome_is_an_attempt_and_a_pruned_delivery_takes_its_att
     assert_eq!(kept, [failing_row; 3]);
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_newest_first_by_cursor_with_filters_and_a_bounded_scan() {
+    let postgres = Postgres::start().unwrap();
+    let store = open(&postgres.url()).await;
+    pages::pages_and_activity(&*store).await;
+    // The index the health panel reads by is there (migration 4).
+    let client = sql(&postgres.url()).await;
+    let row = client
+        .query_one(
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'preservica_webhook_by_state_received'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    store.close().await;
 }

@@ -315,6 +315,62 @@ fn admin_views_show_the_inbox_and_a_dead_letter_is_retried_by_post() {
     assert_eq!(code, Some(0));
 }
 
+/// The delivery ids a deliveries page lists, in its order.
+fn listed_ids(page: &str) -> Vec<u64> {
+    page.split(r#"<td><a href="/deliveries/"#)
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .collect()
+}
+
+/// The target of a page's `rel="next"` link, if it has one.
+fn older_link(page: &str) -> Option<String> {
+    let at = page.find(r#"" rel="next""#)?;
+    let start = page[..at].rfind(r#"href=""#)? + r#"href=""#.len();
+    Some(page[start..at].replace("&amp;", "&"))
+}
+
+#[test]
+fn a_deliveries_page_shows_one_page_and_its_older_link_leads_to_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..60)
+        .map(|n| {
+            let body =
+                format!(r#"{{"trigger":"MOVED","events":[{{"entityRef":"paged-ref-{n}"}}]}}"#);
+            let line = serde_json::json!({
+                "key": preservica_webhook_core::DeliveryKey::of(body.as_bytes()).to_hex(),
+                "state": "done",
+                "receivedAt": "2026-01-01T00:00:00Z",
+                "body": body,
+            });
+            format!("{line}\n")
+        })
+        .collect();
+    cmd(dir.path())
+        .args(["inbox", "import", "--inbox", "inbox.db"])
+        .write_stdin(lines)
+        .assert()
+        .success();
+    let (mut serve, base) = start(dir.path(), &[]);
+
+    let first = html_page(&get(&base, "/?trigger=moved", &[]), 200);
+    let first_ids = listed_ids(&first);
+    assert_eq!(first_ids, (11..=60).rev().collect::<Vec<u64>>(), "{first}");
+    assert!(first.contains("paged-ref-59") && !first.contains("paged-ref-9<"));
+    let older = older_link(&first).expect("an older link");
+    assert_eq!(older, "/?trigger=moved&after=11");
+    let rest = html_page(&get(&base, &older, &[]), 200);
+    assert_eq!(
+        listed_ids(&rest),
+        (1..=10).rev().collect::<Vec<u64>>(),
+        "{rest}"
+    );
+    assert!(rest.contains("paged-ref-0<"), "{rest}");
+    assert_eq!(older_link(&rest), None, "nothing older: {rest}");
+    let (code, _) = serve.terminate();
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn a_token_guards_every_page_and_the_login_form_sets_a_session() {
     let dir = tempfile::tempdir().unwrap();

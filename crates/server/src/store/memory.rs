@@ -3,6 +3,7 @@
 //! and handing each call to another thread would cost more than applying it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -12,8 +13,8 @@ use prometheus_client::metrics::counter::Counter;
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
 use crate::store::{
-    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
-    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
+    Activity, Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery,
+    Outcome, Page, PageQuery, RunRecord, Scan, Store, Stored, StoredDelivery, WorkQueue,
 };
 
 /// Deliveries in memory; lost when the process ends.
@@ -127,6 +128,34 @@ impl InboxAdmin for MemoryStore {
                 })
                 .map(|(id, row)| row.entry(*id))
                 .collect()
+        })
+    }
+
+    /// Walks the rows down from the cursor, building an entry only for those in the state and
+    /// time range.
+    fn page<'a>(&'a self, query: &'a PageQuery) -> BoxFuture<'a, Result<Page, InboxError>> {
+        self.with(|memory| {
+            let below = query
+                .after
+                .as_ref()
+                .and_then(DeliveryId::as_u64)
+                .map_or(Bound::Unbounded, Bound::Excluded);
+            let mut scan = Scan::new(query);
+            for (id, row) in memory.rows.range((Bound::Unbounded, below)).rev() {
+                if query.in_range(row.state, row.received_at) && !scan.offer(row.entry(*id)) {
+                    break;
+                }
+            }
+            scan.finish()
+        })
+    }
+
+    fn activity(&self, now: i64) -> BoxFuture<'_, Result<Activity, InboxError>> {
+        self.with(|memory| {
+            Activity::of(
+                now,
+                memory.rows.values().map(|row| (row.received_at, row.state)),
+            )
         })
     }
 

@@ -8,8 +8,8 @@
 //! - [`WorkQueue`] — the workers' side: claim due deliveries under a *lease* (a deadline after
 //!   which a delivery whose worker vanished may be handed to another), then complete each with
 //!   an [`Outcome`];
-//! - [`InboxAdmin`] — the operator's side: list, show, re-queue one or every dead letter,
-//!   export, count.
+//! - [`InboxAdmin`] — the operator's side: list (all, or a [`Page`] at a time), show,
+//!   re-queue one or every dead letter, export, count, and when deliveries arrived.
 //!
 //! [`Store`] is all three together; a server holds its store as an `Arc<dyn Store>`. The
 //! crate has two: the SQLite file ([`InboxConfig::Sqlite`], one writer thread that commits
@@ -131,6 +131,7 @@
 pub(crate) mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub(crate) mod page;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
@@ -152,6 +153,8 @@ use crate::config::InboxConfig;
 use crate::error::InboxError;
 pub use crate::inbox::now_millis;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+pub use page::{ACTIVITY_MINUTES, Activity, DEFAULT_MAX_SCANNED, Page, PageQuery};
+pub(crate) use page::{Scan, scan_chunks, scan_listed};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresLocation;
 
@@ -391,6 +394,44 @@ pub trait InboxAdmin: Send + Sync {
     /// # Errors
     /// Any failure to read them.
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>>;
+
+    /// One page of deliveries, newest first, after the query's cursor and filtered by it, with
+    /// the cursor to go on from (see [`Page::next`]); what the dashboard shows.
+    ///
+    /// A call reads at most [`PageQuery::max_scanned`] deliveries in the query's state and time
+    /// range. The default lists every delivery in the state and pages through them in memory;
+    /// the SQLite and PostgreSQL stores read newest first by id in bounded chunks instead, with
+    /// the state and time filters in the database. The NATS store keeps the default: its
+    /// stream is read whole for every page.
+    ///
+    /// # Errors
+    /// Any failure to read them.
+    fn page<'a>(&'a self, query: &'a PageQuery) -> BoxFuture<'a, Result<Page, InboxError>> {
+        Box::pin(async move {
+            let mut entries = self.list(query.state).await?;
+            entries.reverse();
+            Ok(scan_listed(query, entries))
+        })
+    }
+
+    /// When deliveries arrived, as of `now`: the newest, the oldest pending, and how many a
+    /// minute over the last hour (the dashboard's health panel). The default lists every
+    /// delivery; the SQLite and PostgreSQL stores ask their indexes.
+    ///
+    /// # Errors
+    /// Any failure to read them.
+    fn activity(&self, now: i64) -> BoxFuture<'_, Result<Activity, InboxError>> {
+        Box::pin(async move {
+            let entries = self.list(StateFilter::All).await?;
+            Ok(Activity::of(
+                now,
+                entries.iter().filter_map(|entry| {
+                    let at = chrono::DateTime::parse_from_rfc3339(&entry.received_at).ok()?;
+                    Some((at.timestamp_millis(), entry.state))
+                }),
+            ))
+        })
+    }
 
     /// One delivery by id; `None` when there is none.
     ///

@@ -43,8 +43,8 @@ use tokio_postgres::config::{Host, SslMode};
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter, now_millis};
 use crate::store::{
-    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
-    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
+    Activity, Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery,
+    Outcome, Page, PageQuery, RunRecord, Store, Stored, StoredDelivery, WorkQueue, scan_chunks,
 };
 
 /// The most deliveries stored in one transaction.
@@ -105,6 +105,12 @@ CREATE TABLE preservica_webhook_attempts (
     error TEXT,
     PRIMARY KEY (delivery_id, seq)
 );
+",
+    // The dashboard's health panel: the newest and oldest received in each state, and the
+    // last hour's arrivals, read from the index alone.
+    "
+CREATE INDEX preservica_webhook_by_state_received
+    ON preservica_webhook_deliveries (state, received_at);
 ",
 ];
 
@@ -984,6 +990,87 @@ fn entry_from_row(row: &tokio_postgres::Row) -> Option<InboxEntry> {
     }))
 }
 
+/// Up to `limit` rows in the query's state and time range with ids below `below` (any when
+/// `None`), newest first.
+async fn page_chunk(
+    client: &deadpool_postgres::Client,
+    query: &PageQuery,
+    below: Option<i64>,
+    limit: usize,
+) -> Result<Vec<InboxEntry>, tokio_postgres::Error> {
+    let now = now_millis();
+    let state = match query.state {
+        StateFilter::All => None,
+        StateFilter::Only(state) => Some(state.as_str()),
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut sql = format!("SELECT {ENTRY} FROM preservica_webhook_deliveries WHERE TRUE");
+    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&now];
+    let conditions: [(&str, Option<&(dyn tokio_postgres::types::ToSql + Sync)>); 4] = [
+        ("id <", below.as_ref().map(|it| it as _)),
+        ("state =", state.as_ref().map(|it| it as _)),
+        (
+            "received_at >=",
+            query.received_from.as_ref().map(|it| it as _),
+        ),
+        (
+            "received_at <",
+            query.received_before.as_ref().map(|it| it as _),
+        ),
+    ];
+    for (column, value) in conditions {
+        if let Some(value) = value {
+            args.push(value);
+            sql.push_str(&format!(" AND {column} ${}", args.len()));
+        }
+    }
+    args.push(&limit);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let rows = client.query(&sql, &args).await?;
+    Ok(rows.iter().filter_map(entry_from_row).collect())
+}
+
+/// When deliveries arrived, as of `now`, from the index by state and time received.
+async fn activity(
+    client: &deadpool_postgres::Client,
+    now: i64,
+) -> Result<Activity, tokio_postgres::Error> {
+    let mut activity = Activity::default();
+    let newest_per_state = ["pending", "done", "dead", "undecodable"]
+        .map(|state| {
+            format!(
+                "(SELECT MAX(received_at) AS at FROM preservica_webhook_deliveries \
+                 WHERE state = '{state}')"
+            )
+        })
+        .join(" UNION ALL ");
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT MAX(at) FROM ({newest_per_state}) AS newest), \
+                 (SELECT MIN(received_at) FROM preservica_webhook_deliveries \
+                  WHERE state = 'pending')"
+            ),
+            &[],
+        )
+        .await?;
+    activity.last_received_at = row.get(0);
+    activity.oldest_pending_at = row.get(1);
+    let rows = client
+        .query(
+            "SELECT ($1 - received_at) / 60000, COUNT(*) FROM preservica_webhook_deliveries \
+             WHERE state IN ('pending', 'done', 'dead', 'undecodable') \
+             AND received_at > $1 - 3600000 AND received_at <= $1 GROUP BY 1",
+            &[&now],
+        )
+        .await?;
+    for row in rows {
+        let count: i64 = row.get(1);
+        activity.add_minute(row.get(0), u32::try_from(count).unwrap_or(u32::MAX));
+    }
+    Ok(activity)
+}
+
 impl InboxAdmin for PostgresStore {
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
         Box::pin(self.with_client("list deliveries", async move |client| {
@@ -1004,6 +1091,25 @@ impl InboxAdmin for PostgresStore {
             };
             Ok(rows.iter().filter_map(entry_from_row).collect())
         }))
+    }
+
+    /// Newest first by id (`id < cursor ORDER BY id DESC LIMIT n`), a chunk of rows per round
+    /// trip, with the state and time filters in SQL.
+    fn page<'a>(&'a self, query: &'a PageQuery) -> BoxFuture<'a, Result<Page, InboxError>> {
+        Box::pin(scan_chunks(query, move |below, wanted| {
+            self.with_client("read a page of deliveries", async move |client| {
+                page_chunk(client, query, below, wanted).await
+            })
+        }))
+    }
+
+    /// From the index by state and time received.
+    fn activity(&self, now: i64) -> BoxFuture<'_, Result<Activity, InboxError>> {
+        Box::pin(
+            self.with_client("read when deliveries arrived", async move |client| {
+                activity(client, now).await
+            }),
+        )
     }
 
     fn get<'a>(

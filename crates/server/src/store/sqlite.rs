@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::InboxError;
 use crate::inbox::{self, DeliveryState, Inbox, InboxEntry, SqliteCause, StateCounts, StateFilter};
 use crate::store::{
-    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
-    RunRecord, Store, Stored, WorkQueue,
+    Activity, Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery,
+    Outcome, Page, PageQuery, RunRecord, Store, Stored, WorkQueue, scan_chunks,
 };
 
 /// The most commands applied in one transaction.
@@ -138,6 +138,25 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `apply` on the reading connection (the claims' own), off the async threads.
+    fn read<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        apply: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> impl Future<Output = Result<T, InboxError>> + Send + 'static {
+        let reader = Arc::clone(&self.reader);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+                apply(&conn).map_err(|err| Failure::new(what, err).into())
+            })
+            .await
+            .map_err(|err| InboxError::backend(std::io::Error::other(err)))?
+        }
+    }
+}
+
 impl Intake for SqliteStore {
     fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
         Box::pin(self.ask(move |reply| Command::Insert {
@@ -221,6 +240,24 @@ impl WorkQueue for SqliteStore {
 impl InboxAdmin for SqliteStore {
     fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
         self.admin(move |inbox| inbox.list(filter))
+    }
+
+    /// On the reading connection, never through the writer, a chunk of rows at a time (each
+    /// holds the connection for its own rows only), with the state and time filters in SQL.
+    fn page<'a>(&'a self, query: &'a PageQuery) -> BoxFuture<'a, Result<Page, InboxError>> {
+        let range = (query.state, query.received_from, query.received_before);
+        Box::pin(scan_chunks(query, move |before, wanted| {
+            self.read("read a page of deliveries", move |conn| {
+                page_chunk(conn, range, before, wanted)
+            })
+        }))
+    }
+
+    /// On the reading connection, from the indexes by state and time received.
+    fn activity(&self, now: i64) -> BoxFuture<'_, Result<Activity, InboxError>> {
+        Box::pin(self.read("read when deliveries arrived", move |conn| {
+            activity(conn, now)
+        }))
     }
 
     fn get<'a>(
@@ -562,6 +599,7 @@ impl SqliteBackend {
         let lock = InboxLock::take(path)?;
         let conn = inbox::open_for_server(path)?;
         let at = |err| inbox::sqlite_failed(path, err);
+        conn.execute_batch(PAGE_INDEXES).map_err(at)?;
         // Counted before the cache grows, so a full inbox's scan does not stay in memory.
         let data_version = data_version(&conn).map_err(at)?;
         let counts = inbox::counts(&conn).map_err(at)?;
@@ -927,6 +965,78 @@ impl Leases {
             })
             .min()
     }
+}
+
+/// The indexes the dashboard reads by: newest first within a state, and by time received
+/// within a state. Created when a server opens the inbox, so an older inbox gains them.
+const PAGE_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS deliveries_by_state_id ON deliveries (state, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_state_received ON deliveries (state, received_at);
+";
+
+/// Every state a row may be in, for reading the index by state and time in every state.
+const ALL_STATES: &str = "('pending', 'done', 'dead', 'undecodable')";
+
+/// Up to `limit` rows in the state and time range `(state, from, before)` with ids below
+/// `below` (any when `None`), newest first.
+fn page_chunk(
+    conn: &Connection,
+    (state, from, before): (StateFilter, Option<i64>, Option<i64>),
+    below: Option<i64>,
+    limit: usize,
+) -> rusqlite::Result<Vec<InboxEntry>> {
+    let mut sql = format!("SELECT {} FROM deliveries WHERE 1 = 1", inbox::COLUMNS);
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut condition = |sql: &mut String, column: &str, value: rusqlite::types::Value| {
+        args.push(value);
+        sql.push_str(&format!(" AND {column} ?{}", args.len()));
+    };
+    if let Some(below) = below {
+        condition(&mut sql, "id <", below.into());
+    }
+    if let StateFilter::Only(state) = state {
+        condition(&mut sql, "state =", state.as_str().to_owned().into());
+    }
+    // `+received_at`: the time is checked on each row met newest first by id, rather than
+    // the index by time giving every row in the range to be sorted for each chunk.
+    if let Some(from) = from {
+        condition(&mut sql, "+received_at >=", from.into());
+    }
+    if let Some(before) = before {
+        condition(&mut sql, "+received_at <", before.into());
+    }
+    args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    stmt.query_map(rusqlite::params_from_iter(args), inbox::entry_from_row)?
+        .collect()
+}
+
+/// When deliveries arrived, as of `now`, from the index by state and time received.
+fn activity(conn: &Connection, now: i64) -> rusqlite::Result<Activity> {
+    let mut activity = Activity::default();
+    let newest_per_state = ["pending", "done", "dead", "undecodable"]
+        .map(|state| {
+            format!("SELECT MAX(received_at) AS at FROM deliveries WHERE state = '{state}'")
+        })
+        .join(" UNION ALL ");
+    activity.last_received_at = conn
+        .prepare_cached(&format!("SELECT MAX(at) FROM ({newest_per_state})"))?
+        .query_row([], |row| row.get(0))?;
+    activity.oldest_pending_at = conn
+        .prepare_cached("SELECT MIN(received_at) FROM deliveries WHERE state = 'pending'")?
+        .query_row([], |row| row.get(0))?;
+    let mut per_minute = conn.prepare_cached(&format!(
+        "SELECT (?1 - received_at) / 60000, COUNT(*) FROM deliveries \
+         WHERE state IN {ALL_STATES} AND received_at > ?1 - 3600000 AND received_at <= ?1 \
+         GROUP BY 1"
+    ))?;
+    let mut rows = per_minute.query([now])?;
+    while let Some(row) = rows.next()? {
+        let count: i64 = row.get(1)?;
+        activity.add_minute(row.get(0)?, u32::try_from(count).unwrap_or(u32::MAX));
+    }
+    Ok(activity)
 }
 
 /// The claims' connection: the inbox file again, only read.

@@ -6,6 +6,9 @@ use super::memory::MemoryStore;
 use super::sqlite::SqliteStore;
 use super::*;
 
+#[path = "../../tests/support/pages.rs"]
+mod pages;
+
 fn check_id(text: &str, number: Option<u64>) {
     let id: DeliveryId = text.parse().unwrap();
     assert_eq!(id.to_string(), text);
@@ -437,4 +440,80 @@ async fn stores_record_runs_and_list_them_oldest_first() {
         "another process reads the runs beside the server"
     );
     records_runs_by_id(&MemoryStore::new(Counter::default())).await;
+}
+
+/// A store that can only list: what `page` and `activity` give by default, over `list`.
+#[derive(Debug)]
+struct ListOnly(MemoryStore);
+
+impl Intake for ListOnly {
+    fn store(&self, delivery: NewDelivery, now: i64) -> BoxFuture<'_, Result<Stored, InboxError>> {
+        self.0.store(delivery, now)
+    }
+}
+
+impl WorkQueue for ListOnly {
+    fn claim(
+        &self,
+        now: i64,
+        limit: usize,
+        lease_until: i64,
+    ) -> BoxFuture<'_, Result<Claim, InboxError>> {
+        self.0.claim(now, limit, lease_until)
+    }
+
+    fn complete(
+        &self,
+        id: DeliveryId,
+        attempt: u32,
+        outcome: Outcome,
+        now: i64,
+    ) -> BoxFuture<'_, Result<(), InboxError>> {
+        self.0.complete(id, attempt, outcome, now)
+    }
+
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        self.0.prune(before)
+    }
+}
+
+impl InboxAdmin for ListOnly {
+    fn list(&self, filter: StateFilter) -> BoxFuture<'_, Result<Vec<InboxEntry>, InboxError>> {
+        self.0.list(filter)
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+    ) -> BoxFuture<'a, Result<Option<InboxEntry>, InboxError>> {
+        self.0.get(id)
+    }
+
+    fn retry<'a>(
+        &'a self,
+        id: &'a DeliveryId,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, InboxError>> {
+        self.0.retry(id, now)
+    }
+
+    fn retry_dead(&self, now: i64) -> BoxFuture<'_, Result<usize, InboxError>> {
+        self.0.retry_dead(now)
+    }
+
+    fn counts(&self) -> BoxFuture<'_, Result<StateCounts, InboxError>> {
+        self.0.counts()
+    }
+}
+
+impl Store for ListOnly {}
+
+#[tokio::test]
+async fn stores_page_newest_first_after_a_cursor_with_filters_and_a_bounded_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open(&dir.path().join("inbox.db"), Counter::default()).unwrap();
+    pages::pages_and_activity(&sqlite).await;
+    sqlite.close().await;
+    pages::pages_and_activity(&MemoryStore::new(Counter::default())).await;
+    pages::pages_and_activity(&ListOnly(MemoryStore::new(Counter::default()))).await;
 }

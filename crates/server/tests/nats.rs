@@ -12,7 +12,10 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use preservica_webhook_core::{DeliveryKey, sign, verify};
 use preservica_webhook_server::store::nats::{NatsAuth, NatsConfig};
-use preservica_webhook_server::store::{Attempt, NewDelivery, Outcome, Store, Stored, open_store};
+use preservica_webhook_server::store::{
+    Attempt, DeliveryId, NewDelivery, Outcome, Page, PageQuery, Store, Stored, now_millis,
+    open_store,
+};
 use preservica_webhook_server::{DeliveryState, InboxConfig, RunRecord, ServerConfig, StateFilter};
 use preservica_webhook_testkit::nats::{Nats, NatsCluster};
 
@@ -48,6 +51,21 @@ fn delivery(body: &[u8]) -> NewDelivery {
 /// The JetStream context a consumer of the stream would have.
 async fn jetstream(url: &str) -> jetstream::Context {
     jetstream::new(async_nats::connect(url).await.unwrap())
+}
+
+/// Waits until `ready` (failing after 15 s).
+async fn poll_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut ready: impl FnMut() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !ready().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Claims until `count` deliveries came (failing after `within`).
@@ -621,5 +639,125 @@ async fn every_applied_outcome_is_recorded_in_the_attempts_stream() {
     assert_eq!(
         info.config.subjects,
         ["preservica.webhook-attempts.>".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_read_newest_first_by_state_time_and_entity_with_the_last_hours_arrivals() {
+    let nats = Nats::start().unwrap();
+    let store = open(&fast(vec![nats.url()])).await;
+    let started = now_millis();
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        match store.store(delivery(&body(n)), 0).await.unwrap() {
+            Stored::New(id) => ids.push(id),
+            Stored::Duplicate(id) => panic!("delivery {n} stored as a duplicate of {id}"),
+        }
+    }
+    // 0–3 done, 4–5 dead, 6–11 pending (claimed, then left to run out).
+    let mut claimed = claim_n(store.as_ref(), 6, Duration::from_secs(10)).await;
+    claimed.sort_by_key(|it| it.id.as_u64());
+    for (n, it) in claimed.iter().enumerate() {
+        let outcome = if n < 4 {
+            Outcome::Done
+        } else {
+            Outcome::Dead {
+                error: format!("failed {n}"),
+            }
+        };
+        store.complete(it.id.clone(), 1, outcome, 0).await.unwrap();
+    }
+    poll_async("the ack floor past the dead letters", || async {
+        let counts = store.counts().await.unwrap();
+        counts.dead == 2 && counts.pending == 6
+    })
+    .await;
+    let newest_first = |range: std::ops::Range<usize>| -> Vec<DeliveryId> {
+        ids[range].iter().rev().cloned().collect()
+    };
+    let shown =
+        |page: &Page| -> Vec<DeliveryId> { page.entries.iter().map(|it| it.id.clone()).collect() };
+
+    // Every delivery, five a page, each page continuing after the last one shown.
+    let mut query = PageQuery::newest(5);
+    let mut all = Vec::new();
+    loop {
+        let page = store.page(&query).await.unwrap();
+        assert!(page.entries.len() <= 5);
+        all.extend(shown(&page));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(all, newest_first(0..12));
+
+    for (state, expected) in [
+        (DeliveryState::Done, newest_first(0..4)),
+        (DeliveryState::Dead, newest_first(4..6)),
+        (DeliveryState::Pending, newest_first(6..12)),
+    ] {
+        let mut query = PageQuery::newest(20);
+        query.state = StateFilter::Only(state);
+        let page = store.page(&query).await.unwrap();
+        assert_eq!(shown(&page), expected, "{state:?}");
+        assert!(page.entries.iter().all(|it| it.state == state));
+        assert!(page.next.is_none());
+    }
+    let mut query = PageQuery::newest(1);
+    query.state = StateFilter::Only(DeliveryState::Dead);
+    let first = store.page(&query).await.unwrap();
+    assert_eq!(shown(&first), newest_first(5..6));
+    query.after = first.next;
+    assert_eq!(
+        shown(&store.page(&query).await.unwrap()),
+        newest_first(4..5)
+    );
+
+    // An entity filter, a bounded scan going on after the last delivery it read, and a time
+    // range.
+    let mut query = PageQuery::newest(5);
+    query.entity = Some("REF-2".to_owned());
+    query.max_scanned = 4;
+    let mut found = Vec::new();
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        let page = store.page(&query).await.unwrap();
+        found.extend(shown(&page));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(found, vec![ids[2].clone()]);
+    assert_eq!(
+        calls, 4,
+        "12 deliveries read 4 at a time, each call stopping at the bound, then the end"
+    );
+    let mut query = PageQuery::newest(20);
+    query.received_from = Some(now_millis() + 3_600_000);
+    assert!(store.page(&query).await.unwrap().entries.is_empty());
+    query.received_from = Some(started - 1_000);
+    query.received_before = Some(now_millis() + 1_000);
+    assert_eq!(store.page(&query).await.unwrap().entries.len(), 12);
+    query.received_before = Some(started - 1_000);
+    assert!(store.page(&query).await.unwrap().entries.is_empty());
+
+    let now = now_millis();
+    let activity = store.activity(now).await.unwrap();
+    assert_eq!(activity.per_minute.iter().sum::<u32>(), 12);
+    let last = activity.last_received_at.unwrap();
+    let oldest = activity.oldest_pending_at.unwrap();
+    assert!(
+        started <= oldest && oldest <= last && last <= now,
+        "{activity:?}"
+    );
+    let sixth = store.get(&ids[6]).await.unwrap().unwrap();
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&sixth.received_at)
+            .unwrap()
+            .timestamp_millis(),
+        oldest
     );
 }

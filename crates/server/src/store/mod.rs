@@ -401,8 +401,8 @@ pub trait InboxAdmin: Send + Sync {
     /// A call reads at most [`PageQuery::max_scanned`] deliveries in the query's state and time
     /// range. The default lists every delivery in the state and pages through them in memory;
     /// the SQLite and PostgreSQL stores read newest first by id in bounded chunks instead, with
-    /// the state and time filters in the database. The NATS store keeps the default: its
-    /// stream is read whole for every page.
+    /// the state and time filters in the database, and the NATS store in windows of stream
+    /// sequences.
     ///
     /// # Errors
     /// Any failure to read them.
@@ -416,7 +416,8 @@ pub trait InboxAdmin: Send + Sync {
 
     /// When deliveries arrived, as of `now`: the newest, the oldest pending, and how many a
     /// minute over the last hour (the dashboard's health panel). The default lists every
-    /// delivery; the SQLite and PostgreSQL stores ask their indexes.
+    /// delivery; the SQLite and PostgreSQL stores ask their indexes, the NATS store reads the
+    /// last hour's messages without their bodies.
     ///
     /// # Errors
     /// Any failure to read them.

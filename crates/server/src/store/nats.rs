@@ -39,7 +39,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, PullConsumer, pull};
-use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::message::{AckKind, StreamMessage};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 use async_nats::{HeaderMap, ServerAddr};
@@ -52,9 +52,11 @@ use prometheus_client::registry::Registry;
 
 use crate::error::InboxError;
 use crate::inbox::{DeliveryState, InboxEntry, StateCounts, StateFilter};
+use crate::store::page::CHUNK;
 use crate::store::{
-    Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake, NewDelivery, Outcome,
-    RunRecord, Store, Stored, StoredDelivery, WorkQueue,
+    ACTIVITY_MINUTES, Activity, Attempt, BoxFuture, Claim, Claimed, DeliveryId, InboxAdmin, Intake,
+    NewDelivery, Outcome, Page, PageQuery, RunRecord, Store, Stored, StoredDelivery, WorkQueue,
+    scan_chunks,
 };
 
 /// The header that carries Preservica's signature of the body, kept from the request.
@@ -241,6 +243,30 @@ struct Dead {
     payload: Bytes,
     error: Option<String>,
     attempts: u32,
+}
+
+/// Stream sequences from `first` to `last`, both included.
+#[derive(Debug, Clone, Copy)]
+struct Range {
+    first: u64,
+    last: u64,
+}
+
+impl Range {
+    fn new(first: u64, last: u64) -> Range {
+        Range { first, last }
+    }
+
+    fn contains(self, sequence: u64) -> bool {
+        self.first <= sequence && sequence <= self.last
+    }
+}
+
+/// Whether a read of the stream takes the messages' bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Whole,
+    Headers,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -457,31 +483,35 @@ impl NatsStore {
             .map_err(|err| backend(&format!("open the stream {name}"), err))
     }
 
-    /// Every message of a stream, oldest first, read through an ordered consumer of its own
-    /// (many messages per round trip, not one request per message). It stops at the last
-    /// message the stream held when asked, or when none comes within the request timeout
-    /// (the last ones were removed meanwhile).
-    async fn read_all(
+    /// Every message of a stream, oldest first (see [`NatsStore::read_range`]).
+    async fn read_all(&self, stream: &stream::Stream) -> Result<Vec<StreamMessage>, InboxError> {
+        let state = &stream.cached_info().state;
+        if state.messages == 0 {
+            return Ok(Vec::new());
+        }
+        let range = Range::new(state.first_sequence, state.last_sequence);
+        self.read_range(stream, range, Reading::Whole).await
+    }
+
+    /// The messages of a stream with sequences in `range`, oldest first, read through an
+    /// ordered consumer of its own (many messages per round trip, not one request per
+    /// message); with [`Reading::Headers`], without their bodies. It stops after the range's
+    /// last sequence, or when none comes within the request timeout (the last ones were
+    /// removed meanwhile).
+    async fn read_range(
         &self,
         stream: &stream::Stream,
-    ) -> Result<Vec<async_nats::jetstream::message::StreamMessage>, InboxError> {
-        let info = stream.cached_info();
+        range: Range,
+        reading: Reading,
+    ) -> Result<Vec<StreamMessage>, InboxError> {
         let mut messages = Vec::new();
-        if info.state.messages == 0 {
+        if range.first > range.last {
             return Ok(messages);
         }
-        let last = info.state.last_sequence;
-        let reader = during_elections("start reading the stream", || {
-            stream.create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-        })
-        .await?;
-        let mut arriving = reader
-            .messages()
-            .await
-            .map_err(|err| backend("start reading the stream", err))?;
+        let start = DeliverPolicy::ByStartSequence {
+            start_sequence: range.first,
+        };
+        let mut arriving = self.reader(stream, start, reading).await?;
         while let Ok(next) =
             tokio::time::timeout(self.config.request_timeout, arriving.next()).await
         {
@@ -489,18 +519,77 @@ impl NatsStore {
             let message = message.map_err(|err| backend("read the stream", err))?;
             let Ok(info) = message.info() else { continue };
             let (sequence, time) = (info.stream_sequence, info.published);
-            messages.push(async_nats::jetstream::message::StreamMessage {
+            if sequence > range.last {
+                break;
+            }
+            messages.push(StreamMessage {
                 subject: message.subject.clone(),
                 sequence,
                 headers: message.headers.clone().unwrap_or_default(),
                 payload: message.payload.clone(),
                 time,
             });
-            if sequence >= last {
+            if sequence == range.last {
                 break;
             }
         }
         Ok(messages)
+    }
+
+    /// The first message of `stream` from `start` on: its sequence and when it was published
+    /// (ms since the Unix epoch); `None` when there is none.
+    async fn first_from(
+        &self,
+        stream: &stream::Stream,
+        start: DeliverPolicy,
+    ) -> Result<Option<(u64, i64)>, InboxError> {
+        let mut arriving = self.reader(stream, start, Reading::Headers).await?;
+        match tokio::time::timeout(self.config.request_timeout, arriving.next()).await {
+            Ok(Some(Ok(message))) => Ok(message
+                .info()
+                .ok()
+                .map(|info| (info.stream_sequence, millis(info.published)))),
+            Ok(Some(Err(err))) => Err(backend("read the stream", err)),
+            Ok(None) | Err(_) => Ok(None),
+        }
+    }
+
+    /// The sequence of the first message of `stream` published at or after `at` (ms since the
+    /// Unix epoch); `None` when there is none.
+    async fn first_since(
+        &self,
+        stream: &stream::Stream,
+        at: i64,
+    ) -> Result<Option<u64>, InboxError> {
+        let nanos = i128::from(at).saturating_mul(1_000_000);
+        let Ok(start_time) = time::OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
+            return Ok(None);
+        };
+        let first = self
+            .first_from(stream, DeliverPolicy::ByStartTime { start_time })
+            .await?;
+        Ok(first.map(|(sequence, _)| sequence))
+    }
+
+    /// An ordered consumer's messages from `start` on.
+    async fn reader(
+        &self,
+        stream: &stream::Stream,
+        start: DeliverPolicy,
+        reading: Reading,
+    ) -> Result<pull::Ordered, InboxError> {
+        let reader = during_elections("start reading the stream", || {
+            stream.create_consumer(pull::OrderedConfig {
+                deliver_policy: start,
+                headers_only: reading == Reading::Headers,
+                ..Default::default()
+            })
+        })
+        .await?;
+        reader
+            .messages()
+            .await
+            .map_err(|err| backend("start reading the stream", err))
     }
 
     /// The dead letters, by the sequence of the message they are a copy of.
@@ -545,12 +634,7 @@ impl NatsStore {
         Ok(info.ack_floor.stream_sequence)
     }
 
-    fn entry(
-        &self,
-        message: &async_nats::jetstream::message::StreamMessage,
-        floor: u64,
-        dead: &HashMap<u64, Dead>,
-    ) -> InboxEntry {
+    fn entry(&self, message: &StreamMessage, floor: u64, dead: &HashMap<u64, Dead>) -> InboxEntry {
         let undecodable =
             message.subject.as_str() == format!("{}.{UNDECODABLE}", self.config.subject_prefix);
         let letter = dead.get(&message.sequence);
@@ -560,8 +644,7 @@ impl NatsStore {
             None if message.sequence > floor => DeliveryState::Pending,
             None => DeliveryState::Done,
         };
-        let received_at =
-            i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let received_at = millis(message.time);
         InboxEntry::from(StoredDelivery {
             id: DeliveryId::from(message.sequence),
             key: DeliveryKey::of(&message.payload),
@@ -778,6 +861,11 @@ fn attempt_from_record(payload: &[u8]) -> Option<Attempt> {
             record["error"].as_str().map(str::to_owned),
         )?,
     })
+}
+
+/// A moment in ms since the Unix epoch.
+fn millis(time: time::OffsetDateTime) -> i64 {
+    i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// A header value on one line: NATS headers cannot hold line breaks.
@@ -1097,6 +1185,124 @@ impl InboxAdmin for NatsStore {
                 })
                 .collect();
             Ok(entries)
+        })
+    }
+
+    /// Reads newest first in windows of sequences: the pending deliveries from above the
+    /// consumer's ack floor, the done ones from at and below it, the dead ones by the
+    /// originals of the dead-letter stream's copies; a time range narrows the sequences by
+    /// when the messages were published. Only a trigger, entity or text filter reads more
+    /// than the page, as far as [`PageQuery::max_scanned`].
+    fn page<'a>(&'a self, query: &'a PageQuery) -> BoxFuture<'a, Result<Page, InboxError>> {
+        Box::pin(async move {
+            let main = self.main_stream().await?;
+            let state = main.cached_info().state.clone();
+            if state.messages == 0 {
+                return Ok(Page::default());
+            }
+            let floor = self.ack_floor().await?;
+            let dead = self.dead_letters().await?;
+            let mut range = Range::new(state.first_sequence, state.last_sequence);
+            match query.state {
+                StateFilter::Only(DeliveryState::Pending) => {
+                    range.first = range.first.max(floor.saturating_add(1));
+                }
+                StateFilter::Only(DeliveryState::Done) => range.last = range.last.min(floor),
+                _ => {}
+            }
+            if let Some(from) = query.received_from {
+                match self.first_since(&main, from).await? {
+                    Some(sequence) => range.first = range.first.max(sequence),
+                    None => return Ok(Page::default()),
+                }
+            }
+            if let Some(before) = query.received_before
+                && let Some(sequence) = self.first_since(&main, before).await?
+            {
+                range.last = range.last.min(sequence.saturating_sub(1));
+            }
+            let dead_only = matches!(query.state, StateFilter::Only(DeliveryState::Dead));
+            let mut originals: Vec<u64> = dead
+                .keys()
+                .copied()
+                .filter(|it| range.contains(*it))
+                .collect();
+            originals.sort_unstable();
+            let (main, dead, originals) = (&main, &dead, &originals);
+            let chunk = u64::try_from(CHUNK).unwrap_or(u64::MAX);
+            scan_chunks(query, move |below, wanted| async move {
+                let mut top = below
+                    .and_then(|it| u64::try_from(it).ok())
+                    .map_or(range.last, |it| it.saturating_sub(1).min(range.last));
+                let mut rows = Vec::new();
+                if dead_only {
+                    let newer = originals.partition_point(|it| *it <= top);
+                    for sequence in originals[..newer].iter().rev().take(wanted) {
+                        match main.get_raw_message(*sequence).await {
+                            Ok(message) => rows.push(self.entry(&message, floor, dead)),
+                            Err(err)
+                                if err.kind() == stream::RawMessageErrorKind::NoMessageFound => {}
+                            Err(err) => return Err(backend("read a message", err)),
+                        }
+                    }
+                    return Ok(rows);
+                }
+                while rows.len() < wanted && top >= range.first && top > 0 {
+                    let window = Range::new(top.saturating_sub(chunk - 1).max(range.first), top);
+                    let messages = self.read_range(main, window, Reading::Whole).await?;
+                    rows.extend(
+                        messages
+                            .iter()
+                            .rev()
+                            .map(|message| self.entry(message, floor, dead))
+                            .filter(|entry| match query.state {
+                                StateFilter::All => true,
+                                StateFilter::Only(state) => entry.state == state,
+                            }),
+                    );
+                    top = window.first.saturating_sub(1);
+                }
+                rows.truncate(wanted);
+                Ok(rows)
+            })
+            .await
+        })
+    }
+
+    /// The newest from the stream's state, the oldest pending from the first message above
+    /// the consumer's ack floor, and the last hour's arrivals from the publish times of its
+    /// messages, read without their bodies.
+    fn activity(&self, now: i64) -> BoxFuture<'_, Result<Activity, InboxError>> {
+        Box::pin(async move {
+            let main = self.main_stream().await?;
+            let state = main.cached_info().state.clone();
+            if state.messages == 0 {
+                return Ok(Activity::default());
+            }
+            let minutes = i64::try_from(ACTIVITY_MINUTES).unwrap_or(i64::MAX);
+            let hour_ago = now.saturating_sub(minutes.saturating_mul(60_000));
+            let recent = match self.first_since(&main, hour_ago).await? {
+                Some(first) => {
+                    let range = Range::new(first, state.last_sequence);
+                    self.read_range(&main, range, Reading::Headers).await?
+                }
+                None => Vec::new(),
+            };
+            let arrivals = recent
+                .iter()
+                .map(|message| (millis(message.time), DeliveryState::Done));
+            let mut activity = Activity::of(now, arrivals);
+            activity.last_received_at = Some(millis(state.last_timestamp));
+            let floor = self.ack_floor().await?;
+            activity.oldest_pending_at = if floor < state.last_sequence {
+                let start = DeliverPolicy::ByStartSequence {
+                    start_sequence: floor.saturating_add(1).max(state.first_sequence),
+                };
+                self.first_from(&main, start).await?.map(|(_, at)| at)
+            } else {
+                None
+            };
+            Ok(activity)
         })
     }
 

@@ -2,13 +2,14 @@
 //! the same machine can do; the runs, the options and how to read the numbers are in
 //! `docs/bench.md`.
 //!
-//! One after another, each server is started as a child process on `127.0.0.1:0`, loaded by
-//! the generator for a warm-up plus the measured time, its backlog drained (read from its
-//! `/metrics`), and killed. It prints a table and `serve`'s own counters and writes them as
-//! JSON to `target/bench/report.json`. It fails only when a server answered something other
-//! than 200, a connection failed, or a server could not run. Everything is a release build:
-//! the binary is built with `cargo build --release --locked -p preservica-webhook-cli`, and
-//! this xtask rebuilds itself in release (with the `bench` feature) first.
+//! One after another, each server (or, for a run with replicas, each of its processes) is
+//! started as a child process on `127.0.0.1:0`, loaded by the generator for a warm-up plus the
+//! measured time, its backlog drained (read from its `/metrics`), and killed. It prints a
+//! table and `serve`'s own counters and writes them as JSON to `target/bench/report.json`. It
+//! fails only when a server answered something other than 200, a connection failed, or a
+//! server could not run. Everything is a release build: the binary is built with
+//! `cargo build --release --locked -p preservica-webhook-cli`, and this xtask rebuilds itself
+//! in release (with the `bench` feature) first.
 //!
 //! - `load`: the load generator.
 //! - `baseline`: the bare hyper server (`xtask bench baseline-server ADDR`).
@@ -43,11 +44,12 @@ enum Kind {
     DurableFull,
     Durable10,
     Postgres,
+    Postgres3,
     Nats,
 }
 
 /// Each run: its name, what runs, and how many events each delivery carries.
-const RUNS: [(Kind, &str, &str, usize); 7] = [
+const RUNS: [(Kind, &str, &str, usize); 8] = [
     (
         Kind::Baseline,
         "baseline",
@@ -80,6 +82,12 @@ const RUNS: [(Kind, &str, &str, usize); 7] = [
         1,
     ),
     (
+        Kind::Postgres3,
+        "postgres-3",
+        "3 × serve --inbox postgres://… on one local PostgreSQL (fsync on), RSS summed",
+        1,
+    ),
+    (
         Kind::Nats,
         "nats",
         "serve --nats nats://… (one local nats-server)",
@@ -104,6 +112,11 @@ impl Kind {
 
     fn events_per_delivery(self) -> usize {
         self.row().3
+    }
+
+    /// How many processes serve the run, sharing its store; the load is spread over them.
+    fn replicas(self) -> usize {
+        if self == Kind::Postgres3 { 3 } else { 1 }
     }
 }
 
@@ -229,9 +242,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     print!("{}", report::table(&report.runs));
     println!();
     print!("{}", report::inside_lines(&report.runs));
-    if let Some(line) = report::full_inbox_line(&report.runs) {
-        println!("\n{line}");
-    }
     let path = write_json(&report)?;
     println!("\nwritten to {}", path.display());
 
@@ -276,28 +286,11 @@ async fn run_all(
             .prefix("preservica-bench-")
             .tempdir()
             .context("could not make a scratch directory")?;
+        if let (Kind::DurableFull, Some(count), Some(binary)) = (kind, options.prefill, binary) {
+            prefill(binary, scratch.path(), count, !nonce).await?;
+        }
         // The database or broker a shared-store run uses, stopped when the run ends.
-        let mut service = None;
-        let command = match (kind, binary) {
-            (Kind::Baseline, _) => {
-                let mut command = Command::new(myself);
-                command.args(["bench", "baseline-server", "127.0.0.1:0"]);
-                command
-            }
-            (_, None) => bail!("the serve runs need the binary"),
-            (kind, Some(binary)) => {
-                if let (Kind::DurableFull, Some(count)) = (kind, options.prefill) {
-                    prefill(binary, scratch.path(), count, !nonce).await?;
-                }
-                service = SharedStore::start(*kind)?;
-                let mut command = serve_command(*kind, binary, scratch.path());
-                if let Some(args) = service.as_ref().map(SharedStore::serve_args) {
-                    command.args(args);
-                }
-                command.args(&options.serve_args);
-                command
-            }
-        };
+        let service = SharedStore::start(*kind)?;
         eprintln!(
             "xtask bench: {}: {} connections, {}s warm-up + {}s",
             kind.name(),
@@ -305,13 +298,36 @@ async fn run_all(
             options.warmup,
             options.seconds
         );
-        let mut server = Server::start(kind.name(), command)?;
+        let mut servers = Vec::new();
+        for replica in 1..=kind.replicas() {
+            let command = match (kind, binary) {
+                (Kind::Baseline, _) => {
+                    let mut command = Command::new(myself);
+                    command.args(["bench", "baseline-server", "127.0.0.1:0"]);
+                    command
+                }
+                (_, None) => bail!("the serve runs need the binary"),
+                (kind, Some(binary)) => {
+                    let mut command = serve_command(*kind, binary, scratch.path());
+                    if let Some(args) = service.as_ref().map(SharedStore::serve_args) {
+                        command.args(args);
+                    }
+                    command.args(&options.serve_args);
+                    command
+                }
+            };
+            let name = match kind.replicas() {
+                1 => kind.name().to_owned(),
+                _ => format!("{} replica {replica}", kind.name()),
+            };
+            servers.push(Server::start(&name, command)?);
+        }
         // Right after start-up, before any request.
-        let idle = server.memory()?;
+        let idle = memory(&servers)?;
         let load_started = std::time::Instant::now();
         let outcome = load::run(Plan {
-            addr: server.addr(),
-            path: server.path().to_owned(),
+            addrs: servers.iter().map(Server::addr).collect(),
+            path: servers[0].path().to_owned(),
             connections: usize::from(options.connections),
             warmup: Duration::from_secs_f64(options.warmup),
             measure: Duration::from_secs_f64(options.seconds),
@@ -320,23 +336,34 @@ async fn run_all(
             nonce,
         })
         .await;
-        server.ensure_running()?;
-        let end = server.memory()?;
+        for server in &mut servers {
+            server.ensure_running()?;
+        }
+        let end = memory(&servers)?;
         let (serve_metrics, processing) = if *kind == Kind::Baseline {
             (None, None)
         } else {
-            drain(&server, load_started).await
+            drain(&servers, load_started).await
         };
         if !outcome.is_clean() {
             eprintln!(
-                "xtask bench: {}: {} non-200 answers, {} failed connections; its stderr ended with:\n{}",
+                "xtask bench: {}: {} non-200 answers, {} failed connections",
                 kind.name(),
                 outcome.non_200(),
                 outcome.transport_errors,
-                server.stderr_tail()
             );
+            for (index, server) in servers.iter_mut().enumerate() {
+                eprintln!(
+                    "process {} of {}: its stderr ended with:\n{}",
+                    index + 1,
+                    kind.replicas(),
+                    server.stderr_tail()
+                );
+            }
         }
-        server.stop();
+        for server in servers {
+            server.stop();
+        }
         drop(service);
         let run = Run {
             name: kind.name().to_owned(),
@@ -359,6 +386,7 @@ async fn run_all(
             idle_rss_kib: idle.rss_kib,
             peak_rss_kib: end.peak_kib,
             ratio_to_baseline: None,
+            ratio_to_durable: None,
             non_200: outcome.non_200(),
             transport_errors: outcome.transport_errors,
             first_error: outcome.first_error.clone(),
@@ -399,29 +427,56 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Reads `serve`'s `/metrics` until its backlog is empty or [`DRAIN_TIMEOUT`] has passed;
-/// returns the last counters read and the processing rate since `load_started`.
+/// returns the last counters read and the processing rate since `load_started`. With replicas,
+/// the backlog is read from the first (it is the shared store's) and their counters are added
+/// up once it is empty.
 async fn drain(
-    server: &Server,
+    servers: &[Server],
     load_started: std::time::Instant,
 ) -> (Option<report::ServeMetrics>, Option<report::Processing>) {
     let deadline = std::time::Instant::now() + DRAIN_TIMEOUT;
+    let Some((first, others)) = servers.split_first() else {
+        return (None, None);
+    };
     loop {
-        let metrics = scrape_metrics(server).await;
-        let Some(read) = metrics else {
+        let Some(mut read) = scrape_metrics(first).await else {
             return (None, None);
         };
         let drained = read.backlog == 0;
         if drained || std::time::Instant::now() >= deadline {
             let seconds = load_started.elapsed().as_secs_f64();
+            for other in others {
+                let Some(more) = scrape_metrics(other).await else {
+                    return (None, None);
+                };
+                read.add_counters(more);
+            }
             let processing = report::Processing {
                 seconds,
                 per_second: read.handled as f64 / seconds,
                 drained,
             };
-            return (metrics, Some(processing));
+            return (Some(read), Some(processing));
         }
         tokio::time::sleep(DRAIN_POLL).await;
     }
+}
+
+/// The servers' resident memory added up: now, and the sum of each one's own peak.
+fn memory(servers: &[Server]) -> Result<process::Memory> {
+    servers.iter().try_fold(
+        process::Memory {
+            rss_kib: 0,
+            peak_kib: 0,
+        },
+        |sum, server| {
+            let memory = server.memory()?;
+            Ok(process::Memory {
+                rss_kib: sum.rss_kib + memory.rss_kib,
+                peak_kib: sum.peak_kib + memory.peak_kib,
+            })
+        },
+    )
 }
 
 /// `serve`'s counters from its `/metrics`; `None` (with a note) when they cannot be read.
@@ -454,7 +509,7 @@ fn serve_command(kind: Kind, binary: &Path, scratch: &Path) -> Command {
             command.arg("--inbox").arg(scratch.join("inbox.db"));
         }
         // Their store's location comes from the service the run started.
-        Kind::Postgres | Kind::Nats => {}
+        Kind::Postgres | Kind::Postgres3 | Kind::Nats => {}
     }
     command
 }
@@ -468,7 +523,7 @@ enum SharedStore {
 impl SharedStore {
     fn start(kind: Kind) -> Result<Option<SharedStore>> {
         Ok(match kind {
-            Kind::Postgres => Some(SharedStore::Postgres(
+            Kind::Postgres | Kind::Postgres3 => Some(SharedStore::Postgres(
                 preservica_webhook_testkit::postgres::Postgres::start_durable()
                     .context("the postgres run needs PostgreSQL (Debian's postgresql)")?,
             )),
@@ -650,6 +705,10 @@ mod tests {
         assert_eq!(options.kinds(), [Kind::Durable, Kind::DurableFull]);
         let options = Options::parse(&args("--only baseline --prefill 10")).expect("valid");
         assert_eq!(options.kinds(), [Kind::Baseline]);
+        let options = Options::parse(&args("--only postgres-3 --only postgres")).expect("valid");
+        assert_eq!(options.kinds(), [Kind::Postgres, Kind::Postgres3]);
+        let replicas: Vec<usize> = options.kinds().into_iter().map(Kind::replicas).collect();
+        assert_eq!(replicas, [1, 3]);
     }
 
     #[test]

@@ -86,7 +86,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(serve(listener));
         let outcome = load::run(Plan {
-            addr,
+            addrs: vec![addr],
             path: "/".to_owned(),
             connections: 4,
             warmup: Duration::from_millis(50),

@@ -1,7 +1,8 @@
 //! The load generator: keep-alive HTTP/1.1 connections POSTing signed deliveries.
 //!
 //! Each connection is its own `TcpStream`, written and read with the testkit's raw HTTP/1.1
-//! client. It sends one request at a time (a closed loop): a delivery in the captured
+//! client; with several receivers, connection `i` goes to receiver `i mod n`, as a load
+//! balancer in front of replicas spreads its connections. It sends one request at a time (a closed loop): a delivery in the captured
 //! Preservica shape, with an `entityRef` no other request of the run uses (the receiver
 //! deduplicates identical bodies), signed with the core's [`sign`], framed with
 //! `Transfer-Encoding: chunked` as Preservica does. Every answer is read to its end and its
@@ -28,8 +29,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// What to send, where, and for how long.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {
-    /// The receiver's socket address.
-    pub(crate) addr: SocketAddr,
+    /// The receivers' socket addresses (at least one); the connections are spread over them.
+    pub(crate) addrs: Vec<SocketAddr>,
     /// The webhook path, starting with `/`.
     pub(crate) path: String,
     /// How many connections send at once.
@@ -44,6 +45,13 @@ pub(crate) struct Plan {
     pub(crate) secret: Secret,
     /// Makes this run's entity references differ from any other run's.
     pub(crate) nonce: u32,
+}
+
+impl Plan {
+    /// The receiver connection `connection` sends to: round-robin over [`Plan::addrs`].
+    fn addr(&self, connection: usize) -> SocketAddr {
+        self.addrs[connection % self.addrs.len()]
+    }
 }
 
 /// What a load run measured.
@@ -156,9 +164,10 @@ async fn drive_connection(
     until: Instant,
     outcome: &mut Outcome,
 ) -> Result<()> {
-    let mut stream = TcpStream::connect(plan.addr)
+    let addr = plan.addr(connection);
+    let mut stream = TcpStream::connect(addr)
         .await
-        .with_context(|| format!("could not connect to {}", plan.addr))?;
+        .with_context(|| format!("could not connect to {addr}"))?;
     stream
         .set_nodelay(true)
         .context("could not set TCP_NODELAY")?;
@@ -314,15 +323,39 @@ mod tests {
         String::from_utf8(seen).expect("ASCII head and JSON body")
     }
 
+    #[test]
+    fn spreads_connections_round_robin_over_the_addresses() {
+        let addrs: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .map(|it| it.parse().expect("address"))
+            .to_vec();
+        let plan = |addrs: &[SocketAddr]| Plan {
+            addrs: addrs.to_vec(),
+            path: "/".to_owned(),
+            connections: 7,
+            warmup: Duration::ZERO,
+            measure: Duration::ZERO,
+            events_per_delivery: 1,
+            secret: secret(),
+            nonce: 0,
+        };
+        let ports = |plan: &Plan| -> Vec<u16> { (0..7).map(|it| plan.addr(it).port()).collect() };
+        assert_eq!(ports(&plan(&addrs)), [1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(ports(&plan(&addrs[..1])), [1; 7]);
+    }
+
     #[tokio::test]
-    async fn sends_signed_chunked_deliveries_over_keep_alive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let captured = tokio::spawn(capture_head(listener));
+    async fn sends_signed_chunked_deliveries_over_keep_alive_to_each_address() {
+        let mut addrs = Vec::new();
+        let mut captured = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            addrs.push(listener.local_addr().expect("addr"));
+            captured.push(tokio::spawn(capture_head(listener)));
+        }
         let outcome = run(Plan {
-            addr,
+            addrs,
             path: "/hook".to_owned(),
-            connections: 1,
+            connections: 2,
             warmup: Duration::ZERO,
             measure: Duration::from_secs(5),
             events_per_delivery: 1,
@@ -330,20 +363,30 @@ mod tests {
             nonce: 1,
         })
         .await;
-        let request = captured.await.expect("capture task");
-        let lower = request.to_ascii_lowercase();
-        assert!(lower.starts_with("post /hook http/1.1\r\n"), "{request}");
-        assert!(
-            lower.contains("transfer-encoding: chunked\r\n"),
-            "{request}"
-        );
-        assert!(!lower.contains("content-length"), "{request}");
-        assert!(lower.contains("preservica-signature: "), "{request}");
-        // The server closed the connection after one answer: that request counted, and the
+        for (connection, captured) in captured.into_iter().enumerate() {
+            // A listener no connection reached would wait for ever.
+            let request = timeout(Duration::from_secs(10), captured)
+                .await
+                .expect("a connection reached each listener")
+                .expect("capture task");
+            let lower = request.to_ascii_lowercase();
+            assert!(lower.starts_with("post /hook http/1.1\r\n"), "{request}");
+            assert!(
+                lower.contains("transfer-encoding: chunked\r\n"),
+                "{request}"
+            );
+            assert!(!lower.contains("content-length"), "{request}");
+            assert!(lower.contains("preservica-signature: "), "{request}");
+            // Listener `i` took connection `i`'s first delivery.
+            let first = delivery_body(1, connection, 0, 1);
+            let first = std::str::from_utf8(&first).expect("JSON");
+            assert!(request.contains(first), "{connection}: {request}");
+        }
+        // Each server closed its connection after one answer: that request counted, and the
         // next one found the connection gone, which the run reports as a failure.
-        assert_eq!(outcome.answered, 1);
-        assert_eq!(outcome.measured, 1);
-        assert_eq!(outcome.transport_errors, 1);
+        assert_eq!(outcome.answered, 2);
+        assert_eq!(outcome.measured, 2);
+        assert_eq!(outcome.transport_errors, 2);
         assert!(!outcome.is_clean());
     }
 }

@@ -40,7 +40,7 @@ pub(crate) struct Machine {
 /// One server under load.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Run {
-    /// Short name: `baseline`, `in-memory`, `durable`, `durable-10`.
+    /// Short name: `baseline`, `durable`, `postgres-3`, … (docs/bench.md lists them).
     pub(crate) name: String,
     /// What ran, for people.
     pub(crate) server: String,
@@ -56,12 +56,17 @@ pub(crate) struct Run {
     pub(crate) p99_ms: Option<f64>,
     /// Slowest request, ms.
     pub(crate) max_ms: Option<f64>,
-    /// Resident memory right after start-up, before any request, KiB.
+    /// Resident memory right after start-up, before any request, KiB (with replicas, their
+    /// sum).
     pub(crate) idle_rss_kib: u64,
-    /// Peak resident memory (`VmHWM`) at the end of the run, KiB.
+    /// Peak resident memory (`VmHWM`) at the end of the run, KiB (with replicas, the sum of
+    /// each one's peak).
     pub(crate) peak_rss_kib: u64,
     /// Requests per second as a fraction of the baseline's in the same invocation.
     pub(crate) ratio_to_baseline: Option<f64>,
+    /// Requests per second as a fraction of the `durable` (SQLite) run's in the same
+    /// invocation.
+    pub(crate) ratio_to_durable: Option<f64>,
     /// Answers other than 200 (warm-up included).
     pub(crate) non_200: u64,
     /// Failed connections.
@@ -86,7 +91,7 @@ pub(crate) struct Processing {
     pub(crate) drained: bool,
 }
 
-/// `serve`'s own counters at the end of a run (warm-up included).
+/// `serve`'s own counters at the end of a run (warm-up included); with replicas, added up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub(crate) struct ServeMetrics {
     /// Deliveries stored for the first time.
@@ -97,6 +102,15 @@ pub(crate) struct ServeMetrics {
     pub(crate) handled: u64,
     /// Deliveries still waiting for the handler.
     pub(crate) backlog: u64,
+}
+
+impl ServeMetrics {
+    /// Adds another replica's counters; the backlog is the shared store's, so it stays.
+    pub(crate) fn add_counters(&mut self, other: ServeMetrics) {
+        self.accepted += other.accepted;
+        self.inbox_commits += other.inbox_commits;
+        self.handled += other.handled;
+    }
 }
 
 impl Run {
@@ -154,31 +168,19 @@ pub(crate) fn inside_lines(runs: &[Run]) -> String {
         .collect()
 }
 
-/// Fills in each run's ratio to the baseline run, if there is one.
+/// Fills in each run's ratio to the `baseline` and to the `durable` run, where they ran.
 pub(crate) fn set_ratios(runs: &mut [Run]) {
-    let baseline = runs
-        .iter()
-        .find(|run| run.name == "baseline")
-        .map(|run| run.requests_per_second)
-        .filter(|rps| *rps > 0.0);
-    for run in runs {
-        run.ratio_to_baseline = baseline.map(|baseline| run.requests_per_second / baseline);
-    }
-}
-
-/// How intake on the prefilled inbox compares with intake on an empty one, when both ran.
-pub(crate) fn full_inbox_line(runs: &[Run]) -> Option<String> {
     let rate = |name: &str| {
         runs.iter()
             .find(|run| run.name == name)
             .map(|run| run.requests_per_second)
             .filter(|rps| *rps > 0.0)
     };
-    let (empty, full) = (rate("durable")?, rate("durable-full")?);
-    Some(format!(
-        "durable-full intake is {:.2} of durable intake ({full:.0} vs {empty:.0} requests/s)",
-        full / empty
-    ))
+    let (baseline, durable) = (rate("baseline"), rate("durable"));
+    for run in runs {
+        run.ratio_to_baseline = baseline.map(|baseline| run.requests_per_second / baseline);
+        run.ratio_to_durable = durable.map(|durable| run.requests_per_second / durable);
+    }
 }
 
 /// The table of runs, as printed and as pasted into the README.
@@ -193,11 +195,12 @@ pub(crate) fn table(runs: &[Run]) -> String {
         "idle RSS",
         "peak RSS",
         "vs baseline",
+        "vs durable",
         "processed/s",
         "vs intake",
         "failures",
     ];
-    let rows: Vec<[String; 12]> = runs
+    let rows: Vec<[String; 13]> = runs
         .iter()
         .map(|run| {
             [
@@ -210,6 +213,7 @@ pub(crate) fn table(runs: &[Run]) -> String {
                 mib(run.idle_rss_kib),
                 mib(run.peak_rss_kib),
                 ratio(run.ratio_to_baseline),
+                ratio(run.ratio_to_durable),
                 run.processing.map_or_else(
                     || "-".to_owned(),
                     |it| {
@@ -321,6 +325,7 @@ mod tests {
             idle_rss_kib: idle_kib,
             peak_rss_kib: idle_kib * 2,
             ratio_to_baseline: None,
+            ratio_to_durable: None,
             non_200: 0,
             transport_errors: 0,
             first_error: None,
@@ -365,17 +370,42 @@ preservica_webhook_inbox_depth 900
     }
 
     #[test]
+    fn adds_up_replica_counters_but_not_the_shared_backlog() {
+        let mut total = ServeMetrics {
+            accepted: 10,
+            inbox_commits: 2,
+            handled: 7,
+            backlog: 3,
+        };
+        total.add_counters(ServeMetrics {
+            accepted: 5,
+            inbox_commits: 1,
+            handled: 8,
+            backlog: 4,
+        });
+        let expected = ServeMetrics {
+            accepted: 15,
+            inbox_commits: 3,
+            handled: 15,
+            backlog: 3,
+        };
+        assert_eq!(total, expected);
+    }
+
+    #[test]
     fn renders_a_markdown_table() {
         let mut runs = vec![
             run("baseline", 20_000.0, 5.0, 3_000),
             run("durable", 3_000.0, 30.0, 21_000),
+            run("postgres-3", 2_000.0, 40.0, 30_000),
         ];
         set_ratios(&mut runs);
         let expected = "\
-| run      | server          | req/s |     p50 |      p99 |      max | idle RSS | peak RSS | vs baseline | processed/s | vs intake | failures |
-| -------- | --------------- | ----: | ------: | -------: | -------: | -------: | -------: | ----------: | ----------: | --------: | -------: |
-| baseline | baseline server | 20000 | 1.25 ms |  5.00 ms | 10.00 ms |  2.9 MiB |  5.9 MiB |        1.00 |           - |         - |        0 |
-| durable  | durable server  |  3000 | 7.50 ms | 30.00 ms | 60.00 ms | 20.5 MiB | 41.0 MiB |        0.15 |        1500 |      0.50 |        0 |
+| run        | server            | req/s |      p50 |      p99 |      max | idle RSS | peak RSS | vs baseline | vs durable | processed/s | vs intake | failures |
+| ---------- | ----------------- | ----: | -------: | -------: | -------: | -------: | -------: | ----------: | ---------: | ----------: | --------: | -------: |
+| baseline   | baseline server   | 20000 |  1.25 ms |  5.00 ms | 10.00 ms |  2.9 MiB |  5.9 MiB |        1.00 |       6.67 |           - |         - |        0 |
+| durable    | durable server    |  3000 |  7.50 ms | 30.00 ms | 60.00 ms | 20.5 MiB | 41.0 MiB |        0.15 |       1.00 |        1500 |      0.50 |        0 |
+| postgres-3 | postgres-3 server |  2000 | 10.00 ms | 40.00 ms | 80.00 ms | 29.3 MiB | 58.6 MiB |        0.10 |       0.67 |        1000 |      0.50 |        0 |
 ";
         assert_eq!(table(&runs), expected);
     }

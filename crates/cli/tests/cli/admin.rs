@@ -333,6 +333,14 @@ fn older_link(page: &str) -> Option<String> {
 #[test]
 fn a_deliveries_page_shows_one_page_and_its_older_link_leads_to_the_rest() {
     let dir = tempfile::tempdir().unwrap();
+    // Received now: done deliveries older than the retention are pruned as the server starts.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let now = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap(), 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let lines: String = (0..60)
         .map(|n| {
             let body =
@@ -340,7 +348,7 @@ fn a_deliveries_page_shows_one_page_and_its_older_link_leads_to_the_rest() {
             let line = serde_json::json!({
                 "key": preservica_webhook_core::DeliveryKey::of(body.as_bytes()).to_hex(),
                 "state": "done",
-                "receivedAt": "2026-01-01T00:00:00Z",
+                "receivedAt": now,
                 "body": body,
             });
             format!("{line}\n")

@@ -461,6 +461,41 @@ async fn authenticates_with_a_token_or_a_user_and_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticates_with_a_credentials_file_against_a_server_in_operator_mode() {
+    let (nats, creds) = Nats::start_with_credentials().unwrap();
+    let seed = seed_of(&creds);
+    let mut config = fast(vec![nats.url()]);
+    config.auth = NatsAuth::CredentialsFile(creds.clone());
+    stores_and_lists(&config).await;
+
+    // The server knows only its operator's users: no credentials, or a user of an account
+    // under another operator, is refused; the error does not show the seed.
+    config.auth = NatsAuth::None;
+    let text = refused(&config, &seed).await;
+    assert!(text.contains("check the URL"), "{text}");
+    let stranger = nats.unknown_credentials().unwrap();
+    config.auth = NatsAuth::CredentialsFile(stranger.clone());
+    let text = refused(&config, &seed_of(&stranger)).await;
+    assert!(text.contains("check the URL"), "{text}");
+
+    // A file that is not there is named.
+    let missing = creds.with_file_name("missing.creds");
+    config.auth = NatsAuth::CredentialsFile(missing.clone());
+    let text = refused(&config, &seed).await;
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+}
+
+/// The NKey seed in a `.creds` file (the line after its `BEGIN USER NKEY SEED` line).
+fn seed_of(creds: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(creds).unwrap();
+    let mut lines = text.lines();
+    lines.find(|line| line.contains("BEGIN USER NKEY SEED"));
+    let seed = lines.next().unwrap().to_owned();
+    assert!(seed.starts_with("SU"), "{seed}");
+    seed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_over_tls_trusting_the_ca_given_and_refuses_an_unknown_certificate() {
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let (cert, key) = (data.join("cert.pem"), data.join("key.pem"));

@@ -5,6 +5,7 @@
 
 pub mod delivery;
 pub mod nats;
+mod nats_jwt;
 pub mod port;
 pub mod postgres;
 pub mod raw;

@@ -12,12 +12,17 @@
 //! nats.start_again()?; // the same store on the same port
 //! # anyhow::Ok(())
 //! ```
+//!
+//! [`Nats::start_with_credentials`] starts one in operator (decentralised JWT) mode and gives
+//! the `.creds` file of a user whose account has JetStream, as `nsc` would set it up.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 
+use crate::nats_jwt::Operator;
 use crate::port::free_loopback_port;
 use crate::service::{PATIENCE, Service, in_path, on_a_free_port};
 
@@ -76,6 +81,58 @@ impl Nats {
             nats.launch(READY)?;
             Ok(nats)
         })
+    }
+
+    /// Starts a server in operator mode: it trusts a new operator, knows that operator's
+    /// system account and one account with JetStream (a memory resolver preloaded with their
+    /// JWTs), and takes clients that prove to be one of their users. Returns the server and
+    /// the path of a `.creds` file for a user of the JetStream account, inside the server's
+    /// folder (removed with it).
+    ///
+    /// # Errors
+    /// As [`Nats::start`], or when the configuration cannot be written.
+    pub fn start_with_credentials() -> anyhow::Result<(Nats, PathBuf)> {
+        let operator = Operator::new("testkit")?;
+        let system = operator.system_account("SYS")?;
+        let account = operator.account("webhook")?;
+        on_a_free_port(|port| {
+            let mut nats = Nats::new(port, None)?;
+            let dir = nats.server.dir();
+            let operator_jwt = dir.join("operator.jwt");
+            std::fs::write(&operator_jwt, &operator.jwt)?;
+            let config = dir.join("operator.conf");
+            std::fs::write(
+                &config,
+                format!(
+                    "operator: {operator_jwt:?}\n\
+                     system_account: {system}\n\
+                     resolver: MEMORY\n\
+                     resolver_preload: {{\n  {system}: {system_jwt:?}\n  {account}: \
+                     {account_jwt:?}\n}}\n",
+                    system = system.public_key(),
+                    system_jwt = system.jwt,
+                    account = account.public_key(),
+                    account_jwt = account.jwt,
+                ),
+            )?;
+            let creds = dir.join("webhook.creds");
+            std::fs::write(&creds, account.user_creds("webhook")?)?;
+            nats.options = vec!["-c".to_owned(), config.to_string_lossy().into_owned()];
+            nats.launch(READY)?;
+            Ok((nats, creds))
+        })
+    }
+
+    /// Writes, in the server's folder, a `.creds` file for a user of an account under another
+    /// operator: a well-formed credential this server does not know. Returns its path.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn unknown_credentials(&self) -> anyhow::Result<PathBuf> {
+        let stranger = Operator::new("stranger")?.account("stranger")?;
+        let creds = self.server.dir().join("stranger.creds");
+        std::fs::write(&creds, stranger.user_creds("stranger")?)?;
+        Ok(creds)
     }
 
     /// The server's client URL, `nats://127.0.0.1:PORT`.

@@ -54,6 +54,16 @@ pub enum StateFilter {
     Only(DeliveryState),
 }
 
+impl StateFilter {
+    /// Whether a delivery in `state` is one the filter lets through.
+    pub fn admits(self, state: DeliveryState) -> bool {
+        match self {
+            StateFilter::All => true,
+            StateFilter::Only(wanted) => state == wanted,
+        }
+    }
+}
+
 /// A stored delivery as [`Inbox::list`] and [`Inbox::get`] show it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

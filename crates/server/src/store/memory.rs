@@ -122,10 +122,7 @@ impl InboxAdmin for MemoryStore {
             memory
                 .rows
                 .iter()
-                .filter(|(_, row)| match filter {
-                    StateFilter::All => true,
-                    StateFilter::Only(state) => row.state == state,
-                })
+                .filter(|(_, row)| filter.admits(row.state))
                 .map(|(id, row)| row.entry(*id))
                 .collect()
         })

@@ -262,11 +262,13 @@ impl Range {
     }
 }
 
-/// Whether a read of the stream takes the messages' bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a read of the stream takes: whole messages, their headers only, or the whole
+/// messages on one subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Reading {
     Whole,
     Headers,
+    Subject(String),
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -582,6 +584,10 @@ impl NatsStore {
             stream.create_consumer(pull::OrderedConfig {
                 deliver_policy: start,
                 headers_only: reading == Reading::Headers,
+                filter_subject: match &reading {
+                    Reading::Subject(subject) => subject.clone(),
+                    _ => String::new(),
+                },
                 ..Default::default()
             })
         })
@@ -1021,8 +1027,8 @@ impl NatsStore {
         Ok(())
     }
 
-    /// The attempts recorded for the message at `sequence`, oldest first, read through an
-    /// ordered consumer filtered on its subject up to the last record there when asked.
+    /// The attempts recorded for the message at `sequence`, oldest first: the records on its
+    /// subject up to the last one there when asked.
     async fn read_attempts(&self, sequence: u64) -> Result<Vec<Attempt>, InboxError> {
         self.connected("list a delivery's attempts")?;
         let name = self.config.attempts_stream();
@@ -1039,32 +1045,13 @@ impl NatsStore {
             }
             Err(err) => return Err(backend("read a delivery's attempts", err)),
         };
-        let reader = during_elections("start reading a delivery's attempts", || {
-            stream.create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                filter_subject: subject.clone(),
-                ..Default::default()
-            })
-        })
-        .await?;
-        let mut arriving = reader
-            .messages()
-            .await
-            .map_err(|err| backend("start reading a delivery's attempts", err))?;
-        let mut attempts = Vec::new();
-        while let Ok(next) =
-            tokio::time::timeout(self.config.request_timeout, arriving.next()).await
-        {
-            let Some(message) = next else { break };
-            let message = message.map_err(|err| backend("read a delivery's attempts", err))?;
-            let at = message.info().map_or(last, |info| info.stream_sequence);
-            if let Some(attempt) = attempt_from_record(&message.payload) {
-                attempts.push(attempt);
-            }
-            if at >= last {
-                break;
-            }
-        }
+        let records = self
+            .read_range(&stream, Range::new(1, last), Reading::Subject(subject))
+            .await?;
+        let attempts = records
+            .iter()
+            .filter_map(|record| attempt_from_record(&record.payload))
+            .collect();
         Ok(attempts)
     }
 
@@ -1179,10 +1166,7 @@ impl InboxAdmin for NatsStore {
                 .await?
                 .iter()
                 .map(|message| self.entry(message, floor, &dead))
-                .filter(|entry| match filter {
-                    StateFilter::All => true,
-                    StateFilter::Only(state) => entry.state == state,
-                })
+                .filter(|entry| filter.admits(entry.state))
                 .collect();
             Ok(entries)
         })
@@ -1255,10 +1239,7 @@ impl InboxAdmin for NatsStore {
                             .iter()
                             .rev()
                             .map(|message| self.entry(message, floor, dead))
-                            .filter(|entry| match query.state {
-                                StateFilter::All => true,
-                                StateFilter::Only(state) => entry.state == state,
-                            }),
+                            .filter(|entry| query.state.admits(entry.state)),
                     );
                     top = window.first.saturating_sub(1);
                 }

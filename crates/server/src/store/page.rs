@@ -110,11 +110,7 @@ impl PageQuery {
     /// Whether a delivery is in the query's state and time range (the filters a database
     /// applies with its indexes).
     pub fn in_range(&self, state: DeliveryState, received_at: i64) -> bool {
-        let state_ok = match self.state {
-            StateFilter::All => true,
-            StateFilter::Only(wanted) => state == wanted,
-        };
-        state_ok
+        self.state.admits(state)
             && self.received_from.is_none_or(|from| received_at >= from)
             && self
                 .received_before

@@ -306,6 +306,14 @@ impl Outcome {
         }
     }
 
+    /// The handler's error, for a retry or a dead letter.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Done => None,
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error),
+        }
+    }
+
     /// When a retry is due again.
     #[cfg_attr(
         not(any(feature = "sqlite", feature = "postgres", feature = "nats")),
@@ -546,10 +554,7 @@ pub struct Attempt {
 impl Attempt {
     /// The handler's error, when the attempt failed.
     pub fn error(&self) -> Option<&str> {
-        match &self.outcome {
-            Outcome::Done => None,
-            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error),
-        }
+        self.outcome.error()
     }
 }
 

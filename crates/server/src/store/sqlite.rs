@@ -849,10 +849,6 @@ impl SqliteBackend {
         outcome: &Outcome,
         now: i64,
     ) -> rusqlite::Result<()> {
-        let error = match outcome {
-            Outcome::Done => None,
-            Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.as_str()),
-        };
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO attempts (delivery_id, number, finished_at, outcome, retry_at, error) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -863,7 +859,7 @@ impl SqliteBackend {
             now,
             outcome.as_str(),
             outcome.retry_at(),
-            error
+            outcome.error()
         ])?;
         Ok(())
     }

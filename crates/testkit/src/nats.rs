@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 
 use crate::nats_jwt::Operator;
-use crate::port::free_loopback_port;
+use crate::port::free_loopback_ports;
 use crate::service::{PATIENCE, Service, in_path, on_a_free_port};
 
 /// The line the server logs once it takes connections.
@@ -76,7 +76,7 @@ impl Nats {
     /// As [`Nats::start`].
     pub fn start_with(options: &[&str]) -> anyhow::Result<Nats> {
         on_a_free_port(|port| {
-            let mut nats = Nats::new(port, None)?;
+            let mut nats = Nats::new(port, monitor_beside(port)?, None)?;
             nats.options = options.iter().map(|it| (*it).to_owned()).collect();
             nats.launch(READY)?;
             Ok(nats)
@@ -96,7 +96,7 @@ impl Nats {
         let system = operator.system_account("SYS")?;
         let account = operator.account("webhook")?;
         on_a_free_port(|port| {
-            let mut nats = Nats::new(port, None)?;
+            let mut nats = Nats::new(port, monitor_beside(port)?, None)?;
             let dir = nats.server.dir();
             let operator_jwt = dir.join("operator.jwt");
             std::fs::write(&operator_jwt, &operator.jwt)?;
@@ -192,7 +192,7 @@ impl Nats {
             .map_or(String::new(), |(_, body)| body.to_owned()))
     }
 
-    fn new(port: u16, cluster: Option<Node>) -> anyhow::Result<Nats> {
+    fn new(port: u16, monitor: u16, cluster: Option<Node>) -> anyhow::Result<Nats> {
         if in_path(&["nats-server"]).is_none() {
             bail!(
                 "nats-server is not installed (not in PATH); install Debian's `nats-server` \
@@ -202,7 +202,7 @@ impl Nats {
         Ok(Nats {
             server: Service::new("nats-server")?,
             port,
-            monitor: free_loopback_port()?,
+            monitor,
             cluster,
             options: Vec::new(),
         })
@@ -241,6 +241,15 @@ impl Nats {
     }
 }
 
+/// A free loopback port for the monitoring endpoint, other than the client `port`.
+fn monitor_beside(port: u16) -> anyhow::Result<u16> {
+    let two = free_loopback_ports(2)?;
+    Ok(two
+        .into_iter()
+        .find(|it| *it != port)
+        .expect("two different ports"))
+}
+
 impl NatsCluster {
     /// Starts three nodes on free loopback ports and waits until the cluster has elected a
     /// JetStream metadata leader.
@@ -248,24 +257,31 @@ impl NatsCluster {
     /// # Errors
     /// When `nats-server` is missing or a node does not start.
     pub fn start() -> anyhow::Result<NatsCluster> {
-        let clients = [
-            free_loopback_port()?,
-            free_loopback_port()?,
-            free_loopback_port()?,
-        ];
-        let routes = [
-            free_loopback_port()?,
-            free_loopback_port()?,
-            free_loopback_port()?,
-        ];
+        // Another process may take a chosen port before a node binds it: try again on new ones.
+        let mut last = None;
+        for _ in 0..3 {
+            match NatsCluster::start_once() {
+                Ok(cluster) => return Ok(cluster),
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.expect("tried at least once"))
+    }
+
+    fn start_once() -> anyhow::Result<NatsCluster> {
+        let ports = free_loopback_ports(9)?;
+        let (clients, rest) = ports.split_at(3);
+        let (routes, monitors) = rest.split_at(3);
         let mut nodes = Vec::new();
-        for (index, (client, route)) in clients.iter().zip(routes).enumerate() {
+        for (index, ((client, route), monitor)) in
+            clients.iter().zip(routes).zip(monitors).enumerate()
+        {
             let node = Node {
                 name: format!("n{}", index + 1),
-                port: route,
-                routes: routes.iter().copied().filter(|it| *it != route).collect(),
+                port: *route,
+                routes: routes.iter().copied().filter(|it| it != route).collect(),
             };
-            nodes.push(Nats::new(*client, Some(node))?);
+            nodes.push(Nats::new(*client, *monitor, Some(node))?);
         }
         // A node logs ready only once it has seen the others; start them all first.
         for node in &mut nodes {
@@ -278,7 +294,8 @@ impl NatsCluster {
             if ready && logs.iter().any(|log| log.contains(LEADER)) {
                 return Ok(NatsCluster { nodes });
             }
-            if Instant::now() >= deadline {
+            // A node that could not bind a port logs a fatal line and exits.
+            if Instant::now() >= deadline || logs.iter().any(|log| log.contains("[FTL]")) {
                 return Err(anyhow!(
                     "the NATS cluster did not elect a leader within {PATIENCE:?}: {}",
                     logs.join("\n---\n")

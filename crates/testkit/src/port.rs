@@ -13,6 +13,21 @@ pub fn free_loopback_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// `count` different loopback ports that were free a moment ago. Each is held until all are
+/// chosen, so none is handed out twice (the system may give a just-released port again); the
+/// caveat of [`free_loopback_port`] holds for each.
+///
+/// # Errors
+/// When no port can be bound on 127.0.0.1.
+pub fn free_loopback_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -22,5 +37,13 @@ mod tests {
         let port = free_loopback_port().unwrap();
         assert_ne!(port, 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+    }
+
+    #[test]
+    fn ports_chosen_together_are_all_different() {
+        let mut ports = free_loopback_ports(16).unwrap();
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 16);
     }
 }

@@ -1,7 +1,7 @@
 //! `serve --nats`, `work --nats` and `inbox … --nats` against a real `nats-server -js` that
 //! each test starts on a free loopback port: deliveries published and handled, receivers and
 //! workers apart, an outage answered 503 and recovered from without a restart, dead letters
-//! re-queued.
+//! re-queued, a credentials file for a server in operator mode.
 
 use crate::common;
 
@@ -155,6 +155,55 @@ fn receivers_only_publish_and_a_separate_worker_handles_each_delivery_once() {
         "each delivery handled once: {:?}",
         lines(&keys)
     );
+}
+
+#[test]
+fn a_credentials_file_authenticates_serve_and_the_inbox_commands() {
+    let (nats, creds) = Nats::start_with_credentials().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = nats.url();
+    let creds = creds.to_str().unwrap();
+
+    // Without the file the server refuses the connection, and the error says so.
+    let (code, out, err) = run(dir.path(), &["inbox", "list", "--nats", &url]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("authorization violation"), "{err}");
+    let missing = dir.path().join("missing.creds");
+    let missing = missing.to_str().unwrap();
+    let (code, _, err) = run(
+        dir.path(),
+        &["inbox", "list", "--nats", &url, "--nats-creds", missing],
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("missing.creds"),
+        "the error names the file: {err}"
+    );
+
+    let serve = Serve::start(
+        dir.path(),
+        &["--nats", &url, "--nats-creds", creds, "--exec", RECORD_KEY],
+        &[],
+    );
+    let (code, out, err) = run(dir.path(), &["send", &serve.url, "--trigger", "MOVED"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let keys = dir.path().join("keys.txt");
+    poll_until("the delivery handled", || !lines(&keys).is_empty());
+    let (code, out, err) = run(
+        dir.path(),
+        &[
+            "--json",
+            "inbox",
+            "list",
+            "--nats",
+            &url,
+            "--nats-creds",
+            creds,
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(entries.len(), 1, "{out}");
 }
 
 #[test]

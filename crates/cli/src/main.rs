@@ -26,6 +26,7 @@ use std::io::{self, IsTerminal as _, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
@@ -33,7 +34,7 @@ use crate::config::ConfigError;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
+    let logs = init_logging(&cli.global);
     // reqwest is built without a default TLS provider; every HTTPS call uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(err) => Err(anyhow::Error::new(err).context("cannot start the async runtime")),
     };
+    // The last log lines are out before the error line, in the order they were logged.
+    drop(logs);
     match result {
         Ok(code) => code,
         Err(err) => report(&err),
@@ -116,12 +119,23 @@ fn is_configuration(err: &anyhow::Error) -> bool {
     })
 }
 
-/// Logs go to stderr: info by default, debug with -v, trace with -vv, errors only with
-/// --quiet; RUST_LOG overrides.
 /// The server's target for the request line of each webhook request.
 const REQUEST_LINES: &str = "preservica_webhook_server::request";
 
-fn init_logging(global: &cli::GlobalArgs) {
+/// Log lines waiting for the writer thread at most.
+const LOG_QUEUE: usize = 16 * 1024;
+
+/// Bytes of log lines gathered into one write to stderr.
+const LOG_BUFFER: usize = 64 * 1024;
+
+/// Logs go to stderr: info by default, debug with -v, trace with -vv, errors only with
+/// --quiet; RUST_LOG overrides.
+///
+/// A thread of their own writes them, as many lines at once as have queued up, so a request
+/// never waits on a slow terminal or pipe and a busy receiver makes one write per burst, not
+/// one per line. Nothing is dropped: a full queue ([`LOG_QUEUE`] lines) makes loggers wait. The
+/// returned guard writes what is queued when it is dropped.
+fn init_logging(global: &cli::GlobalArgs) -> WorkerGuard {
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -139,9 +153,14 @@ fn init_logging(global: &cli::GlobalArgs) {
         other => other.to_owned(),
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE)
+        .thread_name("log-writer")
+        .finish(io::BufWriter::with_capacity(LOG_BUFFER, io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(writer)
         .with_target(false);
     match global.log_format {
         cli::LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).init(),
@@ -152,4 +171,5 @@ fn init_logging(global: &cli::GlobalArgs) {
             .with_current_span(false)
             .init(),
     }
+    guard
 }

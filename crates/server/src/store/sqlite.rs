@@ -21,6 +21,7 @@ use std::fmt;
 use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -555,6 +556,9 @@ fn apply(
             leases.end(id);
         }
     }
+    if has_writes && committed.is_ok() {
+        backend.restart_log_if_due();
+    }
     closing
 }
 
@@ -586,6 +590,9 @@ struct SqliteBackend {
     /// SQLite's `data_version` when the counts were last taken in full: it changes when
     /// another connection commits.
     data_version: i64,
+    /// Set by the checkpoint thread when it has copied a long log up to its last few
+    /// commits (see [`SqliteBackend::restart_log_if_due`]).
+    log_caught_up: Arc<AtomicBool>,
     /// Dropped with the backend, which stops the checkpoint thread.
     _checkpoints: Checkpointer,
     /// Held while the server runs, so a second server cannot process the same inbox. Declared
@@ -595,6 +602,12 @@ struct SqliteBackend {
 
 impl SqliteBackend {
     fn open(path: &Path) -> Result<SqliteBackend, InboxError> {
+        SqliteBackend::open_with_log_limit(path, RESTART_LOG_ABOVE)
+    }
+
+    /// Opens the inbox with a log that starts again once it is longer than `restart_above`
+    /// frames.
+    fn open_with_log_limit(path: &Path, restart_above: i64) -> Result<SqliteBackend, InboxError> {
         inbox::create_private(path)?;
         let lock = InboxLock::take(path)?;
         let conn = inbox::open_for_server(path)?;
@@ -616,20 +629,28 @@ impl SqliteBackend {
         // million deliveries in memory, so an insert into a full inbox rarely reads the disk.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = -32768;")
             .map_err(at)?;
-        let checkpoints = Checkpointer::start(path)?;
+        let log_caught_up = Arc::new(AtomicBool::new(false));
+        let checkpoints = Checkpointer::start(path, restart_above, Arc::clone(&log_caught_up))?;
         Ok(SqliteBackend {
             conn,
             leases: Arc::default(),
             counts: Arc::new(Mutex::new(counts)),
             data_version,
+            log_caught_up,
             _checkpoints: checkpoints,
             _lock: lock,
         })
     }
 }
 
+/// How long (in frames of a page each) the log grows under load before the writer lets it
+/// start again: 64 MiB of 4 KiB pages. Each start costs the writer a checkpoint of its own (a
+/// few milliseconds, mostly the database's sync), so it should not come too often; while the
+/// log stays within the length it has reached before, its file is written over, not extended.
+const RESTART_LOG_ABOVE: i64 = 16_384;
+
 /// How often the checkpoint thread copies committed log pages into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// A thread that checkpoints the write-ahead log (PASSIVE: it never blocks the writer) until
 /// dropped.
@@ -639,7 +660,13 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, InboxError> {
+    /// Starts the thread; it sets `caught_up` after a pass over a log longer than
+    /// `restart_above` frames.
+    fn start(
+        path: &Path,
+        restart_above: i64,
+        caught_up: Arc<AtomicBool>,
+    ) -> Result<Checkpointer, InboxError> {
         let at = |err| inbox::sqlite_failed(path, err);
         let conn = Connection::open(path).map_err(at)?;
         conn.busy_timeout(Duration::from_secs(1)).map_err(at)?;
@@ -652,10 +679,18 @@ impl Checkpointer {
                 while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    let checkpoint =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    if let Err(err) = checkpoint {
-                        tracing::warn!(error = %err, "the inbox could not checkpoint its log");
+                    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+                    });
+                    match checkpoint {
+                        // Copied up to what the writer committed during the pass.
+                        Ok((log, copied)) if log > restart_above && copied > 0 => {
+                            caught_up.store(true, Ordering::Release);
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "the inbox could not checkpoint its log");
+                        }
                     }
                 }
             })?;
@@ -784,6 +819,38 @@ impl SqliteBackend {
 
     fn commit(&mut self) -> rusqlite::Result<()> {
         self.conn.execute_batch("COMMIT")
+    }
+
+    /// Lets the next commit write the log from its start again, once the checkpoint thread
+    /// has copied most of a long log.
+    ///
+    /// The checkpoint thread copies the log into the database, but while commits keep
+    /// arriving one always lands during its copy, so the log is never wholly copied and SQLite
+    /// never starts it again: it would grow for as long as the load lasts, and every commit
+    /// would extend the file (new blocks to allocate and zero, a new size to sync). Run here,
+    /// between two transactions of the only writer and right after the thread's pass, a
+    /// checkpoint has only the last few commits left to copy, and nothing new can arrive
+    /// during it; once it has copied all, the next commit writes over the log's first frames.
+    /// The answers of the transaction just committed are already sent.
+    fn restart_log_if_due(&mut self) {
+        if !self.log_caught_up.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let checkpoint = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            });
+        match checkpoint {
+            Ok((busy, log, copied)) => {
+                tracing::trace!(busy, log, copied, "the writer checkpointed the inbox's log");
+            }
+            Err(err) => tracing::debug!(error = %err, "the writer could not checkpoint the log"),
+        }
     }
 
     fn rollback(&mut self) {
@@ -1247,6 +1314,56 @@ mod tests {
             std::thread::yield_now();
         }
         drop(sqlite);
+    }
+
+    #[test]
+    fn the_log_starts_again_while_commits_keep_arriving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.db");
+        let wal = inbox::with_suffix(&path, "-wal");
+        // A limit of 64 frames (256 KiB) instead of 64 MiB, so a short test passes it often.
+        let backend = SqliteBackend::open_with_log_limit(&path, 64).unwrap();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = std::thread::spawn(move || run(backend, rx, &Counter::default()));
+        // Commits one after another, never a pause between them, for two seconds: twenty
+        // passes of the checkpoint thread. Each body of 4 KiB takes a frame of its own at the
+        // least, so a log that never started again would be longer than all of them.
+        let until = Instant::now() + Duration::from_secs(2);
+        let (mut written, mut largest) = (0_u64, 0_u64);
+        let mut n = 0_u64;
+        while Instant::now() < until {
+            let answers: Vec<_> = (0..16)
+                .map(|_| {
+                    n += 1;
+                    let mut body = format!("{{\"n\":{n},\"pad\":\"").into_bytes();
+                    body.resize(4096, b'x');
+                    let (reply, answer) = oneshot::channel();
+                    let delivery =
+                        NewDelivery::new(DeliveryKey::of(&body), body.into(), DeliveryState::Done);
+                    tx.blocking_send(Command::Insert {
+                        delivery,
+                        now: 1_000,
+                        reply,
+                    })
+                    .unwrap();
+                    answer
+                })
+                .collect();
+            for answer in answers {
+                assert!(matches!(
+                    answer.blocking_recv().unwrap(),
+                    Ok(Stored::New(_))
+                ));
+                written += 4096;
+            }
+            largest = largest.max(std::fs::metadata(&wal).unwrap().len());
+        }
+        drop(tx);
+        writer.join().unwrap();
+        assert!(
+            largest < written / 2,
+            "the log reached {largest} bytes for {written} bytes of bodies"
+        );
     }
 
     /// Opens the lock file as [`open_lock_file`] does; the first time, `meanwhile` runs just

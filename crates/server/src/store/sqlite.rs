@@ -615,8 +615,9 @@ impl SqliteBackend {
         conn.execute_batch(PAGE_INDEXES).map_err(at)?;
         // What an earlier run, an import or the index build just now left in the log is copied
         // into the database before the first delivery, not by the checkpoint thread under load
-        // (on a full inbox that copy stalled commits for most of a second). A reader holding
-        // the log only makes this one partial; the checkpoint thread finishes it later.
+        // (on a full inbox that copy stalled commits for most of a second). An `inbox` command
+        // reading at this moment can make it wait, for the connection's busy timeout at the
+        // most, and then end partial; the checkpoint thread finishes it later.
         if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
             tracing::debug!(error = %err, "the inbox's log was not checkpointed at start");
         }

@@ -35,83 +35,47 @@ use self::report::{Report, Run};
 /// The secret the generator signs with and `serve` verifies with.
 const SECRET: &str = "bench-secret-7f3c2a";
 
-/// The runs, in the order they happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The runs, in the order they happen; each one's `--help` line says what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Kind {
+    /// bare hyper, 200 after reading the body
     Baseline,
+    /// serve --in-memory
     InMemory,
+    /// serve --inbox FILE, stdout to /dev/null
     Durable,
+    /// serve --inbox FILE already holding --prefill deliveries
     DurableFull,
+    /// serve --inbox FILE, 10 events per delivery
+    #[value(name = "durable-10")]
     Durable10,
+    /// serve --inbox postgres://… (a local PostgreSQL, fsync on)
     Postgres,
+    /// 3 × serve --inbox postgres://… on one local PostgreSQL (fsync on), RSS summed
+    #[value(name = "postgres-3")]
     Postgres3,
+    /// serve --nats nats://… (one local nats-server)
     Nats,
 }
 
-/// Each run: its name, what runs, and how many events each delivery carries.
-const RUNS: [(Kind, &str, &str, usize); 8] = [
-    (
-        Kind::Baseline,
-        "baseline",
-        "bare hyper, 200 after reading the body",
-        1,
-    ),
-    (Kind::InMemory, "in-memory", "serve --in-memory", 1),
-    (
-        Kind::Durable,
-        "durable",
-        "serve --inbox FILE, stdout to /dev/null",
-        1,
-    ),
-    (
-        Kind::DurableFull,
-        "durable-full",
-        "serve --inbox FILE already holding --prefill deliveries",
-        1,
-    ),
-    (
-        Kind::Durable10,
-        "durable-10",
-        "serve --inbox FILE, 10 events per delivery",
-        10,
-    ),
-    (
-        Kind::Postgres,
-        "postgres",
-        "serve --inbox postgres://… (a local PostgreSQL, fsync on)",
-        1,
-    ),
-    (
-        Kind::Postgres3,
-        "postgres-3",
-        "3 × serve --inbox postgres://… on one local PostgreSQL (fsync on), RSS summed",
-        1,
-    ),
-    (
-        Kind::Nats,
-        "nats",
-        "serve --nats nats://… (one local nats-server)",
-        1,
-    ),
-];
-
 impl Kind {
-    fn row(self) -> (Kind, &'static str, &'static str, usize) {
-        RUNS.into_iter()
-            .find(|run| run.0 == self)
-            .expect("every kind has a row")
+    fn value(self) -> clap::builder::PossibleValue {
+        clap::ValueEnum::to_possible_value(&self).expect("no run is hidden")
     }
 
-    fn name(self) -> &'static str {
-        self.row().1
+    fn name(self) -> String {
+        self.value().get_name().to_owned()
     }
 
-    fn server(self) -> &'static str {
-        self.row().2
+    fn server(self) -> String {
+        self.value()
+            .get_help()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     }
 
     fn events_per_delivery(self) -> usize {
-        self.row().3
+        if self == Kind::Durable10 { 10 } else { 1 }
     }
 
     /// How many processes serve the run, sharing its store; the load is spread over them.
@@ -134,7 +98,7 @@ struct Options {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
     connections: u16,
     /// Only this run (again for more); they run in their usual order.
-    #[arg(long, value_name = "RUN", value_parser = kind)]
+    #[arg(long, value_name = "RUN", value_enum)]
     only: Vec<Kind>,
     /// Extra arguments for every `serve` run, to compare configurations.
     #[arg(long = "serve-arg", value_name = "ARG", allow_hyphen_values = true)]
@@ -152,15 +116,6 @@ fn seconds(text: &str) -> Result<f64, String> {
     let value = text.parse::<f64>().ok();
     let value = value.filter(|it| it.is_finite() && *it >= 0.0);
     value.ok_or_else(|| format!("{text:?} is not a number of seconds"))
-}
-
-/// A run by its name.
-fn kind(text: &str) -> Result<Kind, String> {
-    let found = RUNS.into_iter().find(|run| run.1 == text).map(|run| run.0);
-    found.ok_or_else(|| {
-        let runs = RUNS.map(|run| run.1).join(", ");
-        format!("{text:?} is not a run; the runs are {runs}")
-    })
 }
 
 impl Options {
@@ -183,8 +138,9 @@ impl Options {
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        RUNS.map(|run| run.0)
-            .into_iter()
+        <Kind as clap::ValueEnum>::value_variants()
+            .iter()
+            .copied()
             .filter(|kind| match kind {
                 // With --prefill, wherever `durable` runs, so the two can be compared.
                 Kind::DurableFull => {
@@ -317,7 +273,7 @@ async fn run_all(
                 }
             };
             let name = match kind.replicas() {
-                1 => kind.name().to_owned(),
+                1 => kind.name(),
                 _ => format!("{} replica {replica}", kind.name()),
             };
             servers.push(Server::start(&name, command)?);
@@ -365,18 +321,16 @@ async fn run_all(
             server.stop();
         }
         drop(service);
+        let mut server = kind.server();
+        if *kind != Kind::Baseline {
+            options
+                .serve_args
+                .iter()
+                .for_each(|arg| server += &format!(" {arg}"));
+        }
         let run = Run {
-            name: kind.name().to_owned(),
-            server: std::iter::once(kind.server())
-                .chain(
-                    options
-                        .serve_args
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|_| *kind != Kind::Baseline),
-                )
-                .collect::<Vec<_>>()
-                .join(" "),
+            name: kind.name(),
+            server,
             events_per_delivery: kind.events_per_delivery(),
             requests: outcome.measured,
             requests_per_second: outcome.requests_per_second(),
@@ -689,7 +643,10 @@ mod tests {
             !options.kinds().contains(&Kind::DurableFull),
             "needs --prefill"
         );
-        assert_eq!(options.kinds().len(), RUNS.len() - 1);
+        assert_eq!(
+            options.kinds().len(),
+            <Kind as clap::ValueEnum>::value_variants().len() - 1
+        );
     }
 
     #[test]
@@ -709,6 +666,13 @@ mod tests {
         assert_eq!(options.kinds(), [Kind::Postgres, Kind::Postgres3]);
         let replicas: Vec<usize> = options.kinds().into_iter().map(Kind::replicas).collect();
         assert_eq!(replicas, [1, 3]);
+        // Each run's name and description come from its variant.
+        assert_eq!(Kind::Durable10.name(), "durable-10");
+        assert_eq!(Kind::InMemory.name(), "in-memory");
+        assert_eq!(
+            Kind::Durable10.server(),
+            "serve --inbox FILE, 10 events per delivery"
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl Postgres {
     /// When PostgreSQL is not installed (the message says to install Debian's `postgresql`),
     /// or `initdb` or the server fails (the message holds its output).
     pub fn start() -> anyhow::Result<Postgres> {
-        Postgres::start_with(None)
+        Postgres::start_as(None, false)
     }
 
     /// Like [`Postgres::start`], with TLS: the server presents the PEM certificate chain `cert`
@@ -62,7 +62,7 @@ impl Postgres {
     /// # Errors
     /// As [`Postgres::start`], and when the files cannot be copied into the cluster.
     pub fn start_with_tls(cert: &Path, key: &Path) -> anyhow::Result<Postgres> {
-        Postgres::start_with(Some((cert, key)))
+        Postgres::start_as(Some((cert, key)), false)
     }
 
     /// Like [`Postgres::start`], with every commit synced to disk as a production server
@@ -71,17 +71,12 @@ impl Postgres {
     /// # Errors
     /// As [`Postgres::start`].
     pub fn start_durable() -> anyhow::Result<Postgres> {
-        Postgres::start_with_durability(None, true)
+        Postgres::start_as(None, true)
     }
 
-    fn start_with(tls: Option<(&Path, &Path)>) -> anyhow::Result<Postgres> {
-        Postgres::start_with_durability(tls, false)
-    }
-
-    fn start_with_durability(
-        tls: Option<(&Path, &Path)>,
-        durable: bool,
-    ) -> anyhow::Result<Postgres> {
+    /// A new cluster, with TLS when `tls` holds a certificate and its key, syncing every
+    /// commit when `durable`.
+    fn start_as(tls: Option<(&Path, &Path)>, durable: bool) -> anyhow::Result<Postgres> {
         let bin = find_binaries()?;
         let run_as = if rustix::process::geteuid().is_root() {
             Some(nobody()?)

@@ -292,14 +292,9 @@ pub fn poll_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// Whether process `pid` runs (a zombie, dead but not yet reaped, does not).
 pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `PID (COMM) STATE …`; COMM may hold spaces and parentheses, the state follows the last ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z" | "X"))
+    let process = i32::try_from(pid).ok().map(procfs::process::Process::new);
+    let stat = process.and_then(|it| it.ok()?.stat().ok());
+    stat.is_some_and(|it| !matches!(it.state, 'Z' | 'X'))
 }
 
 /// The process ids a test command appends to a file, one a line; those still alive are
@@ -360,6 +355,20 @@ mod tests {
         serve.restart();
         assert_eq!(serve.stdout_line(), "ready");
         assert_eq!(serve.url, "http://127.0.0.1:9/hook");
+    }
+
+    #[test]
+    fn a_zombie_or_a_reaped_process_is_not_alive() {
+        let mut running = Command::new("sleep").arg("60").spawn().unwrap();
+        let was_alive = alive(running.id());
+        running.kill().unwrap();
+        running.wait().unwrap();
+        assert!(was_alive);
+        assert!(!alive(running.id()));
+        // Not waited for, so it stays a zombie until the wait below.
+        let mut ended = Command::new("true").spawn().unwrap();
+        poll_until("the ended child to count as dead", || !alive(ended.id()));
+        ended.wait().unwrap();
     }
 
     #[test]

@@ -66,9 +66,14 @@ impl Server {
     /// When `/proc/PID/status` cannot be read (the process is gone).
     pub(crate) fn memory(&self) -> Result<Memory> {
         let pid = self.serve.pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        let id = i32::try_from(pid).context("a process id fits in i32")?;
+        let status = procfs::process::Process::new(id)
+            .and_then(|process| process.status())
             .with_context(|| format!("could not read the memory of {} (pid {pid})", self.name))?;
-        parse_memory(&status).with_context(|| format!("/proc/{pid}/status has no VmRSS/VmHWM"))
+        match (status.vmrss, status.vmhwm) {
+            (Some(rss_kib), Some(peak_kib)) => Ok(Memory { rss_kib, peak_kib }),
+            _ => bail!("/proc/{pid}/status has no VmRSS/VmHWM"),
+        }
     }
 
     /// Fails when the process has exited, quoting its last stderr lines.
@@ -98,37 +103,9 @@ impl Server {
     }
 }
 
-/// The `VmRSS` and `VmHWM` lines of `/proc/PID/status` (values in kB).
-pub(crate) fn parse_memory(status: &str) -> Option<Memory> {
-    Some(Memory {
-        rss_kib: kib(status, "VmRSS")?,
-        peak_kib: kib(status, "VmHWM")?,
-    })
-}
-
-/// The value of the line `NAME: N kB` of a `/proc` file such as `status` or `meminfo`.
-pub(crate) fn kib(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let value = line.strip_prefix(name)?.strip_prefix(':')?;
-        value.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_rss_and_peak_from_proc_status() {
-        let status =
-            "Name:\tserve\nVmPeak:\t  100000 kB\nVmHWM:\t    9012 kB\nVmRSS:\t    7000 kB\n";
-        let memory = Memory {
-            rss_kib: 7000,
-            peak_kib: 9012,
-        };
-        assert_eq!(parse_memory(status), Some(memory));
-        assert_eq!(parse_memory("Name:\tkthread\n"), None);
-    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn finds_the_address_and_memory_and_reports_a_child_that_exits_early() {

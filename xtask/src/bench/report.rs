@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use procfs::Current as _;
 use serde::Serialize;
 
 /// Everything one `cargo xtask bench` measured.
@@ -280,21 +281,14 @@ fn mib(kib: u64) -> String {
 
 /// Reads the machine's CPU count, CPU model, memory and load.
 pub(crate) fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim() == "model name").then(|| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib = super::process::kib(&meminfo, "MemTotal").unwrap_or(0);
+    let cpuinfo = procfs::CpuInfo::current().ok();
+    let cpu_model = cpuinfo.as_ref().and_then(|it| it.model_name(0));
+    let memory = procfs::Meminfo::current().map_or(0, |it| it.mem_total);
     let load = load_average();
     Machine {
         cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
-        cpu_model,
-        memory_mib: memory_kib / 1024,
+        cpu_model: cpu_model.unwrap_or("unknown").to_owned(),
+        memory_mib: memory / (1024 * 1024),
         load_before: load,
         load_after: load,
     }
@@ -302,10 +296,7 @@ pub(crate) fn machine() -> Machine {
 
 /// The one-minute load average, 0 when unknown.
 pub(crate) fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
+    procfs::LoadAverage::current().map_or(0.0, |it| f64::from(it.one))
 }
 
 #[cfg(test)]
@@ -336,6 +327,17 @@ mod tests {
                 drained: name != "durable-10",
             }),
         }
+    }
+
+    #[test]
+    fn reads_this_machine() {
+        let machine = machine();
+        assert!(machine.cpus >= 1);
+        assert_ne!(machine.cpu_model, "");
+        // In MiB, not kB or bytes: any machine that builds this workspace has more than 256.
+        assert!(machine.memory_mib > 256, "{machine:?}");
+        assert!(machine.memory_mib < 1 << 30, "{machine:?}");
+        assert!(machine.load_before >= 0.0);
     }
 
     #[test]

@@ -322,11 +322,13 @@ async fn run_all(
         }
         drop(service);
         let mut server = kind.server();
-        if *kind != Kind::Baseline {
-            options
-                .serve_args
-                .iter()
-                .for_each(|arg| server += &format!(" {arg}"));
+        for arg in options
+            .serve_args
+            .iter()
+            .filter(|_| *kind != Kind::Baseline)
+        {
+            server.push(' ');
+            server.push_str(arg);
         }
         let run = Run {
             name: kind.name(),

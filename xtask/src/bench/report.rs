@@ -296,7 +296,8 @@ pub(crate) fn machine() -> Machine {
 
 /// The one-minute load average, 0 when unknown.
 pub(crate) fn load_average() -> f64 {
-    procfs::LoadAverage::current().map_or(0.0, |it| f64::from(it.one))
+    // procfs gives it as an f32; /proc/loadavg has two decimals, so the JSON shows those.
+    procfs::LoadAverage::current().map_or(0.0, |it| (f64::from(it.one) * 100.0).round() / 100.0)
 }
 
 #[cfg(test)]
@@ -338,6 +339,11 @@ mod tests {
         assert!(machine.memory_mib > 256, "{machine:?}");
         assert!(machine.memory_mib < 1 << 30, "{machine:?}");
         assert!(machine.load_before >= 0.0);
+        let hundredths = machine.load_before * 100.0;
+        assert!(
+            (hundredths - hundredths.round()).abs() < 1e-6,
+            "{machine:?}"
+        );
     }
 
     #[test]

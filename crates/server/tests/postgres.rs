@@ -82,6 +82,39 @@ async fn two_stores_on_one_database_keep_a_delivery_sent_to_both_once() {
     b.close().await;
 }
 
+/// Two replicas given the same burst of redeliveries in opposite orders: each group of
+/// inserts would wait on the other's uncommitted keys unless both take them in one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_deliveries_in_opposite_orders_to_two_stores_are_each_stored_once() {
+    let postgres = Postgres::start().unwrap();
+    let (a, b) = (open(&postgres.url()).await, open(&postgres.url()).await);
+    let (rounds, per_round) = (5, 200);
+    for round in 0..rounds {
+        let numbers: Vec<usize> = (round * per_round..(round + 1) * per_round).collect();
+        let mut sends = Vec::new();
+        for (forward, backward) in numbers.iter().zip(numbers.iter().rev()) {
+            for (store, n) in [(&a, *forward), (&b, *backward)] {
+                let store = Arc::clone(store);
+                sends.push(tokio::spawn(async move {
+                    (n, store.store(delivery(n), 1_000).await)
+                }));
+            }
+        }
+        let mut new = HashSet::new();
+        for send in sends {
+            let (n, stored) = send.await.unwrap();
+            match stored.unwrap_or_else(|err| panic!("delivery {n} was refused: {err}")) {
+                Stored::New(_) => assert!(new.insert(n), "delivery {n} stored new twice"),
+                Stored::Duplicate(_) => {}
+            }
+        }
+        assert_eq!(new.len(), per_round, "round {round}");
+    }
+    assert_eq!(a.counts().await.unwrap().pending, 1_000);
+    a.close().await;
+    b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_that_ran_out_is_taken_over_and_the_late_outcome_is_ignored() {
     let postgres = Postgres::start().unwrap();

@@ -736,6 +736,12 @@ fn copy_error(err: &InboxError) -> InboxError {
 /// Inserts the group (autocommit: the statement is its own transaction, durable once it
 /// returns) and finds the ids of the keys stored before. Returns each key's id and whether it
 /// is new.
+///
+/// The rows go in in key order. A key another transaction has inserted but not committed
+/// makes the insert wait for that transaction, so two groups sharing keys in opposite orders
+/// (the same redeliveries reaching two replicas, or two groups of one store) would each wait
+/// for the other, and PostgreSQL would abort one as a deadlock. In one order, the one that
+/// waits holds no key the other still needs.
 async fn insert_group(
     client: &deadpool_postgres::Client,
     unique: &[&Arriving],
@@ -747,6 +753,7 @@ async fn insert_group(
              SELECT k, s, r, r, n, b \
              FROM unnest($1::bytea[], $2::text[], $3::int8[], $4::int8[], $5::bytea[]) \
                  AS t(k, s, r, n, b) \
+             ORDER BY k \
              ON CONFLICT (key) DO NOTHING RETURNING id, key",
         )
         .await?;

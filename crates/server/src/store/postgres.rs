@@ -4,10 +4,11 @@
 //!
 //! - **Intake** commits concurrent deliveries in groups: a task collects what arrives while the
 //!   previous groups are being committed (up to [`MAX_BATCH`] a group, [`INTAKE_TRANSACTIONS`]
-//!   groups at once) and stores each group with one `INSERT … SELECT FROM unnest(…) ON
-//!   CONFLICT (key) DO NOTHING`, committed with the server's durability, before any of them is
-//!   answered. The unique key deduplicates redeliveries across every replica for as long as a
-//!   delivery is kept.
+//!   groups at once) and stores each group with one `INSERT … SELECT FROM unnest(…) ORDER BY
+//!   key ON CONFLICT (key) DO NOTHING`, committed with the server's durability, before any of
+//!   them is answered. The unique key deduplicates redeliveries across every replica for as
+//!   long as a delivery is kept; taking each group's keys in one order keeps two groups that
+//!   share keys (one redelivery reaching two replicas) from deadlocking.
 //! - **Claims** take due deliveries with `FOR UPDATE SKIP LOCKED`, so concurrent claimers never
 //!   get the same row, and lease each: the claim counts the attempt as started and makes the
 //!   delivery due again when the lease ends (`next_attempt_at = lease_until`). A crashed

@@ -26,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
 use preservica_webhook_core::Secret;
 
 use self::load::Plan;
@@ -36,7 +37,7 @@ use self::report::{Report, Run};
 const SECRET: &str = "bench-secret-7f3c2a";
 
 /// The runs, in the order they happen; each one's `--help` line says what runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Kind {
     /// bare hyper, 200 after reading the body
     Baseline,
@@ -60,7 +61,7 @@ enum Kind {
 
 impl Kind {
     fn value(self) -> clap::builder::PossibleValue {
-        clap::ValueEnum::to_possible_value(&self).expect("no run is hidden")
+        self.to_possible_value().expect("no run is hidden")
     }
 
     fn name(self) -> String {
@@ -138,7 +139,7 @@ impl Options {
     }
 
     fn kinds(&self) -> Vec<Kind> {
-        <Kind as clap::ValueEnum>::value_variants()
+        Kind::value_variants()
             .iter()
             .copied()
             .filter(|kind| match kind {
@@ -322,13 +323,11 @@ async fn run_all(
         }
         drop(service);
         let mut server = kind.server();
-        for arg in options
-            .serve_args
-            .iter()
-            .filter(|_| *kind != Kind::Baseline)
-        {
-            server.push(' ');
-            server.push_str(arg);
+        if *kind != Kind::Baseline {
+            for arg in &options.serve_args {
+                server.push(' ');
+                server.push_str(arg);
+            }
         }
         let run = Run {
             name: kind.name(),
@@ -645,10 +644,7 @@ mod tests {
             !options.kinds().contains(&Kind::DurableFull),
             "needs --prefill"
         );
-        assert_eq!(
-            options.kinds().len(),
-            <Kind as clap::ValueEnum>::value_variants().len() - 1
-        );
+        assert_eq!(options.kinds().len(), Kind::value_variants().len() - 1);
     }
 
     #[test]
